@@ -1,0 +1,27 @@
+"""fakescope: tell AI-generated images and videos from real ones.
+
+The short public API (label 1 = fake, score = P(fake))::
+
+    from fakescope import create_detector, load_detector, list_models
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "create_detector", "list_models", "load_detector"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import fakescope` (and `fakescope --help`) stays fast and imports no torch.
+    if name in ("create_detector", "list_models"):
+        from fakescope.models import registry
+
+        return getattr(registry, name)
+    if name == "load_detector":
+        from fakescope.models.checkpoint import load_detector
+
+        return load_detector
+    raise AttributeError(f"module 'fakescope' has no attribute {name!r}")

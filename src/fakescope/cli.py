@@ -1,0 +1,320 @@
+"""The ``fakescope`` command line: thin subcommands over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("fakescope")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        vals = [float(t) for t in _csv_list(text)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"--split wants three numbers like 0.7,0.15,0.15, got {text!r}"
+        ) from e
+    if len(vals) != 3:
+        raise argparse.ArgumentTypeError(
+            f"--split wants three numbers (train,val,test), got {text!r}"
+        )
+    return vals
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a detector on a folder tree or manifest, then report on its test split",
+        description="Train a detector. DATA is a folder tree whose folder names give the class "
+        "(ai/fake/generated/... vs real/nature/...), a CSV/Parquet manifest, or a splits.csv.",
+    )
+    p.add_argument("data", help="folder tree, manifest (.csv/.parquet) or a saved splits.csv")
+    p.add_argument("--model", help="timm model name or registered detector (default resnet50)")
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=None,
+        help="start from timm hub weights (online)",
+    )
+    p.add_argument("--weights", help="local timm-format weights file to start from (offline)")
+    p.add_argument("--out", help="run directory (default runs/<model>)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW, cosine)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--img-size", type=int, help="input size (default: the model's own)")
+    p.add_argument(
+        "--resize-mode",
+        choices=["resize", "crop"],
+        help="resize+centre-crop (default) or crop at native resolution",
+    )
+    p.add_argument(
+        "--augment", type=_csv_list, help="comma list from flip,blur,jpeg (default flip)"
+    )
+    p.add_argument(
+        "--aug-prob", type=float, help="chance of blur and of JPEG per image (default 0.1)"
+    )
+    p.add_argument("--split", type=_ratios, help="train,val,test ratios (default 0.7,0.15,0.15)")
+    p.add_argument("--splits", help="reuse a saved splits.csv instead of making a new split")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int, help="early stop after N epochs without better val loss")
+    p.add_argument("--workers", type=int, help="data-loading processes (default 2)")
+    p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument(
+        "--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto)"
+    )
+    p.add_argument("--fake-names", type=_csv_list, help="folder names meaning fake (comma list)")
+    p.add_argument("--real-names", type=_csv_list, help="folder names meaning real (comma list)")
+    p.add_argument("--config", help="YAML file of config keys (flags given here win)")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
+    p.add_argument(
+        "--force", action="store_true", help="delete an existing run in --out and start over"
+    )
+    p.add_argument("--no-report", action="store_true", help="skip the test-split report at the end")
+    p.set_defaults(func=cmd_train)
+
+
+_TRAIN_KEYS = (
+    "data",
+    "model",
+    "pretrained",
+    "weights",
+    "out",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "img_size",
+    "resize_mode",
+    "augment",
+    "aug_prob",
+    "split",
+    "splits",
+    "seed",
+    "patience",
+    "workers",
+    "device",
+    "amp",
+    "fake_names",
+    "real_names",
+)
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    """Defaults, then ``--config`` YAML, then ``--set`` overrides, then explicit flags."""
+    from fakescope.config import TrainConfig, load_yaml, merge_config, parse_overrides
+
+    flags = {k: getattr(args, k) for k in _TRAIN_KEYS}
+    yaml_layer = load_yaml(args.config) if args.config else {}
+    return merge_config(TrainConfig().to_dict(), yaml_layer, parse_overrides(args.set), flags)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fakescope.train.run import run
+
+    cfg = train_config_from_args(args)
+    run(cfg, resume=args.resume, force=args.force, report=not args.no_report)
+    return EXIT_OK
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="evaluate a checkpoint on a labelled dataset and write a report"
+    )
+    p.add_argument("checkpoint", help="a .safetensors checkpoint written by fakescope train")
+    p.add_argument("data", help="folder tree, manifest or splits.csv")
+    p.add_argument(
+        "--split", default="all", help="with a splits file: train, val, test or all (default all)"
+    )
+    p.add_argument(
+        "--out", help="report directory (default: eval-<data name> beside the checkpoint)"
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fakescope.data.manifest import DataError, build_manifest
+    from fakescope.eval.evaluate import verify_and_evaluate
+    from fakescope.models.checkpoint import load_detector
+
+    det = load_detector(args.checkpoint)
+    df = build_manifest(args.data)
+    if args.split != "all":
+        if "split" not in df.columns:
+            raise DataError(
+                f"{args.data}: has no split column, so --split {args.split} cannot apply"
+            )
+        df = df[df["split"] == args.split].reset_index(drop=True)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(args.checkpoint).parent / f"eval-{Path(args.data).stem}"
+    )
+    meta = {
+        "model": det.spec.arch,
+        "checkpoint": str(args.checkpoint),
+        "data": str(args.data),
+        "split": args.split,
+        "fakescope_version": det.meta.get("fakescope_version"),
+    }
+    verify_and_evaluate(
+        det,
+        df,
+        out,
+        history=det.meta.get("history"),
+        meta=meta,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        n_boot=args.n_boot,
+    )
+    print(f"report: {out / 'report.html'}")
+    return EXIT_OK
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="make the built-in demo data (no downloads), train, evaluate, report"
+    )
+    p.add_argument("--out", default="demo-run", help="where data and the run go (default demo-run)")
+    p.add_argument(
+        "--model", default="resnet18", help="model to train (default resnet18, from scratch)"
+    )
+    p.add_argument("--weights", help="optional local weights file to start from")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--n-per-class", type=int, default=160)
+    p.add_argument("--size", type=int, default=96, help="image size of the demo crops")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fakescope.config import TrainConfig
+    from fakescope.data.demo import make_demo_dataset
+    from fakescope.train.run import run
+
+    out = Path(args.out)
+    data = make_demo_dataset(out / "data", n_per_class=args.n_per_class, size=args.size)
+    print(
+        f"demo data: {data} (crops of scikit-image's sample photos; fakes re-synthesised by a small "
+        "autoencoder; see its README.txt)",
+        flush=True,
+    )
+    cfg = TrainConfig(
+        data=str(data),
+        model=args.model,
+        weights=args.weights,
+        out=str(out / "run"),
+        epochs=args.epochs,
+        batch_size=32,
+        lr=1e-3 if not args.weights else 3e-4,
+        img_size=args.size,
+        resize_mode="crop",
+        workers=args.workers,
+    )
+    run(cfg, force=True)
+    return EXIT_OK
+
+
+def _add_misc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="rebuild report.html from a report directory's saved files")
+    p.add_argument("dir", help="a directory holding metrics.json and predictions.csv")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("models", help="list model names")
+    p.add_argument("pattern", nargs="?", help="glob filter, e.g. 'vit_*'")
+    p.add_argument("--all", action="store_true", help="include every timm model name")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fakescope.eval.report import rebuild_report
+
+    print(f"report: {rebuild_report(args.dir)}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fakescope.models.registry import list_models
+
+    print("\n".join(list_models(args.pattern, include_timm=args.all)))
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from fakescope.models.checkpoint import read_meta
+
+    print(json.dumps(read_meta(args.checkpoint), indent=2))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    from fakescope import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fakescope", description="Tell AI-generated images from real ones."
+    )
+    parser.add_argument("--version", action="version", version=f"fakescope {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_demo(sub)
+    _add_misc(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse ``argv``, run the subcommand, turn known errors into one clear line."""
+    from fakescope.data.manifest import DataError
+    from fakescope.models.checkpoint import CheckpointError
+    from fakescope.models.registry import WeightsError
+    from fakescope.utils import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return args.func(args)
+    except (
+        DataError,
+        WeightsError,
+        CheckpointError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
+        print(f"fakescope: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(
+            "fakescope: interrupted; completed epochs are saved, continue with --resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""Robust image loading: any file to 8-bit RGB, or a clear reason why not."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import stat
+import struct
+import sys
+import threading
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 120_000_000
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jfif",
+        ".png",
+        ".bmp",
+        ".gif",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        # Listed so that they are attempted; without a decoder plugin they fail with a clear reason.
+        ".heic",
+        ".heif",
+        ".avif",
+    }
+)
+
+_NEEDS_PLUGIN = {".heic": "pillow-heif", ".heif": "pillow-heif", ".avif": "Pillow >= 11.3"}
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_EXIF_ORIENTATION = 0x0112
+# What PIL decoders raise on broken data. Image.open itself swallows some of these while it
+# guesses the format, but plugins raise them again from load().
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    KeyError,
+    struct.error,
+    zlib.error,
+)
+_DRAFT_SIZE = (64, 64)
+
+
+class ImageLoadError(Exception):
+    """An image file that cannot be used, with a reason a person can act on.
+
+    Attributes:
+        path: The file that failed.
+        reason: Why, in plain words (for example ``"file not found"``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ImageLoadError], tuple[str, str]]:
+        # Keeps the two-argument constructor working across process boundaries.
+        return (type(self), (self.path, self.reason))
+
+
+class _PilPixelCheckPassThrough:
+    """Turns off PIL's global decompression-bomb check while a header is read.
+
+    Our own ``max_pixels`` check runs right after ``Image.open`` and reports the real width and
+    height; PIL's check would fire first (at twice ``Image.MAX_IMAGE_PIXELS``) with a vaguer
+    message and would also refuse images that the caller allowed. The global is restored when the
+    last concurrent user leaves. Only header parsing runs inside the window, so other threads that
+    open images at that very moment briefly go unchecked by PIL.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: int | None = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._saved = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    Image.MAX_IMAGE_PIXELS = self._saved
+
+
+_pil_pixel_check_off = _PilPixelCheckPassThrough()
+
+
+# --------------------------------------------------------------------------------------------
+# Mode conversion
+# --------------------------------------------------------------------------------------------
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation and convert any PIL mode to 8-bit RGB.
+
+    Choices:
+        * ``1``, ``L``, ``P``, ``YCbCr``, ``HSV`` and ``CMYK`` use PIL's conversion. Adobe
+          (inverted) CMYK JPEGs are already un-inverted by PIL's JPEG decoder; no ICC colour
+          management is applied.
+        * 16-bit modes (``I;16``, ``I;16B``, ``I;16L``) are scaled by their true depth,
+          ``round(v / 257)``, so 65535 becomes 255 rather than clipping everything above 255.
+        * ``I`` (32-bit int): the bit depth from a TIFF ``BitsPerSample`` tag when there is one,
+          else 16 bits when all values fit in 0..65535 (16-bit PNG and TIFF open as ``I`` in many
+          Pillow versions), else a min/max rescale.
+        * ``F`` (float): values within 0..1 are taken as normalised and multiplied by 255;
+          anything else is min/max rescaled (a constant image outside 0..1 becomes black). NaN
+          becomes 0 and infinities are clipped.
+        * ``LAB`` goes through LittleCMS to sRGB when available.
+        * Anything with alpha or a transparency key (``RGBA``, ``LA``, ``PA``, ``P`` or ``L`` with
+          ``transparency``) is composited onto a white background, so transparent areas do not
+          turn black.
+
+    Args:
+        img: A loaded (or lazily loadable) PIL image.
+
+    Returns:
+        An RGB image. It may be ``img`` itself when no change was needed.
+    """
+    img = _apply_exif_orientation(img)
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return img
+    if mode in _SIXTEEN_BIT_MODES:
+        return _grey_array_to_rgb(_scale_to_uint8(np.asarray(img), bits=16))
+    if mode in ("I", "I;16S", "I;32", "I;32S"):
+        return _grey_array_to_rgb(_int_to_uint8(np.asarray(img), _tiff_bits(img)))
+    if mode == "F":
+        return _grey_array_to_rgb(_float_to_uint8(np.asarray(img, dtype=np.float64)))
+    if mode == "LAB":
+        return _lab_to_rgb(img)
+    if mode in _ALPHA_MODES or img.has_transparency_data:
+        return _composite_on_white(img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def _apply_exif_orientation(img: Image.Image) -> Image.Image:
+    """Rotate or flip per the EXIF orientation tag; a broken EXIF block is ignored."""
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(img)
+    except _DECODE_ERRORS as exc:
+        logger.debug("ignoring unreadable EXIF orientation: %s", exc)
+    return img
+
+
+def _grey_array_to_rgb(grey: np.ndarray) -> Image.Image:
+    """Make an RGB image from a 2-D uint8 array."""
+    return Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8), mode="L").convert("RGB")
+
+
+def _scale_to_uint8(arr: np.ndarray, bits: int) -> np.ndarray:
+    """Scale unsigned integers of the given bit depth to 0..255 with rounding."""
+    top = (1 << bits) - 1
+    values = np.clip(arr.astype(np.int64), 0, top)
+    return ((values * 255 + top // 2) // top).astype(np.uint8)
+
+
+def _tiff_bits(img: Image.Image) -> int | None:
+    """The BitsPerSample of a TIFF, or None for other formats."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return None
+    bits = tags.get(258)
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return int(bits) if isinstance(bits, int) and 1 <= bits <= 32 else None
+
+
+def _int_to_uint8(arr: np.ndarray, bits: int | None) -> np.ndarray:
+    """Map a signed or wide integer greyscale array to 0..255 (see ``to_rgb``)."""
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    lo, hi = int(arr.min()), int(arr.max())
+    if bits is None and lo >= 0 and hi <= 0xFFFF:
+        bits = 16
+    if bits is not None and lo >= 0 and hi < (1 << bits):
+        return _scale_to_uint8(arr, bits)
+    return _minmax_to_uint8(arr.astype(np.float64), float(lo), float(hi))
+
+
+def _float_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Map a float greyscale array to 0..255 (see ``to_rgb``)."""
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo >= 0.0 and hi <= 1.0:
+        scaled = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0) * 255.0
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return _minmax_to_uint8(arr, lo, hi)
+
+
+def _minmax_to_uint8(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Stretch ``lo..hi`` to 0..255; a constant image becomes black."""
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    scaled = (np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo) - lo) / (hi - lo) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _lab_to_rgb(img: Image.Image) -> Image.Image:
+    """Convert CIE L*a*b* to sRGB with LittleCMS, or PIL's channel copy without it."""
+    try:
+        from PIL import ImageCms
+
+        lab, srgb = ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB")
+        converted = ImageCms.profileToProfile(img, lab, srgb, outputMode="RGB")
+    except (ImportError, OSError, ValueError) as exc:
+        logger.debug("LittleCMS LAB conversion unavailable (%s); using PIL's convert", exc)
+        return img.convert("RGB")
+    return converted if converted is not None else img.convert("RGB")
+
+
+def _composite_on_white(rgba: Image.Image) -> Image.Image:
+    """Flatten an RGBA image onto an opaque white background."""
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and checking
+# --------------------------------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    """A short text for an exception, falling back to its type name."""
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _check_file(path: Path) -> None:
+    """Fail early, with a plain reason, on files that cannot hold an image."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageLoadError(path, "file not found") from None
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageLoadError(path, "is a directory, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageLoadError(path, "not a regular file")
+    if info.st_size == 0:
+        raise ImageLoadError(path, "empty file (0 bytes)")
+
+
+def _open_header(path: Path) -> Image.Image:
+    """Open an image lazily (header only), mapping failures to ImageLoadError."""
+    try:
+        with _pil_pixel_check_off():
+            return Image.open(path)
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied") from None
+    except IsADirectoryError:
+        raise ImageLoadError(path, "is a directory, not an image file") from None
+    except FileNotFoundError:
+        raise ImageLoadError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, _unrecognised_reason(path)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"possible decompression bomb: {exc}") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageLoadError(path, f"truncated or corrupt image data: {_describe(exc)}") from None
+
+
+def _unrecognised_reason(path: Path) -> str:
+    """The reason for a file no installed decoder recognises, with a hint for HEIC/AVIF."""
+    plugin = _NEEDS_PLUGIN.get(path.suffix.lower())
+    if plugin is None:
+        return "not a recognised image format"
+    return f"not a recognised image format (no {path.suffix.lower()} decoder; install {plugin})"
+
+
+def _check_size(path: Path, img: Image.Image, max_pixels: int | None) -> None:
+    """Reject nonsense sizes and images over the pixel limit, from the header alone."""
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageLoadError(path, f"invalid image size {width}x{height}")
+    pixels = width * height
+    if max_pixels is not None and pixels > max_pixels:
+        raise ImageLoadError(
+            path,
+            f"image is {width}x{height} = {pixels:,} pixels, over the limit of "
+            f"{max_pixels:,} (possible decompression bomb)",
+        )
+
+
+def _decode(img: Image.Image, path: Path, draft: bool) -> Image.Image:
+    """Decode all pixel data of the first frame and convert it to RGB."""
+    try:
+        if draft and isinstance(img, JpegImagePlugin.JpegImageFile):
+            # DCT-domain downscale: libjpeg still entropy-decodes every block, so truncation is
+            # still caught, at a fraction of the cost of a full decode.
+            img.draft("RGB", _DRAFT_SIZE)
+        img.load()
+        return to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"possible decompression bomb: {exc}") from None
+    except MemoryError:
+        raise ImageLoadError(path, "not enough memory to decode the image") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageLoadError(path, f"truncated or corrupt image data: {_describe(exc)}") from None
+
+
+def _load(path: str | os.PathLike[str], max_pixels: int | None, draft: bool) -> Image.Image:
+    """Shared body of ``load_image`` and ``check_image``."""
+    file = Path(path)
+    _check_file(file)
+    img = _open_header(file)
+    rgb: Image.Image | None = None
+    try:
+        _check_size(file, img, max_pixels)
+        rgb = _decode(img, file, draft)
+        if rgb is img and getattr(img, "fp", None) is not None:
+            # Multi-frame formats keep their file open; detach the pixels from it.
+            rgb = img.copy()
+        return rgb
+    finally:
+        if rgb is not img:
+            img.close()
+
+
+def load_image(
+    path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Load an image file as 8-bit RGB, or explain why it cannot be used.
+
+    The pixel count is checked from the header before any pixel data is decoded. Animated images
+    give their first frame. Truncated files are errors (``LOAD_TRUNCATED_IMAGES`` stays off).
+
+    Args:
+        path: The image file.
+        max_pixels: Refuse images with more pixels than this (``None``: no limit). This, not
+            PIL's global ``Image.MAX_IMAGE_PIXELS``, is the limit that applies.
+
+    Returns:
+        The decoded image in mode ``RGB``, EXIF orientation applied.
+
+    Raises:
+        ImageLoadError: With a reason such as ``"file not found"``, ``"permission denied"``,
+            ``"empty file (0 bytes)"``, ``"not a recognised image format"``,
+            ``"truncated or corrupt image data: ..."`` or an over-the-limit size.
+    """
+    return _load(path, max_pixels, draft=False)
+
+
+def check_image(
+    path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> str | None:
+    """Check that a file decodes completely, without keeping the pixels.
+
+    JPEGs are decoded at reduced scale (``draft``), which still reads all the compressed data, so
+    truncation is found at a fraction of the cost.
+
+    Args:
+        path: The image file.
+        max_pixels: As in ``load_image``.
+
+    Returns:
+        ``None`` when the file is a usable image, else the reason it is not.
+    """
+    try:
+        _load(path, max_pixels, draft=True)
+    except ImageLoadError as exc:
+        return exc.reason
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Whole tables
+# --------------------------------------------------------------------------------------------
+
+
+def _check_many(paths: list[str], max_pixels: int | None, workers: int) -> Iterator[str | None]:
+    """Yield ``check_image`` results in the order of ``paths``."""
+    if workers <= 0 or len(paths) < 2:
+        yield from (check_image(p, max_pixels) for p in paths)
+        return
+    chunksize = max(1, min(64, len(paths) // (workers * 4)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(check_image, paths, itertools.repeat(max_pixels), chunksize=chunksize)
+
+
+def _with_progress(results: Iterator[str | None], total: int, progress: bool) -> Iterator:
+    """Wrap an iterator in a tqdm bar when asked to and stderr is a terminal."""
+    if not (progress and sys.stderr.isatty()):
+        return results
+    from tqdm import tqdm
+
+    return iter(tqdm(results, total=total, desc="checking images", unit="img"))
+
+
+def verify_files(
+    df: pd.DataFrame,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    workers: int = 0,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a table of image files into those that decode and those that do not.
+
+    Args:
+        df: A table with at least a ``path`` column (a manifest, for instance).
+        max_pixels: As in ``load_image``.
+        workers: Processes to check files in; 0 checks them in this process.
+        progress: Show a progress bar (only when stderr is a terminal).
+
+    Returns:
+        ``(good, skipped)``: ``good`` holds the usable rows of ``df`` in their original order with
+        all columns and a fresh index; ``skipped`` has the columns ``path``, ``label`` (copied, or
+        NA when ``df`` has none) and ``reason``.
+
+    Raises:
+        DataError: When ``df`` has no ``path`` column.
+    """
+    if "path" not in df.columns:
+        # Imported here: manifest.py imports this module for IMAGE_EXTENSIONS.
+        from fakescope.data.manifest import DataError
+
+        raise DataError(f"cannot verify files: no 'path' column (columns: {list(df.columns)})")
+    paths = [str(p) for p in df["path"]]
+    results = _with_progress(_check_many(paths, max_pixels, workers), len(paths), progress)
+    reasons = list(results)
+    bad = np.array([r is not None for r in reasons], dtype=bool)
+    good = df.loc[~bad].reset_index(drop=True)
+    skipped = _skipped_table(df, bad, reasons)
+    if bad.any():
+        logger.warning("skipped %d of %d files that do not load as images", bad.sum(), len(df))
+    return good, skipped
+
+
+def _skipped_table(df: pd.DataFrame, bad: np.ndarray, reasons: list[str | None]) -> pd.DataFrame:
+    """Build the ``path, label, reason`` table of the rows flagged in ``bad``."""
+    rows = df.loc[bad]
+    if "label" in df.columns:
+        labels = rows["label"].reset_index(drop=True)
+    else:
+        labels = pd.Series(pd.array([pd.NA] * len(rows), dtype="Int64"))
+    return pd.DataFrame(
+        {
+            "path": [str(p) for p in rows["path"]],
+            "label": labels,
+            "reason": [r for r in reasons if r is not None],
+        }
+    )

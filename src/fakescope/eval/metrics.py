@@ -1,0 +1,428 @@
+"""Evaluation metrics for binary real/fake detectors, with honest small-sample intervals."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import beta
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    roc_auc_score,
+)
+
+logger = logging.getLogger(__name__)
+
+LABELS = (0, 1)
+TARGET_NAMES = ("real", "fake")
+SMALL_N = 200
+SMALL_CLASS_N = 30
+_LOG_EPS = 1e-7
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """Return ``value`` as a plain float, or None when it is None/NaN/inf."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    """Recursively convert numpy scalars/arrays to plain Python; NaN becomes None."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _finite_or_none(obj)
+    return obj
+
+
+def _require_both_classes(y_true: np.ndarray) -> None:
+    """Raise ValueError unless ``y_true`` contains both 0 and 1."""
+    if np.unique(y_true).size < 2:
+        raise ValueError("metric needs both classes in y_true")
+
+
+def _roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """ROC-AUC that raises ValueError (instead of returning NaN) for one-class input."""
+    _require_both_classes(y_true)
+    return float(roc_auc_score(y_true, score))
+
+
+def _average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Average precision that raises ValueError for one-class input."""
+    _require_both_classes(y_true)
+    return float(average_precision_score(y_true, score))
+
+
+def _accuracy_at(threshold: float) -> MetricFn:
+    """Build an accuracy metric over scores thresholded at ``threshold``."""
+
+    def metric(y_true: np.ndarray, score: np.ndarray) -> float:
+        return float(accuracy_score(y_true, (score >= threshold).astype(int)))
+
+    return metric
+
+
+def bootstrap_ci(
+    y_true: Sequence[int] | np.ndarray,
+    score: Sequence[float] | np.ndarray,
+    metric: MetricFn,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap confidence interval of ``metric(y_true, score)``.
+
+    Rows are resampled with replacement using a seeded ``numpy.random.Generator``.
+    Resamples on which ``metric`` raises ``ValueError`` (e.g. a single class for
+    ROC-AUC) or returns a non-finite value are skipped.
+
+    Args:
+        y_true: Binary labels (1 = fake).
+        score: Scores, P(fake).
+        metric: Function ``(y_true, score) -> float`` on numpy arrays.
+        n_boot: Number of bootstrap resamples.
+        seed: Seed for the random generator.
+        alpha: Two-sided miss rate; 0.05 gives a 95% interval.
+
+    Returns:
+        ``(lo, hi)``, or None if the input is empty or fewer than 50% of the
+        resamples gave a valid value.
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(score, dtype=float)
+    n = len(y)
+    if n == 0 or n_boot <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values: list[float] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(n_boot):
+            idx = rng.integers(0, n, size=n)
+            try:
+                value = metric(y[idx], s[idx])
+            except ValueError:
+                continue
+            if value is not None and math.isfinite(value):
+                values.append(float(value))
+    if len(values) < 0.5 * n_boot:
+        return None
+    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def exact_binomial_ci(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Clopper–Pearson (exact) confidence interval for a binomial proportion k/n.
+
+    Args:
+        k: Number of successes (e.g. correct predictions).
+        n: Number of trials.
+        alpha: Two-sided miss rate; 0.05 gives a 95% interval.
+
+    Returns:
+        ``(lo, hi)``; ``(0.0, 1.0)`` when ``n == 0``.
+
+    Raises:
+        ValueError: If ``k`` is not in ``[0, n]``.
+    """
+    if n == 0:
+        return 0.0, 1.0
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be in [0, n], got k={k}, n={n}")
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def _validate(y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Convert inputs to arrays and check shape, labels and scores."""
+    y = np.asarray(y_true).reshape(-1)
+    s = np.asarray(score, dtype=float).reshape(-1)
+    if len(y) != len(s):
+        raise ValueError(f"y_true has {len(y)} rows but score has {len(s)}")
+    if len(y) == 0:
+        raise ValueError("cannot compute metrics on an empty set")
+    if not np.isin(y, LABELS).all():
+        raise ValueError(f"labels must be 0 (real) or 1 (fake), got {sorted(set(y.tolist()))}")
+    if not np.isfinite(s).all():
+        raise ValueError("score contains NaN or infinite values")
+    return y.astype(int), s
+
+
+def _class_rate(cm: np.ndarray, row: int) -> float | None:
+    """Recall of class ``row`` from a 2x2 confusion matrix, or None if it has no samples."""
+    total = int(cm[row].sum())
+    return float(cm[row, row] / total) if total else None
+
+
+def _log_loss(y: np.ndarray, s: np.ndarray) -> float:
+    """Binary cross-entropy with scores clipped away from 0 and 1."""
+    p = np.clip(s, _LOG_EPS, 1 - _LOG_EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _group_key(value: Any) -> str:
+    """JSON-safe key for a group value; missing values become ``"(missing)"``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "(missing)"
+    return str(value)
+
+
+def _subset_summary(y: np.ndarray, s: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Small metric summary used for one breakdown cell."""
+    cm = confusion_matrix(y, pred, labels=list(LABELS))
+    try:
+        auc: float | None = _roc_auc(y, s)
+    except ValueError:
+        auc = None
+    return {
+        "n": len(y),
+        "n_real": int((y == 0).sum()),
+        "n_fake": int((y == 1).sum()),
+        "accuracy": float((pred == y).mean()),
+        "roc_auc": auc,
+        "real_acc": _class_rate(cm, 0),
+        "fake_acc": _class_rate(cm, 1),
+    }
+
+
+def _breakdown(
+    y: np.ndarray, s: np.ndarray, pred: np.ndarray, groups: Mapping[str, Sequence[Any]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per-value metric summaries for each grouping column."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, values in groups.items():
+        keys = np.array([_group_key(v) for v in values], dtype=object)
+        if len(keys) != len(y):
+            raise ValueError(f"groups[{name!r}] has {len(keys)} values, expected {len(y)}")
+        out[str(name)] = {
+            key: _subset_summary(y[keys == key], s[keys == key], pred[keys == key])
+            for key in sorted(set(keys.tolist()))
+        }
+    return out
+
+
+def _pct(x: float) -> str:
+    """Format a proportion as a percentage with one decimal."""
+    return f"{100 * x:.1f}%"
+
+
+def _interval(ci: Sequence[float]) -> str:
+    """Format an interval of proportions as ``lo–hi%``."""
+    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
+
+
+def _class_warnings(m: Mapping[str, Any]) -> list[str]:
+    """Warnings about absent or tiny classes."""
+    out: list[str] = []
+    if m["n_fake"] == 0:
+        out.append("AUC is undefined: the set has only real images.")
+    elif m["n_real"] == 0:
+        out.append("AUC is undefined: the set has only fake images.")
+    for label, count, acc_key, name in (
+        (0, m["n_real"], "real_acc", "real accuracy (TNR)"),
+        (1, m["n_fake"], "fake_acc", "fake accuracy (TPR)"),
+    ):
+        if 0 < count < SMALL_CLASS_N:
+            ci = exact_binomial_ci(round(m[acc_key] * count), count)
+            out.append(
+                f"Only {count} {TARGET_NAMES[label]} images (fewer than {SMALL_CLASS_N}): "
+                f"the {name} of {_pct(m[acc_key])} has a 95% interval of {_interval(ci)} "
+                "(Clopper–Pearson)."
+            )
+    return out
+
+
+def _interval_warnings(m: Mapping[str, Any]) -> list[str]:
+    """Warnings about small n, collapsed bootstrap intervals and missing intervals."""
+    out: list[str] = []
+    n, acc, exact = m["n"], m["accuracy"], m["accuracy_exact_ci"]
+    if n < SMALL_N:
+        out.append(
+            f"Only {n} test images: accuracy {_pct(acc)} has a 95% interval of "
+            f"{_interval(exact)} (Clopper–Pearson); treat it as a rough estimate."
+        )
+    boot = m["accuracy_ci"]
+    if boot is not None and boot[0] == boot[1] and acc in (0.0, 1.0):
+        what = "errors" if acc == 1.0 else "correct predictions"
+        out.append(
+            f"The bootstrap interval for accuracy collapses to {_pct(acc)} because there are "
+            f"no {what}: a bootstrap cannot show uncertainty without {what}. "
+            f"The exact 95% interval is {_interval(exact)} (Clopper–Pearson)."
+        )
+    auc, auc_ci = m["roc_auc"], m["roc_auc_ci"]
+    if auc is not None and auc_ci is not None and auc_ci[0] == auc_ci[1]:
+        out.append(
+            f"ROC-AUC is {auc:.3f} with a bootstrap interval that collapses to a point: the "
+            "classes are perfectly ordered in this sample, so the bootstrap cannot show the "
+            "uncertainty; a larger test set is needed to bound it."
+        )
+    if auc is not None and auc_ci is None:
+        out.append(
+            "No bootstrap interval for ROC-AUC: fewer than half of the resamples contained "
+            "both classes."
+        )
+    return out
+
+
+def _score_warnings(s: np.ndarray) -> list[str]:
+    """Warnings about scores that are not probabilities."""
+    if ((s < 0) | (s > 1)).any():
+        return ["Some scores lie outside [0, 1]; log_loss and brier assume probabilities."]
+    return []
+
+
+def _ranking_metrics(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """ROC-AUC and average precision with bootstrap intervals (None for one class)."""
+    out: dict[str, Any] = {}
+    for key, fn in (("roc_auc", _roc_auc), ("average_precision", _average_precision)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[key] = fn(y, s)
+        except ValueError:
+            out[key], out[f"{key}_ci"] = None, None
+            continue
+        ci = bootstrap_ci(y, s, fn, n_boot=n_boot, seed=seed)
+        out[f"{key}_ci"] = list(ci) if ci is not None else None
+    return out
+
+
+def _classification_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Confusion matrix, per-class rates and sklearn classification reports."""
+    cm = confusion_matrix(y, pred, labels=list(LABELS))
+    kwargs: dict[str, Any] = {
+        "labels": list(LABELS),
+        "target_names": list(TARGET_NAMES),
+        "zero_division": 0,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        balanced = balanced_accuracy_score(y, pred)
+        report = classification_report(y, pred, output_dict=True, **kwargs)
+        report_text = classification_report(y, pred, **kwargs)
+    return {
+        "balanced_accuracy": _finite_or_none(balanced),
+        "real_acc": _class_rate(cm, 0),
+        "fake_acc": _class_rate(cm, 1),
+        "confusion_matrix": cm.tolist(),
+        "classification_report": report,
+        "classification_report_text": report_text,
+    }
+
+
+def compute_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    score: Sequence[float] | np.ndarray,
+    threshold: float = 0.5,
+    groups: Mapping[str, Sequence[Any]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compute a JSON-serialisable metric report for binary real/fake predictions.
+
+    Args:
+        y_true: Labels, 0 = real, 1 = fake.
+        score: P(fake) per image; predictions are ``score >= threshold``.
+        threshold: Decision threshold on ``score``.
+        groups: Optional grouping columns (e.g. ``{"source": [...]}``), each aligned
+            with ``y_true``; produces the ``breakdown`` entry.
+        n_boot: Bootstrap resamples for the intervals.
+        seed: Seed for the bootstrap.
+
+    Returns:
+        A dict of plain Python values (NaN replaced by None); see the module docs
+        for the keys. ``warnings`` lists plain-language caveats.
+
+    Raises:
+        ValueError: On empty or misaligned input, labels other than 0/1, or NaN scores.
+    """
+    y, s = _validate(y_true, score)
+    pred = (s >= threshold).astype(int)
+    correct = int((pred == y).sum())
+    accuracy_ci = bootstrap_ci(y, s, _accuracy_at(threshold), n_boot=n_boot, seed=seed)
+    m: dict[str, Any] = {
+        "n": len(y),
+        "n_real": int((y == 0).sum()),
+        "n_fake": int((y == 1).sum()),
+        "threshold": float(threshold),
+        "accuracy": correct / len(y),
+        "accuracy_ci": list(accuracy_ci) if accuracy_ci is not None else None,
+        "accuracy_exact_ci": list(exact_binomial_ci(correct, len(y))),
+    }
+    ranking = _ranking_metrics(y, s, n_boot, seed)
+    classification = _classification_metrics(y, pred)
+    m["balanced_accuracy"] = classification.pop("balanced_accuracy")
+    m.update(ranking)
+    m["real_acc"] = classification.pop("real_acc")
+    m["fake_acc"] = classification.pop("fake_acc")
+    m["log_loss"] = _log_loss(y, s)
+    m["brier"] = float(np.mean((s - y) ** 2))
+    m.update(classification)
+    m["breakdown"] = _breakdown(y, s, pred, groups) if groups else {}
+    m["warnings"] = _interval_warnings(m) + _class_warnings(m) + _score_warnings(s)
+    for text in m["warnings"]:
+        logger.info("metrics warning: %s", text)
+    return _jsonable(m)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    """Format a number or return ``n/a`` for None."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt_ci(ci: Sequence[float] | None) -> str:
+    """Format an interval as `` [lo, hi]`` or an empty string."""
+    return "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def format_summary(metrics: Mapping[str, Any]) -> str:
+    """Render a metrics dict from :func:`compute_metrics` as a few readable lines.
+
+    Args:
+        metrics: Output of :func:`compute_metrics` (or the same loaded from JSON).
+
+    Returns:
+        Headline line, secondary line, the classification report and the warnings.
+    """
+    m = metrics
+    head = (
+        f"accuracy {_fmt(m.get('accuracy'))}{_fmt_ci(m.get('accuracy_ci'))}  "
+        f"ROC-AUC {_fmt(m.get('roc_auc'))}{_fmt_ci(m.get('roc_auc_ci'))}  "
+        f"AP {_fmt(m.get('average_precision'))}  "
+        f"real acc {_fmt(m.get('real_acc'), 2)}  fake acc {_fmt(m.get('fake_acc'), 2)}  "
+        f"(n={m.get('n')})"
+    )
+    exact = m.get("accuracy_exact_ci")
+    second = (
+        f"exact 95% CI for accuracy{_fmt_ci(exact)}  "
+        f"balanced acc {_fmt(m.get('balanced_accuracy'))}  "
+        f"log loss {_fmt(m.get('log_loss'))}  brier {_fmt(m.get('brier'))}  "
+        f"threshold {_fmt(m.get('threshold'), 2)}  "
+        f"(real {m.get('n_real')}, fake {m.get('n_fake')})"
+    )
+    lines = [head, second]
+    report = m.get("classification_report_text")
+    if report:
+        lines += ["", report.rstrip()]
+    if m.get("warnings"):
+        lines += ["", "Warnings:"] + [f"  - {w}" for w in m["warnings"]]
+    return "\n".join(lines)

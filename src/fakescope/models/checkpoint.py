@@ -1,0 +1,130 @@
+"""Self-describing, safe checkpoints: tensors in safetensors, everything else as JSON metadata.
+
+A checkpoint is one ``.safetensors`` file. Its header metadata holds a ``fakescope`` key with a
+JSON document (spec, config, data summary, history, package version). A copy of that JSON sits
+beside it as ``<name>.json`` for people. Loading reads tensors and JSON only: it never unpickles.
+Files are written atomically, so a run killed at any moment leaves the last good file readable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from fakescope import __version__
+from fakescope.models.detector import Detector, DetectorSpec
+from fakescope.utils import atomic_write, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "fakescope-checkpoint"
+FORMAT_VERSION = 1
+_META_KEY = "fakescope"
+
+
+class CheckpointError(RuntimeError):
+    """A file is not a readable fakescope checkpoint."""
+
+
+def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage; clone keeps the values exact.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` plus JSON ``meta`` to a safetensors file atomically."""
+    header = {_META_KEY: json.dumps(meta, default=_json_default)}
+    plain = _plain_tensors(tensors)
+    return atomic_write(path, lambda tmp: save_file(plain, tmp, metadata=header))
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_tensors`; raise :class:`CheckpointError` if it isn't one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({e})") from e
+    if _META_KEY not in header:
+        raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
+    return tensors, json.loads(header[_META_KEY])
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def checkpoint_meta(detector: Detector, **extra: Any) -> dict[str, Any]:
+    """The JSON document stored with a detector: format, spec, version, time, plus ``extra``."""
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fakescope_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "spec": detector.spec.to_dict(),
+    }
+    meta.update(extra)
+    return meta
+
+
+def save_checkpoint(path: str | Path, detector: Detector, **extra: Any) -> Path:
+    """Save a detector (weights + spec + ``extra`` metadata) and its readable JSON sidecar."""
+    meta = checkpoint_meta(detector, **extra)
+    path = save_tensors(path, detector.net.state_dict(), meta)
+    atomic_write_text(
+        Path(path).with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default)
+    )
+    return Path(path)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """Only the JSON metadata of a checkpoint (cheap: reads the header)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({e})") from e
+    if _META_KEY not in header:
+        raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
+    return json.loads(header[_META_KEY])
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Detector:
+    """Rebuild a detector from a checkpoint file alone (no downloads, no unpickling).
+
+    The returned detector is in eval mode and carries the stored metadata as ``detector.meta``.
+    """
+    from fakescope.models.registry import build_from_spec
+
+    tensors, meta = read_tensors(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a fakescope checkpoint (format={meta.get('format')!r})")
+    spec = DetectorSpec.from_dict(meta["spec"])
+    detector = build_from_spec(spec)
+    net_state = {k: v for k, v in tensors.items() if not k.startswith("__")}
+    missing, unexpected = detector.net.load_state_dict(net_state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: tensors do not match {spec.arch!r} (missing {list(missing)[:5]}, "
+            f"unexpected {list(unexpected)[:5]})"
+        )
+    detector.meta = meta
+    return detector.to(device).eval()

@@ -1,0 +1,125 @@
+"""One detector interface: any network that maps a batch of images to one logit each.
+
+Score convention (everywhere in fakescope): label 1 = fake, and ``score = P(fake)`` in [0, 1],
+obtained as ``sigmoid(a * logit + b)`` where ``a, b`` come from the stored calibration (1, 0 if none).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+CLASSES = ("real", "fake")
+
+
+@dataclass
+class Preprocessing:
+    """How an image becomes the model's input tensor; travels with every checkpoint.
+
+    ``resize_mode`` is ``"resize"`` (timm's eval transform: resize the short side to
+    ``size / crop_pct`` then centre-crop ``size``) or ``"crop"`` (centre-crop ``size`` pixels at the
+    native resolution, padding small images, which keeps the pixel-level traces generators leave).
+    """
+
+    size: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    crop_pct: float = 0.875
+    resize_mode: str = "resize"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; ignores unknown keys so old files still load."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(x) for x in known[key])
+        return cls(**known)
+
+
+@dataclass
+class DetectorSpec:
+    """Everything needed to rebuild a detector, apart from its tensors.
+
+    Attributes:
+        kind: the family ("timm" for a fine-tuned timm network).
+        arch: the architecture name (a timm model name for "timm").
+        model_kwargs: extra keyword arguments the architecture was built with.
+        preprocessing: see :class:`Preprocessing`.
+        threshold: P(fake) at or above which the verdict is "fake".
+        calibration: ``{"method": "platt", "a": float, "b": float}`` applied to logits, or None.
+        uncertain_band: half-width around the threshold inside which a verdict reads "uncertain".
+    """
+
+    kind: str
+    arch: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    threshold: float = 0.5
+    calibration: dict[str, Any] | None = None
+    uncertain_band: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["preprocessing"] = self.preprocessing.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectorSpec:
+        """Inverse of :meth:`to_dict`."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["preprocessing"] = Preprocessing.from_dict(d.get("preprocessing", {}))
+        return cls(**known)
+
+
+class Detector(nn.Module):
+    """A network with one output logit per image, plus the spec that describes it."""
+
+    def __init__(self, net: nn.Module, spec: DetectorSpec) -> None:
+        super().__init__()
+        self.net = net
+        self.spec = spec
+        self.meta: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (uncalibrated) logits, shape ``[B]``."""
+        out = self.net(x)
+        return out.reshape(out.shape[0], -1)[:, 0]
+
+    def calibrated_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Apply the stored Platt scaling (identity when there is none)."""
+        cal = self.spec.calibration
+        if not cal:
+            return logits
+        return logits * float(cal["a"]) + float(cal["b"])
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """P(fake) for a preprocessed batch, shape ``[B]``, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.sigmoid(self.calibrated_logits(self(x).float()))
+        finally:
+            self.train(was_training)
+
+    def verdict(self, score: float) -> str:
+        """ "fake", "real" or "uncertain" for a P(fake) score, using the stored threshold and band."""
+        if not math.isfinite(score):
+            return "uncertain"
+        t, band = self.spec.threshold, self.spec.uncertain_band
+        if abs(score - t) < band:
+            return "uncertain"
+        return "fake" if score >= t else "real"

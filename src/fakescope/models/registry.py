@@ -1,0 +1,168 @@
+"""Detectors by name: a small registry on top of timm's own ``create_model``."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from fakescope.models.detector import Detector, DetectorSpec, Preprocessing
+
+logger = logging.getLogger(__name__)
+
+Factory = Callable[..., Detector]
+_REGISTRY: dict[str, Factory] = {}
+
+#: The models the docs and tests name; any other timm name works too.
+RECOMMENDED = ("resnet50", "vit_base_patch16_224", "tf_efficientnet_lite0", "mobilenetv2_100")
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights were asked for and could not be had."""
+
+
+def register_detector(name: str) -> Callable[[Factory], Factory]:
+    """Register a detector factory under ``name``; registering a name twice is an error."""
+
+    def deco(fn: Factory) -> Factory:
+        if name in _REGISTRY:
+            raise ValueError(f"detector {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str | None = None, include_timm: bool = False) -> list[str]:
+    """Registered and recommended names, plus every timm name if ``include_timm``."""
+    names = sorted(set(_REGISTRY) | set(RECOMMENDED))
+    if include_timm:
+        names = sorted(set(names) | set(timm.list_models()))
+    if pattern:
+        import fnmatch
+
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def create_detector(
+    name: str,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    img_size: int | None = None,
+    **kwargs: Any,
+) -> Detector:
+    """Build a detector by name.
+
+    Args:
+        name: a registered detector name or any timm model name.
+        pretrained: start from timm's hub weights (needs network access).
+        weights: a local timm-format state dict (safetensors or .pth) to start from, for offline use.
+        img_size: input size; defaults to the model's own.
+        **kwargs: passed to the factory (for timm: to ``timm.create_model``).
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name](pretrained=pretrained, weights=weights, img_size=img_size, **kwargs)
+    return create_timm_detector(
+        name, pretrained=pretrained, weights=weights, img_size=img_size, **kwargs
+    )
+
+
+def _check_timm_name(name: str) -> None:
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown model {name!r}: not a registered detector nor a timm model.{hint}")
+
+
+def _timm_kwargs(name: str, img_size: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = dict(kwargs)
+    # Transformers fix their input size at build time; CNNs take any size and reject the argument.
+    if img_size and any(k in name for k in ("vit", "deit", "swin", "beit", "eva", "cait", "xcit")):
+        out["img_size"] = img_size
+    return out
+
+
+def build_timm_net(
+    name: str,
+    model_kwargs: dict[str, Any],
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+) -> torch.nn.Module:
+    """``timm.create_model`` with one logit, turning weight failures into :class:`WeightsError`."""
+    overlay = None
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+        overlay = {"file": str(path)}
+        pretrained = True
+    try:
+        return timm.create_model(
+            name,
+            pretrained=pretrained,
+            num_classes=1,
+            pretrained_cfg_overlay=overlay,
+            **model_kwargs,
+        )
+    except (RuntimeError, KeyError, ValueError) as e:
+        if weights is not None:
+            raise WeightsError(
+                f"weights file {weights} does not fit model {name!r}: {str(e)[:500]}"
+            ) from e
+        raise
+    except Exception as e:  # hub and network failures come in many types
+        if pretrained and weights is None:
+            raise WeightsError(
+                f"could not download pretrained weights for {name!r} ({type(e).__name__}: "
+                f"{str(e)[:200]}). If this machine is offline, pass --weights FILE with a "
+                "timm-format state dict (safetensors), or drop --pretrained to train from scratch."
+            ) from e
+        raise
+
+
+def _preprocessing_for(net: torch.nn.Module, img_size: int | None) -> Preprocessing:
+    cfg = timm.data.resolve_data_config({}, model=net)
+    size = img_size or int(cfg["input_size"][-1])
+    return Preprocessing(
+        size=size,
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        mean=tuple(float(x) for x in cfg["mean"]),
+        std=tuple(float(x) for x in cfg["std"]),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+    )
+
+
+def create_timm_detector(
+    name: str,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    img_size: int | None = None,
+    **kwargs: Any,
+) -> Detector:
+    """A timm network with a one-logit head, wrapped as a :class:`Detector`."""
+    _check_timm_name(name)
+    model_kwargs = _timm_kwargs(name, img_size, kwargs)
+    net = build_timm_net(name, model_kwargs, pretrained=pretrained, weights=weights)
+    spec = DetectorSpec(
+        kind="timm",
+        arch=name,
+        model_kwargs=model_kwargs,
+        preprocessing=_preprocessing_for(net, img_size),
+    )
+    return Detector(net, spec)
+
+
+def build_from_spec(spec: DetectorSpec) -> Detector:
+    """Rebuild an untrained detector of the right shape from its spec (no downloads)."""
+    if spec.kind != "timm":
+        raise ValueError(f"unknown detector kind {spec.kind!r}")
+    _check_timm_name(spec.arch)
+    net = build_timm_net(spec.arch, spec.model_kwargs, pretrained=False)
+    return Detector(net, spec)

@@ -1,0 +1,417 @@
+"""Wire a training run: data → split → model → epochs → best checkpoint → test report.
+
+Run directory layout::
+
+    config.json       the merged config          splits.csv     the split used (reusable)
+    skipped.csv       files left out and why     metrics.jsonl  one line per epoch
+    last.safetensors  resume point (+ optimiser) best.safetensors  best val loss (+ .json)
+    report/           predictions.csv, metrics.json, plots, report.html for the test split
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from fakescope.config import TrainConfig, save_config
+from fakescope.data.manifest import DataError, build_manifest, summarize
+from fakescope.data.splits import load_splits, make_splits, save_splits, validate_splits
+from fakescope.data.transforms import AugmentConfig, eval_transform, train_transform
+from fakescope.models.checkpoint import read_tensors, save_checkpoint, save_tensors
+from fakescope.models.detector import Detector
+from fakescope.models.registry import create_detector
+from fakescope.train.loop import score_loader, train_one_epoch
+from fakescope.utils import autocast_dtype, is_interactive, resolve_device, seed_everything
+
+logger = logging.getLogger(__name__)
+
+SKIPPED_COLUMNS = ["path", "label", "reason"]
+
+
+@dataclass
+class TrainState:
+    """What changes epoch to epoch and must survive a kill."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+
+def load_dataset(cfg: TrainConfig) -> pd.DataFrame:
+    """The manifest with a ``split`` column: a reused splits file, the manifest's own, or a new split."""
+    if cfg.splits:
+        return load_splits(cfg.splits)
+    kwargs = {}
+    if cfg.fake_names:
+        kwargs["fake_names"] = cfg.fake_names
+    if cfg.real_names:
+        kwargs["real_names"] = cfg.real_names
+    df = build_manifest(cfg.data, **kwargs)
+    if "split" in df.columns:
+        logger.info("using the split given in the manifest")
+        return df
+    return make_splits(df, ratios=tuple(cfg.split), seed=cfg.seed)
+
+
+def prepare_data(cfg: TrainConfig, run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load, split and verify the data; write ``splits.csv`` and ``skipped.csv``; check it can train."""
+    from fakescope.data.images import verify_files
+
+    df = load_dataset(cfg)
+    if len(df) == 0:
+        raise DataError(f"{cfg.data}: no images found")
+    good, skipped = verify_files(
+        df, max_pixels=cfg.max_pixels, workers=cfg.workers, progress=is_interactive()
+    )
+    write_skipped(run_dir / "skipped.csv", skipped)
+    if len(skipped):
+        logger.warning(
+            "skipped %d unreadable file(s); see %s", len(skipped), run_dir / "skipped.csv"
+        )
+    validate_splits(good)
+    save_splits(good, run_dir / "splits.csv")
+    return good.reset_index(drop=True), skipped
+
+
+def write_skipped(path: Path, skipped: pd.DataFrame) -> None:
+    """Write the skipped-files table (always, so an empty one says "nothing skipped")."""
+    cols = [c for c in SKIPPED_COLUMNS if c in skipped.columns]
+    out = skipped[cols] if len(skipped) else pd.DataFrame(columns=SKIPPED_COLUMNS)
+    out.to_csv(path, index=False)
+
+
+def add_failures(run_dir: Path, df: pd.DataFrame, failures: list[tuple[int, str]]) -> None:
+    """Append files that failed at load time during training to ``skipped.csv`` (no duplicates)."""
+    if not failures:
+        return
+    path = run_dir / "skipped.csv"
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=SKIPPED_COLUMNS)
+    new = pd.DataFrame(
+        [
+            {"path": df["path"].iloc[i], "label": df["label"].iloc[i], "reason": r}
+            for i, r in failures
+        ]
+    )
+    both = pd.concat([old, new], ignore_index=True).drop_duplicates(subset=["path"])
+    both.to_csv(path, index=False)
+    logger.warning("%d file(s) failed to load during training; listed in %s", len(new), path)
+
+
+def build_detector(cfg: TrainConfig) -> Detector:
+    """Create the detector the config asks for, with the configured preprocessing."""
+    det = create_detector(
+        cfg.model, pretrained=cfg.pretrained, weights=cfg.weights, img_size=cfg.img_size
+    )
+    det.spec.preprocessing.resize_mode = cfg.resize_mode
+    return det
+
+
+def make_lr_schedule(cfg: TrainConfig, steps_per_epoch: int):
+    """Linear warm-up over the first ~5% of steps, then cosine decay to 1% of the peak."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = max(1, int(0.05 * total))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return cfg.lr * (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    return lr_at
+
+
+def _flatten_optimizer(
+    opt: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, val in state.items():
+            if torch.is_tensor(val):
+                tensors[f"__optim.{pid}.{key}"] = val
+            else:
+                scalars[f"{pid}.{key}"] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in tensors.items():
+        if name.startswith("__optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = val
+    for name, val in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = val
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_last(
+    run_dir: Path, det: Detector, opt: torch.optim.Optimizer, state: TrainState, cfg: TrainConfig
+) -> None:
+    """Write the resume point atomically: weights, optimiser state, history, config."""
+    opt_tensors, opt_meta = _flatten_optimizer(opt)
+    tensors = {**det.net.state_dict(), **opt_tensors}
+    meta = {
+        "format": "fakescope-train-state",
+        "spec": det.spec.to_dict(),
+        "state": state.__dict__,
+        "optimizer": opt_meta,
+        "config": cfg.to_dict(),
+    }
+    save_tensors(run_dir / "last.safetensors", tensors, meta)
+
+
+def restore_last(run_dir: Path, det: Detector, opt: torch.optim.Optimizer) -> TrainState:
+    """Load the resume point written by :func:`save_last` into ``det`` and ``opt``."""
+    tensors, meta = read_tensors(run_dir / "last.safetensors")
+    net = {k: v for k, v in tensors.items() if not k.startswith("__")}
+    det.net.load_state_dict(net)
+    _restore_optimizer(opt, tensors, meta["optimizer"])
+    return TrainState(**meta["state"])
+
+
+def epoch_line(rec: dict[str, Any], epochs: int) -> str:
+    """The per-epoch line, shaped like the seed report's ``Epochs N train loss … val loss … acc …``."""
+    return (
+        f"Epochs {rec['epoch']}/{epochs} train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.4f} "
+        f"val loss {rec['val_loss']:.4f} acc {rec['val_acc']:.4f} time {rec['time_s']:.1f}s"
+    )
+
+
+@dataclass
+class _Loop:
+    """The live objects of one run, passed between the small functions below."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    det: Detector
+    opt: torch.optim.Optimizer
+    device: torch.device
+    amp: torch.dtype | None
+    train_df: pd.DataFrame
+    val_df: pd.DataFrame
+
+
+def _one_epoch(lp: _Loop, epoch: int) -> dict[str, Any]:
+    cfg, pre = lp.cfg, lp.det.spec.preprocessing
+    aug = AugmentConfig(names=tuple(cfg.augment), prob=cfg.aug_prob)
+    seed_everything(cfg.seed + epoch)
+    train_loader = _loader(
+        lp, lp.train_df, train_transform(pre, aug), shuffle=True, seed=cfg.seed + epoch
+    )
+    steps = len(train_loader)
+    lr_at = make_lr_schedule(cfg, steps)
+    t0 = time.time()
+    tr = train_one_epoch(
+        lp.det,
+        train_loader,
+        lp.opt,
+        lp.device,
+        lp.amp,
+        lr_at=lr_at,
+        start_step=(epoch - 1) * steps,
+        progress=is_interactive(),
+        desc=f"epoch {epoch}/{cfg.epochs}",
+    )
+    add_failures(lp.run_dir, lp.train_df, tr.failures)
+    val = score_loader(
+        lp.det,
+        _loader(lp, lp.val_df, eval_transform(pre)),
+        lp.device,
+        lp.amp,
+        progress=is_interactive(),
+        desc="val",
+    )
+    add_failures(lp.run_dir, lp.val_df, val.failures)
+    val_loss, val_acc = val.loss_and_acc()
+    return {
+        "epoch": epoch,
+        "train_loss": tr.loss,
+        "train_acc": tr.acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lp.opt.param_groups[0]["lr"],
+        "time_s": time.time() - t0,
+        "train_images_per_s": tr.n / max(time.time() - t0, 1e-9),
+    }
+
+
+def _loader(lp: _Loop, df: pd.DataFrame, transform, shuffle: bool = False, seed: int = 0):
+    from fakescope.data.datasets import make_loader
+
+    return make_loader(
+        df,
+        transform,
+        lp.cfg.batch_size,
+        shuffle=shuffle,
+        workers=lp.cfg.workers,
+        seed=seed,
+        max_pixels=lp.cfg.max_pixels,
+    )
+
+
+def _after_epoch(lp: _Loop, state: TrainState, rec: dict[str, Any], data_summary: dict) -> bool:
+    """Record the epoch, save best/last checkpoints; return True to stop early."""
+    state.epoch = rec["epoch"]
+    state.history.append(rec)
+    with open(lp.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    print(epoch_line(rec, lp.cfg.epochs), flush=True)
+    if rec["val_loss"] < state.best_val_loss:
+        state.best_val_loss, state.best_epoch, state.bad_epochs = rec["val_loss"], rec["epoch"], 0
+        save_checkpoint(
+            lp.run_dir / "best.safetensors",
+            lp.det,
+            config=lp.cfg.to_dict(),
+            data=data_summary,
+            history=state.history,
+            best_epoch=state.best_epoch,
+        )
+    else:
+        state.bad_epochs += 1
+    save_last(lp.run_dir, lp.det, lp.opt, state, lp.cfg)
+    if lp.cfg.patience is not None and state.bad_epochs >= lp.cfg.patience:
+        print(f"early stop: val loss has not improved for {state.bad_epochs} epoch(s)", flush=True)
+        return True
+    return False
+
+
+def _start(cfg: TrainConfig, resume: bool, force: bool) -> tuple[Path, bool]:
+    run_dir = cfg.run_dir()
+    has_state = (run_dir / "last.safetensors").exists()
+    if resume and not has_state:
+        logger.info("nothing to resume in %s; starting a new run", run_dir)
+    if has_state and not resume:
+        if not force:
+            raise FileExistsError(
+                f"{run_dir} already holds a run. Use --resume to continue it, --force to start over, "
+                "or --out to pick another directory."
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, resume and has_state
+
+
+def fit(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Path:
+    """Train per ``cfg``; return the run directory (holding ``best.safetensors``)."""
+    run_dir, resuming = _start(cfg, resume, force)
+    if resuming:
+        cfg = TrainConfig.from_dict(
+            {
+                **json.loads((run_dir / "config.json").read_text()),
+                "epochs": cfg.epochs,
+                "patience": cfg.patience,
+            }
+        )
+        df = load_splits(run_dir / "splits.csv")
+    else:
+        save_config(cfg, run_dir / "config.json")
+        df, _ = prepare_data(cfg, run_dir)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    det = build_detector(cfg).to(device)
+    opt = torch.optim.AdamW(det.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = restore_last(run_dir, det, opt) if resuming else TrainState()
+    if resuming:
+        print(f"resuming {run_dir} after epoch {state.epoch}", flush=True)
+    lp = _Loop(
+        cfg,
+        run_dir,
+        det,
+        opt,
+        device,
+        autocast_dtype(device, cfg.amp),
+        df[df["split"] == "train"].reset_index(drop=True),
+        df[df["split"] == "val"].reset_index(drop=True),
+    )
+    _log_start(lp, df)
+    summary = summarize(df)
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        if _after_epoch(lp, state, _one_epoch(lp, epoch), summary):
+            break
+    return run_dir
+
+
+def _log_start(lp: _Loop, df: pd.DataFrame) -> None:
+    counts = df.groupby(["split", "label"]).size().unstack(fill_value=0)
+    parts = [
+        f"{s}: {int(counts.loc[s].get(0, 0))} real / {int(counts.loc[s].get(1, 0))} fake"
+        for s in ("train", "val", "test")
+        if s in counts.index
+    ]
+    amp = str(lp.amp).replace("torch.", "") if lp.amp else "fp32"
+    print(f"model {lp.cfg.model} on {lp.device} ({amp}); " + "; ".join(parts), flush=True)
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Per-epoch records from ``metrics.jsonl``; a re-run epoch (after a kill) keeps its last record."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            by_epoch[int(rec["epoch"])] = rec
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def report_run(
+    run_dir: Path, workers: int = 0, device: str = "auto", batch_size: int = 32
+) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint on its test split (val if there is no test split)."""
+    from fakescope.eval.evaluate import evaluate_frame
+    from fakescope.models.checkpoint import load_detector
+
+    det = load_detector(run_dir / "best.safetensors")
+    df = load_splits(run_dir / "splits.csv")
+    split = "test" if (df["split"] == "test").any() else "val"
+    if split == "val":
+        logger.warning(
+            "no test split: reporting on the validation split, which chose the checkpoint"
+        )
+    part = df[df["split"] == split].reset_index(drop=True)
+    skipped_path = run_dir / "skipped.csv"
+    skipped = pd.read_csv(skipped_path) if skipped_path.exists() else None
+    print(f"\n{split} set: {len(part)} images ({int((part['label'] == 1).sum())} fake)", flush=True)
+    meta = {
+        "model": det.spec.arch,
+        "checkpoint": str(run_dir / "best.safetensors"),
+        "split": split,
+        "best_epoch": det.meta.get("best_epoch"),
+        "data": det.meta.get("config", {}).get("data"),
+        "dataset": det.meta.get("data"),
+        "fakescope_version": det.meta.get("fakescope_version"),
+    }
+    return evaluate_frame(
+        det,
+        part,
+        run_dir / "report",
+        history=read_history(run_dir),
+        meta=meta,
+        skipped=skipped,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+    )
+
+
+def run(cfg: TrainConfig, resume: bool = False, force: bool = False, report: bool = True) -> Path:
+    """Train, then evaluate the best checkpoint on the test split and write ``report/report.html``."""
+    run_dir = fit(cfg, resume=resume, force=force)
+    if report:
+        report_run(run_dir, workers=cfg.workers, device=cfg.device, batch_size=cfg.batch_size)
+        print(f"report: {run_dir / 'report' / 'report.html'}", flush=True)
+    return run_dir

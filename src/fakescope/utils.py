@@ -1,0 +1,104 @@
+"""Small shared helpers: seeding, device choice, atomic file writes, logging set-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Pick CUDA, then MPS, then CPU for ``"auto"``; otherwise use the name given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """Return the autocast dtype to use on ``device``, or None for plain fp32.
+
+    Args:
+        device: where the model runs.
+        amp: ``"auto"`` (bf16 where the hardware supports it), ``"bf16"``, ``"fp16"`` or ``"off"``.
+    """
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return None
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Write a file atomically: ``write(tmp_path)`` then rename over ``path``.
+
+    A process killed at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def setup_logging(verbose: int = 0) -> None:
+    """Configure root logging for command-line entry points (never called by the library)."""
+    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for noisy in ("PIL", "matplotlib", "timm", "urllib3", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def is_interactive() -> bool:
+    """True when stderr is a terminal, so progress bars are for a person."""
+    return sys.stderr.isatty()
