@@ -77,6 +77,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--fake-names", type=_csv_list, help="folder names meaning fake (comma list)")
     p.add_argument("--real-names", type=_csv_list, help="folder names meaning real (comma list)")
+    p.add_argument(
+        "--input-filter",
+        choices=["npr"],
+        help="fixed input filter (npr: neighbouring-pixel residual)",
+    )
+    p.add_argument(
+        "--calibrate", choices=["platt", "none"], help="fit Platt scaling on val (default platt)"
+    )
+    p.add_argument(
+        "--target-fpr", type=float, help="threshold for this false-positive rate on val reals"
+    )
     p.add_argument("--config", help="YAML file of config keys (flags given here win)")
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides"
@@ -112,6 +123,9 @@ _TRAIN_KEYS = (
     "amp",
     "fake_names",
     "real_names",
+    "input_filter",
+    "calibrate",
+    "target_fpr",
 )
 
 
@@ -200,8 +214,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "--model", default="resnet18", help="model to train (default resnet18, from scratch)"
     )
     p.add_argument("--weights", help="optional local weights file to start from")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--n-per-class", type=int, default=160)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--n-per-class", type=int, default=240)
     p.add_argument("--size", type=int, default=96, help="image size of the demo crops")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_demo)

@@ -39,6 +39,10 @@ class TrainConfig:
         max_pixels: images above this many pixels are skipped as possible decompression bombs.
         fake_names: folder names that mean "fake" (None: defaults).
         real_names: folder names that mean "real" (None: defaults).
+        input_filter: fixed filter before the network (``npr``), or None.
+        calibrate: ``platt`` (fit on the validation split after training) or ``none``.
+        target_fpr: pick the threshold for this false-positive rate on validation reals
+            (None: 0.5 on the calibrated probability).
     """
 
     data: str = ""
@@ -64,6 +68,9 @@ class TrainConfig:
     max_pixels: int = 120_000_000
     fake_names: list[str] | None = None
     real_names: list[str] | None = None
+    input_filter: str | None = None
+    calibrate: str = "platt"
+    target_fpr: float | None = None
 
     def run_dir(self) -> Path:
         """The run directory: ``out`` if set, else ``runs/<model>``."""

@@ -380,7 +380,7 @@ def compute_metrics(
     m["breakdown"] = _breakdown(y, s, pred, groups) if groups else {}
     m["warnings"] = _interval_warnings(m) + _class_warnings(m) + _score_warnings(s)
     for text in m["warnings"]:
-        logger.info("metrics warning: %s", text)
+        logger.debug("metrics warning: %s", text)
     return _jsonable(m)
 
 

@@ -27,7 +27,7 @@ from fakescope.data.manifest import DataError, build_manifest, summarize
 from fakescope.data.splits import load_splits, make_splits, save_splits, validate_splits
 from fakescope.data.transforms import AugmentConfig, eval_transform, train_transform
 from fakescope.models.checkpoint import read_tensors, save_checkpoint, save_tensors
-from fakescope.models.detector import Detector
+from fakescope.models.detector import Detector, make_input_filter
 from fakescope.models.registry import create_detector
 from fakescope.train.loop import score_loader, train_one_epoch
 from fakescope.utils import autocast_dtype, is_interactive, resolve_device, seed_everything
@@ -114,6 +114,9 @@ def build_detector(cfg: TrainConfig) -> Detector:
         cfg.model, pretrained=cfg.pretrained, weights=cfg.weights, img_size=cfg.img_size
     )
     det.spec.preprocessing.resize_mode = cfg.resize_mode
+    if cfg.input_filter:
+        det.spec.input_filter = cfg.input_filter
+        det.input_filter = make_input_filter(cfg.input_filter)
     return det
 
 
@@ -355,6 +358,12 @@ def _log_start(lp: _Loop, df: pd.DataFrame) -> None:
     print(f"model {lp.cfg.model} on {lp.device} ({amp}); " + "; ".join(parts), flush=True)
 
 
+def json_config(run_dir: Path, cfg: TrainConfig) -> TrainConfig:
+    """The config a run was made with (resumed runs keep their first config)."""
+    path = run_dir / "config.json"
+    return TrainConfig.from_dict(json.loads(path.read_text())) if path.exists() else cfg
+
+
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     """Per-epoch records from ``metrics.jsonl``; a re-run epoch (after a kill) keeps its last record."""
     path = Path(run_dir) / "metrics.jsonl"
@@ -408,9 +417,40 @@ def report_run(
     )
 
 
+def calibrate_run(run_dir: Path, cfg: TrainConfig) -> None:
+    """Fit Platt scaling and the threshold on the validation split; store both in best.safetensors."""
+    from fakescope.eval.calibration import apply_calibration, fit_platt, threshold_for_fpr
+    from fakescope.eval.evaluate import score_frame
+    from fakescope.models.checkpoint import load_detector
+
+    if cfg.calibrate == "none" and cfg.target_fpr is None:
+        return
+    det = load_detector(run_dir / "best.safetensors")
+    df = load_splits(run_dir / "splits.csv")
+    val = df[df["split"] == "val"].reset_index(drop=True)
+    scored, _ = score_frame(det, val, cfg.batch_size, cfg.workers, cfg.device)
+    logits, labels = scored["logit"].to_numpy(), scored["label"].to_numpy()
+    if cfg.calibrate == "platt":
+        det.spec.calibration = fit_platt(logits, labels)
+    elif cfg.calibrate != "none":
+        raise ValueError(f"unknown calibration {cfg.calibrate!r}; use platt or none")
+    probs = apply_calibration(logits, det.spec.calibration)
+    if cfg.target_fpr is not None:
+        det.spec.threshold = threshold_for_fpr(probs[labels == 0], cfg.target_fpr)
+    extra = {k: v for k, v in det.meta.items() if k not in ("format", "format_version", "spec")}
+    save_checkpoint(run_dir / "best.safetensors", det, **extra)
+    cal = det.spec.calibration or {}
+    print(
+        f"calibration ({cfg.calibrate}) on {len(val)} val images: a={cal.get('a', 1):.3f} "
+        f"b={cal.get('b', 0):.3f}; threshold {det.spec.threshold:.4f}",
+        flush=True,
+    )
+
+
 def run(cfg: TrainConfig, resume: bool = False, force: bool = False, report: bool = True) -> Path:
-    """Train, then evaluate the best checkpoint on the test split and write ``report/report.html``."""
+    """Train, calibrate on val, then evaluate the best checkpoint on the test split with a report."""
     run_dir = fit(cfg, resume=resume, force=force)
+    calibrate_run(run_dir, json_config(run_dir, cfg))
     if report:
         report_run(run_dir, workers=cfg.workers, device=cfg.device, batch_size=cfg.batch_size)
         print(f"report: {run_dir / 'report' / 'report.html'}", flush=True)

@@ -1,0 +1,1 @@
+"""Frozen image embeddings: feature-extractor backbones and an on-disk embedding cache."""
