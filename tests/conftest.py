@@ -62,3 +62,9 @@ def shared_weights() -> Path:
     if not (path / "tf_efficientnet_lite0.in1k.safetensors").is_file():
         pytest.skip(f"shared weights not found in {path}")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _private_embedding_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own embedding cache, never the user's."""
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "embedding-cache"))

@@ -145,3 +145,26 @@ def test_verdict_band() -> None:
         and det.verdict(0.1) == "real"
         and det.verdict(0.55) == "uncertain"
     )
+
+
+def test_npr_filter_removes_content_and_keeps_upsampling_traces() -> None:
+    from fakescope.models.detector import NPR
+
+    smooth = torch.ones(1, 3, 8, 8) * 0.7  # flat content: residual is zero
+    assert torch.count_nonzero(NPR()(smooth)) == 0
+    up = torch.nn.functional.interpolate(torch.randn(1, 3, 4, 4), scale_factor=2.0, mode="nearest")
+    assert torch.count_nonzero(NPR()(up)) == 0  # nearest-upsampled: no residual at all
+    noise = torch.randn(1, 3, 9, 9)
+    assert NPR()(noise).shape == (1, 3, 8, 8) and NPR()(noise).abs().sum() > 0
+
+
+def test_npr_detector_round_trip(tmp_path) -> None:
+    det = create_detector(TINY_MODEL, img_size=32)
+    det.spec.input_filter = "npr"
+    from fakescope.models.detector import make_input_filter
+
+    det.input_filter = make_input_filter("npr")
+    back = load_detector(save_checkpoint(tmp_path / "n.safetensors", det.eval()))
+    assert back.spec.input_filter == "npr"
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(back(x), det(x))

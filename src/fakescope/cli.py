@@ -88,6 +88,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target-fpr", type=float, help="threshold for this false-positive rate on val reals"
     )
+    p.add_argument(
+        "--detector",
+        choices=["finetune", "probe"],
+        help="finetune a timm network (default) or fit a probe on frozen embeddings",
+    )
+    p.add_argument(
+        "--backbone", help="probe backbone: an .onnx image encoder or timm name[:weights]"
+    )
+    p.add_argument(
+        "--pool",
+        choices=["embed", "cls", "patch_mean", "cls_patch", "multi"],
+        help="probe features: final embedding (default), CLS token, patch mean, both, layers",
+    )
+    p.add_argument(
+        "--probe-c", type=float, help="probe L2 inverse strength (default: chosen on val)"
+    )
+    p.add_argument(
+        "--cache-dir", help="embedding cache (default $FAKESCOPE_CACHE or ~/.cache/fakescope)"
+    )
     p.add_argument("--config", help="YAML file of config keys (flags given here win)")
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides"
@@ -126,6 +145,11 @@ _TRAIN_KEYS = (
     "input_filter",
     "calibrate",
     "target_fpr",
+    "detector",
+    "backbone",
+    "pool",
+    "probe_c",
+    "cache_dir",
 )
 
 
@@ -249,6 +273,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_fuse(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fuse", help="combine checkpoints into one detector, fitted on validation rows only"
+    )
+    p.add_argument("checkpoints", nargs="+", help="two or more .safetensors checkpoints")
+    p.add_argument("--data", required=True, help="a splits.csv (or manifest) with a 'val' split")
+    p.add_argument(
+        "--method",
+        choices=["stacking", "mean"],
+        default="stacking",
+        help="stacking: logistic regression on members' logits; mean: averaged logits",
+    )
+    p.add_argument("--out", required=True, help="the fused checkpoint to write (.safetensors)")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_fuse)
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from fakescope.data.manifest import build_manifest
+    from fakescope.models.checkpoint import load_detector, save_checkpoint
+    from fakescope.models.fusion import fuse
+
+    if len(args.checkpoints) < 2:
+        raise ValueError("fuse needs at least two checkpoints")
+    members = [load_detector(c) for c in args.checkpoints]
+    fused = fuse(members, build_manifest(args.data), method=args.method, workers=args.workers)
+    save_checkpoint(
+        args.out,
+        fused,
+        members=[str(c) for c in args.checkpoints],
+        data=str(args.data),
+        **fused.meta,
+    )
+    w = ", ".join(f"{x:.3f}" for x in fused.meta["fusion_fit"]["weights"])
+    print(
+        f"fused {len(members)} detectors ({args.method}) on {fused.meta['fusion_fit']['rows']} val rows: "
+        f"weights [{w}] bias {fused.meta['fusion_fit']['bias']:.3f} -> {args.out}"
+    )
+    return EXIT_OK
+
+
 def _add_misc(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="rebuild report.html from a report directory's saved files")
     p.add_argument("dir", help="a directory holding metrics.json and predictions.csv")
@@ -297,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_demo(sub)
+    _add_fuse(sub)
     _add_misc(sub)
     return parser
 

@@ -43,6 +43,13 @@ class TrainConfig:
         calibrate: ``platt`` (fit on the validation split after training) or ``none``.
         target_fpr: pick the threshold for this false-positive rate on validation reals
             (None: 0.5 on the calibrated probability).
+        detector: ``finetune`` (train a timm network end to end) or ``probe`` (a logistic head on a
+            frozen backbone's embeddings).
+        backbone: for probes, an ``.onnx`` image encoder or a timm ``name[:weights-file]``.
+        pool: for probes, which embedding: ``embed``, ``cls``, ``patch_mean``, ``cls_patch``
+            (timm also ``multi``).
+        probe_c: inverse L2 strength of the probe's logistic regression (None: chosen on val).
+        cache_dir: embedding cache directory (None: ``$FAKESCOPE_CACHE`` or ~/.cache/fakescope).
     """
 
     data: str = ""
@@ -71,6 +78,11 @@ class TrainConfig:
     input_filter: str | None = None
     calibrate: str = "platt"
     target_fpr: float | None = None
+    detector: str = "finetune"
+    backbone: str | None = None
+    pool: str = "embed"
+    probe_c: float | None = None
+    cache_dir: str | None = None
 
     def run_dir(self) -> Path:
         """The run directory: ``out`` if set, else ``runs/<model>``."""

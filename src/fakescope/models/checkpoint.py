@@ -107,9 +107,12 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(header[_META_KEY])
 
 
-def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Detector:
+def load_detector(
+    path: str | Path, device: str | torch.device = "cpu", backbone_path: str | None = None
+) -> Detector:
     """Rebuild a detector from a checkpoint file alone (no downloads, no unpickling).
 
+    Probe detectors reference their frozen backbone file; pass ``backbone_path`` if it has moved.
     The returned detector is in eval mode and carries the stored metadata as ``detector.meta``.
     """
     from fakescope.models.registry import build_from_spec
@@ -118,7 +121,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Detec
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fakescope checkpoint (format={meta.get('format')!r})")
     spec = DetectorSpec.from_dict(meta["spec"])
-    detector = build_from_spec(spec)
+    detector = build_from_spec(spec, backbone_path=backbone_path)
     net_state = {k: v for k, v in tensors.items() if not k.startswith("__")}
     missing, unexpected = detector.net.load_state_dict(net_state, strict=False)
     if missing or unexpected:

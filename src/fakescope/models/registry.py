@@ -159,10 +159,23 @@ def create_timm_detector(
     return Detector(net, spec)
 
 
-def build_from_spec(spec: DetectorSpec) -> Detector:
-    """Rebuild an untrained detector of the right shape from its spec (no downloads)."""
-    if spec.kind != "timm":
-        raise ValueError(f"unknown detector kind {spec.kind!r}")
-    _check_timm_name(spec.arch)
-    net = build_timm_net(spec.arch, spec.model_kwargs, pretrained=False)
-    return Detector(net, spec)
+def build_from_spec(spec: DetectorSpec, backbone_path: str | None = None) -> Detector:
+    """Rebuild an untrained detector of the right shape from its spec (no downloads).
+
+    Args:
+        spec: the stored spec.
+        backbone_path: for probe detectors, where the frozen backbone file is now, if it moved.
+    """
+    if spec.kind == "timm":
+        _check_timm_name(spec.arch)
+        net = build_timm_net(spec.arch, spec.model_kwargs, pretrained=False)
+        return Detector(net, spec)
+    if spec.kind == "probe":
+        from fakescope.models.probe import build_probe_from_spec
+
+        return build_probe_from_spec(spec, backbone_path)
+    if spec.kind == "fusion":
+        from fakescope.models.fusion import build_fusion_from_spec
+
+        return build_fusion_from_spec(spec)
+    raise ValueError(f"unknown detector kind {spec.kind!r}")

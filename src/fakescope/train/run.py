@@ -309,6 +309,10 @@ def _start(cfg: TrainConfig, resume: bool, force: bool) -> tuple[Path, bool]:
 
 def fit(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Path:
     """Train per ``cfg``; return the run directory (holding ``best.safetensors``)."""
+    if cfg.detector == "probe":
+        return _fit_probe(cfg, force)
+    if cfg.detector != "finetune":
+        raise ValueError(f"unknown detector family {cfg.detector!r}; use finetune or probe")
     run_dir, resuming = _start(cfg, resume, force)
     if resuming:
         cfg = TrainConfig.from_dict(
@@ -345,6 +349,20 @@ def fit(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Path:
         if _after_epoch(lp, state, _one_epoch(lp, epoch), summary):
             break
     return run_dir
+
+
+def _fit_probe(cfg: TrainConfig, force: bool) -> Path:
+    """Probes have no epochs: embeddings are cached per file, so a re-run is the resume."""
+    from fakescope.train.probe import fit_probe
+
+    run_dir = cfg.run_dir()
+    if (run_dir / "best.safetensors").exists():
+        if not force:
+            raise FileExistsError(f"{run_dir} already holds a run; use --force or another --out")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    df, _ = prepare_data(cfg, run_dir)
+    return fit_probe(cfg, run_dir, df)
 
 
 def _log_start(lp: _Loop, df: pd.DataFrame) -> None:

@@ -1,0 +1,584 @@
+"""Frozen feature extractors (ONNX files or timm networks) that turn image batches into vectors."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fakescope.embed.cache import file_digest
+from fakescope.models.detector import Preprocessing
+from fakescope.utils import cpu_supports_bf16
+
+logger = logging.getLogger(__name__)
+
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+CLIP_PREPROCESSING = Preprocessing(
+    size=224,
+    interpolation="bicubic",
+    mean=CLIP_MEAN,
+    std=CLIP_STD,
+    crop_pct=1.0,
+    resize_mode="resize",
+)
+
+POOLS: tuple[str, ...] = ("embed", "cls", "patch_mean", "cls_patch")
+TIMM_POOLS: tuple[str, ...] = (*POOLS, "multi")
+DEFAULT_MULTI_LAYERS = 4
+_RANDOM_INIT_SEED = 0
+# Spec keys that say where things live or how fast to run, not what the embedding is.
+_NOT_IDENTITY = frozenset({"path", "weights", "batch_size", "embed_output", "hidden_output"})
+
+
+# --------------------------------------------------------------------------------------------
+# Base class
+# --------------------------------------------------------------------------------------------
+
+
+class Backbone(abc.ABC):
+    """A frozen network mapping normalised image batches to one vector per image.
+
+    Attributes:
+        preprocessing: how a PIL image becomes this backbone's input (see ``eval_transform``).
+        batch_size: preferred number of images per forward pass (1 for int8 ONNX models, whose
+            activations are quantised per batch, so that results do not depend on batch mates).
+        pool: which vector to return; one of :data:`POOLS` (timm backbones also allow ``multi``).
+    """
+
+    preprocessing: Preprocessing
+    batch_size: int
+    pool: str
+
+    @abc.abstractmethod
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Embed a batch.
+
+        Args:
+            x: float32 ``[B, 3, H, W]``, already resized and normalised.
+
+        Returns:
+            float32 ``[B, D]``.
+        """
+
+    @abc.abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """A JSON-serialisable description that :func:`open_backbone` can reopen."""
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the embedding values: the spec minus file locations and speed knobs."""
+        return {k: v for k, v in self.spec().items() if k not in _NOT_IDENTITY}
+
+    @property
+    def cache_id(self) -> str:
+        """A short stable hash of :meth:`identity`: moving the model file keeps it, while another
+        model, pool or preprocessing changes it."""
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(pool={getattr(self, 'pool', None)!r})"
+
+
+def _as_batch(x: np.ndarray) -> np.ndarray:
+    """Check and convert an input batch to contiguous float32 ``[B, 3, H, W]``."""
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    if arr.ndim != 4 or arr.shape[1] != 3:
+        raise ValueError(f"expected a float32 batch of shape [B, 3, H, W], got {arr.shape}")
+    return arr
+
+
+def _chunks(x: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """Consecutive slices of at most ``size`` rows."""
+    step = max(1, int(size))
+    for start in range(0, x.shape[0], step):
+        yield x[start : start + step]
+
+
+def _pool_tokens(tokens: np.ndarray, pool: str, num_prefix: int, source: str) -> np.ndarray:
+    """Pool a ``[B, T, C]`` token array whose first ``num_prefix`` tokens are CLS and the like."""
+    if tokens.ndim != 3:
+        raise ValueError(f"{source}: expected hidden states [B, T, C], got shape {tokens.shape}")
+    if pool in ("cls", "cls_patch") and num_prefix < 1:
+        raise ValueError(f"{source}: pool {pool!r} needs a CLS token, and this model has none")
+    if pool in ("patch_mean", "cls_patch") and tokens.shape[1] <= num_prefix:
+        raise ValueError(f"{source}: no patch tokens after {num_prefix} prefix token(s)")
+    if pool == "cls":
+        return tokens[:, 0]
+    patch_mean = tokens[:, num_prefix:].mean(axis=1)
+    if pool == "patch_mean":
+        return patch_mean
+    return np.concatenate([tokens[:, 0], patch_mean], axis=1)
+
+
+def _check_pool(pool: str, allowed: Sequence[str], kind: str) -> None:
+    """Raise a ValueError naming the allowed pools."""
+    if pool not in allowed:
+        raise ValueError(
+            f"unknown pool {pool!r} for {kind} backbones; choose from {tuple(allowed)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX
+# --------------------------------------------------------------------------------------------
+
+
+class OnnxBackbone(Backbone):
+    """An ONNX image encoder run with onnxruntime on the CPU.
+
+    Args:
+        path: the ``.onnx`` file.
+        pool: ``embed`` (the ``embed_output`` vector) or ``cls``, ``patch_mean``, ``cls_patch``
+            (from the hidden-state output, index 0 taken as CLS and the rest as patches).
+        embed_output: the output holding the final embedding.
+        hidden_output: the ``[B, T, C]`` hidden-state output; None picks the only 3-D output.
+        preprocessing: how images are prepared for this model (CLIP's by default).
+        batch_size: images per ``session.run``; incoming batches are split into chunks of it.
+        threads: onnxruntime intra-op threads (default: all CPU cores).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a loadable ONNX model, or lacks the outputs the pool needs.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        pool: str = "embed",
+        embed_output: str = "image_embeds",
+        hidden_output: str | None = None,
+        preprocessing: Preprocessing = CLIP_PREPROCESSING,
+        batch_size: int = 1,
+        threads: int | None = None,
+    ) -> None:
+        _check_pool(pool, POOLS, "ONNX")
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        self.pool = pool
+        self.preprocessing = preprocessing
+        self.batch_size = max(1, int(batch_size))
+        self.sha256 = file_digest(self.path)
+        self._session = _open_session(self.path, threads)
+        self._input = _single_input_name(self._session, self.path)
+        shapes = {o.name: o.shape for o in self._session.get_outputs()}
+        self.embed_output = embed_output
+        self.hidden_output = hidden_output
+        if pool == "embed":
+            _require_output(shapes, embed_output, self.path)
+            self._fetch = embed_output
+        else:
+            self.hidden_output = hidden_output or _pick_hidden_output(shapes, self.path)
+            _require_output(shapes, self.hidden_output, self.path)
+            self._fetch = self.hidden_output
+        logger.debug("opened %s (pool=%s, output=%s)", self.path, pool, self._fetch)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Embed a normalised batch, ``batch_size`` images per run; returns float32 ``[B, D]``."""
+        arr = _as_batch(x)
+        parts = [self._embed_chunk(chunk) for chunk in _chunks(arr, self.batch_size)]
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+
+    def _embed_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        """Run the session on one chunk and pool its output."""
+        (out,) = self._session.run([self._fetch], {self._input: chunk})
+        out = np.asarray(out, dtype=np.float32)
+        if self.pool == "embed":
+            return out.reshape(out.shape[0], -1)
+        return _pool_tokens(out, self.pool, num_prefix=1, source=str(self.path))
+
+    def spec(self) -> dict[str, Any]:
+        """Type, path, sha256, pool, output names, preprocessing and batch size."""
+        return {
+            "type": "onnx",
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "pool": self.pool,
+            "embed_output": self.embed_output,
+            "hidden_output": self.hidden_output,
+            "outputs": [self._fetch],
+            "preprocessing": self.preprocessing.to_dict(),
+            "batch_size": self.batch_size,
+        }
+
+
+def _open_session(path: Path, threads: int | None) -> Any:
+    """An onnxruntime CPU session, or a ValueError naming the file when it is not ONNX."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+
+
+def _single_input_name(session: Any, path: Path) -> str:
+    """The name of the model's only input."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = [i.name for i in inputs]
+        raise ValueError(f"{path}: expected one image input, found {len(inputs)}: {names}")
+    return inputs[0].name
+
+
+def _require_output(shapes: dict[str, Any], name: str, path: Path) -> None:
+    """Raise a ValueError naming the file and its outputs when ``name`` is not among them."""
+    if name not in shapes:
+        raise ValueError(f"{path} has no output {name!r}; its outputs are {sorted(shapes)}")
+
+
+def _pick_hidden_output(shapes: dict[str, Any], path: Path) -> str:
+    """The only output declared 3-D ``[B, T, C]``; a ValueError when there is none or several."""
+    three_d = [name for name, shape in shapes.items() if shape is not None and len(shape) == 3]
+    if len(three_d) == 1:
+        return three_d[0]
+    if not three_d:
+        raise ValueError(
+            f"{path} has no 3-D hidden-state output [B, T, C] for cls/patch pooling; "
+            f"its outputs are {sorted(shapes)}"
+        )
+    raise ValueError(f"{path} has several 3-D outputs {three_d}; choose one with hidden_output")
+
+
+# --------------------------------------------------------------------------------------------
+# timm
+# --------------------------------------------------------------------------------------------
+
+
+class TimmBackbone(Backbone):
+    """A frozen timm network (no classifier) used as a feature extractor.
+
+    Args:
+        name: a timm model name.
+        weights: a local weights file (safetensors or torch) loaded as timm's pretrained weights.
+        pretrained: download timm's pretrained weights when no ``weights`` file is given. Without
+            either, the network is randomly initialised (with a fixed seed, so it is repeatable).
+        pool: one of :data:`TIMM_POOLS`; ``multi`` concatenates the pooled features of several
+            intermediate layers.
+        layers: for ``multi``, an int (the last N blocks, default 4) or a list of block indices.
+        img_size: input size for models that take one (ViTs); None keeps the default.
+        batch_size: preferred images per forward pass.
+
+    Raises:
+        FileNotFoundError: ``weights`` does not exist.
+        ValueError: an unknown model, or a pool the model cannot give.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weights: str | os.PathLike[str] | None = None,
+        pretrained: bool = False,
+        pool: str = "embed",
+        layers: int | Sequence[int] | None = None,
+        img_size: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        _check_pool(pool, TIMM_POOLS, "timm")
+        _check_timm_name(name)
+        self.name = name
+        self.weights = Path(weights).expanduser().resolve() if weights is not None else None
+        if self.weights is not None and not self.weights.is_file():
+            raise FileNotFoundError(f"weights file for {name} not found: {self.weights}")
+        self.pretrained = bool(pretrained) or self.weights is not None
+        self.pool = pool
+        self.img_size = img_size
+        self.batch_size = max(1, int(batch_size))
+        self.sha256 = file_digest(self.weights) if self.weights is not None else None
+        self.model = _create_timm(name, self.weights, self.pretrained, img_size)
+        self.preprocessing = _timm_preprocessing(self.model)
+        self.layers = _resolve_layers(self.model, layers) if pool == "multi" else layers
+        self.bf16 = cpu_supports_bf16()
+        self._check_model_pool()
+
+    def _check_model_pool(self) -> None:
+        """Fail early, with a clear message, for pools this architecture cannot give."""
+        if self.pool == "multi" and not hasattr(self.model, "forward_intermediates"):
+            raise ValueError(f"{self.name} has no forward_intermediates; pool 'multi' needs it")
+        if self.pool in ("cls", "cls_patch") and not self._is_token_model():
+            raise ValueError(
+                f"pool {self.pool!r} needs a ViT-like model with a CLS token; {self.name} "
+                "gives a feature map (use 'embed', 'patch_mean' or 'multi')"
+            )
+
+    def _is_token_model(self) -> bool:
+        """True for ViT-like models with a class token in ``forward_features``."""
+        has_cls = getattr(self.model, "cls_token", None) is not None
+        return has_cls and int(getattr(self.model, "num_prefix_tokens", 0)) > 0
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Embed a normalised batch under ``no_grad`` (bf16 autocast where the CPU has it)."""
+        arr = _as_batch(x)
+        parts = [self._embed_chunk(torch.from_numpy(c)) for c in _chunks(arr, self.batch_size)]
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(parts, axis=0)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast on CPUs with native bf16, else nothing."""
+        if self.bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _embed_chunk(self, x: torch.Tensor) -> np.ndarray:
+        """One forward pass, pooled and returned as float32 numpy."""
+        with torch.no_grad(), self._autocast():
+            out = self._multi(x) if self.pool == "multi" else self._single(x)
+        return out.float().reshape(out.shape[0], -1).numpy().astype(np.float32, copy=False)
+
+    def _single(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``embed``, ``cls``, ``patch_mean`` and ``cls_patch`` pools."""
+        feats = self.model.forward_features(x)
+        if self.pool == "embed":
+            return self.model.forward_head(feats, pre_logits=True)
+        if feats.ndim == 3:
+            prefix = int(getattr(self.model, "num_prefix_tokens", 0))
+            pooled = _pool_tokens(feats.float().numpy(), self.pool, prefix, self.name)
+            return torch.from_numpy(pooled)
+        return _spatial_mean(feats, getattr(self.model, "output_fmt", "NCHW"))
+
+    def _multi(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenated pooled features of the chosen intermediate layers."""
+        try:
+            feats = self.model.forward_intermediates(
+                x, indices=self.layers, intermediates_only=True
+            )
+        except (NotImplementedError, TypeError, AssertionError) as exc:
+            raise ValueError(f"{self.name}: forward_intermediates failed: {exc}") from exc
+        pooled = [f.mean(dim=1) if f.ndim == 3 else _spatial_mean(f, "NCHW") for f in feats]
+        return torch.cat([p.float() for p in pooled], dim=1)
+
+    def spec(self) -> dict[str, Any]:
+        """Type, model name, weights path and sha256, pool, layers and preprocessing."""
+        random_init = not self.pretrained
+        return {
+            "type": "timm",
+            "name": self.name,
+            "weights": str(self.weights) if self.weights is not None else None,
+            "sha256": self.sha256,
+            "pretrained": self.pretrained,
+            "init_seed": _RANDOM_INIT_SEED if random_init else None,
+            "pool": self.pool,
+            "layers": list(self.layers) if isinstance(self.layers, Sequence) else self.layers,
+            "img_size": self.img_size,
+            "preprocessing": self.preprocessing.to_dict(),
+            "batch_size": self.batch_size,
+        }
+
+    def identity(self) -> dict[str, Any]:
+        """The spec's identity plus whether bf16 autocast is used (it changes the values)."""
+        return {**super().identity(), "autocast": "bf16" if self.bf16 else None}
+
+
+def _check_timm_name(name: str) -> None:
+    """Raise a ValueError for a name timm does not know (hub names are left to timm)."""
+    import timm
+
+    if ":" not in name and not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r}")
+
+
+def _spatial_mean(feats: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Global average pool of a 4-D feature map in ``NCHW`` or ``NHWC`` layout."""
+    if feats.ndim != 4:
+        raise ValueError(f"expected a 4-D feature map, got shape {tuple(feats.shape)}")
+    return feats.mean(dim=(1, 2)) if fmt == "NHWC" else feats.mean(dim=(2, 3))
+
+
+def _create_timm(
+    name: str, weights: Path | None, pretrained: bool, img_size: int | None
+) -> torch.nn.Module:
+    """Build a frozen, eval-mode timm model without a classifier."""
+    import timm
+
+    kwargs: dict[str, Any] = {"num_classes": 0}
+    if img_size is not None:
+        kwargs["img_size"] = int(img_size)
+    if weights is not None:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
+    elif pretrained:
+        kwargs["pretrained"] = True
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_RANDOM_INIT_SEED)
+            model = timm.create_model(name, **kwargs)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        if pretrained and weights is None:
+            raise RuntimeError(
+                f"could not get pretrained weights for {name}: {exc}. Offline? Pass a local "
+                f"file as '{name}:/path/to/weights.safetensors'"
+            ) from exc
+        raise
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _timm_preprocessing(model: torch.nn.Module) -> Preprocessing:
+    """The model's timm eval data config as a :class:`Preprocessing`."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    return Preprocessing(
+        size=int(cfg["input_size"][-1]),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        resize_mode="resize",
+    )
+
+
+def _resolve_layers(model: torch.nn.Module, layers: int | Sequence[int] | None) -> int | list[int]:
+    """``layers`` for ``forward_intermediates``: an int capped at the model's depth, or a list."""
+    if layers is not None and not isinstance(layers, int):
+        return [int(i) for i in layers]
+    n = DEFAULT_MULTI_LAYERS if layers is None else int(layers)
+    if n < 1:
+        raise ValueError(f"layers must be at least 1, got {n}")
+    depth = len(getattr(model, "feature_info", []) or [])
+    return min(n, depth) if depth else n
+
+
+# --------------------------------------------------------------------------------------------
+# Reopening
+# --------------------------------------------------------------------------------------------
+
+
+def open_backbone(spec: dict[str, Any], path: str | os.PathLike[str] | None = None) -> Backbone:
+    """Rebuild a backbone from :meth:`Backbone.spec`.
+
+    Args:
+        spec: a stored spec.
+        path: where the ONNX or weights file is now, when it has moved (``--backbone PATH``).
+
+    Returns:
+        The backbone, checked against the stored sha256.
+
+    Raises:
+        FileNotFoundError: the model file is not where the spec (or ``path``) says.
+        ValueError: an unknown type, or a file whose sha256 differs from the stored one.
+    """
+    kind = spec.get("type")
+    if kind == "onnx":
+        backbone: Backbone = _open_onnx_spec(spec, path)
+    elif kind == "timm":
+        backbone = _open_timm_spec(spec, path)
+    else:
+        raise ValueError(f"unknown backbone type {kind!r} in spec; expected 'onnx' or 'timm'")
+    _check_sha(spec, backbone)
+    return backbone
+
+
+def _missing_file_error(spec: dict[str, Any], where: str) -> FileNotFoundError:
+    """The error for a spec whose model file is not there."""
+    sha = spec.get("sha256") or "unknown"
+    return FileNotFoundError(
+        f"the embedding backbone file {where} is missing (sha256 {sha}); "
+        "point --backbone PATH at a copy of that file"
+    )
+
+
+def _open_onnx_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> OnnxBackbone:
+    """The ONNX half of :func:`open_backbone`."""
+    where = str(path if path is not None else spec.get("path"))
+    if not Path(where).is_file():
+        raise _missing_file_error(spec, where)
+    return OnnxBackbone(
+        where,
+        pool=spec.get("pool", "embed"),
+        embed_output=spec.get("embed_output") or "image_embeds",
+        hidden_output=spec.get("hidden_output"),
+        preprocessing=Preprocessing.from_dict(spec.get("preprocessing", {})),
+        batch_size=int(spec.get("batch_size") or 1),
+    )
+
+
+def _open_timm_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> TimmBackbone:
+    """The timm half of :func:`open_backbone`."""
+    weights = path if path is not None else spec.get("weights")
+    if weights is not None and not Path(weights).is_file():
+        raise _missing_file_error(spec, str(weights))
+    backbone = TimmBackbone(
+        spec["name"],
+        weights=weights,
+        pretrained=bool(spec.get("pretrained", False)),
+        pool=spec.get("pool", "embed"),
+        layers=spec.get("layers"),
+        img_size=spec.get("img_size"),
+        batch_size=int(spec.get("batch_size") or 32),
+    )
+    stored = spec.get("preprocessing")
+    if stored and Preprocessing.from_dict(stored) != backbone.preprocessing:
+        logger.warning(
+            "%s: timm now resolves preprocessing %s, the spec stored %s; using the stored one",
+            spec["name"],
+            backbone.preprocessing.to_dict(),
+            stored,
+        )
+        backbone.preprocessing = Preprocessing.from_dict(stored)
+    return backbone
+
+
+def _check_sha(spec: dict[str, Any], backbone: Backbone) -> None:
+    """Raise when the reopened file is not the one the spec was made with."""
+    want = spec.get("sha256")
+    got = getattr(backbone, "sha256", None)
+    if want and got and want != got:
+        where = getattr(backbone, "path", None) or getattr(backbone, "weights", None)
+        raise ValueError(
+            f"{where} has sha256 {got}, but the embeddings were made with a file of sha256 {want}"
+        )
+
+
+_HUB_SCHEMES = ("hf-hub", "hf_hub", "local-dir")
+
+
+def open_backbone_arg(arg: str, pool: str = "embed") -> Backbone:
+    """Open a backbone from a command-line value.
+
+    Args:
+        arg: a path to an ``.onnx`` file, a timm model name (pretrained weights are downloaded),
+            or ``name:weights_path`` such as ``mobilenetv2_100:/path/w.safetensors``.
+        pool: the pooling to use.
+
+    Returns:
+        An :class:`OnnxBackbone` or a :class:`TimmBackbone`.
+    """
+    text = arg.strip()
+    if text.lower().endswith(".onnx"):
+        return OnnxBackbone(text, pool=pool)
+    name, weights = _split_timm_arg(text)
+    if weights is None:
+        return TimmBackbone(name, pretrained=True, pool=pool)
+    return TimmBackbone(name, weights=weights, pool=pool)
+
+
+def _split_timm_arg(text: str) -> tuple[str, str | None]:
+    """Split ``name[:weights]``, keeping hub prefixes such as ``hf-hub:`` in the name."""
+    prefix = ""
+    scheme, sep, rest = text.partition(":")
+    if sep and scheme in _HUB_SCHEMES:
+        prefix, text = f"{scheme}:", rest
+    name, sep, weights = text.partition(":")
+    if not name:
+        raise ValueError(f"no model name in backbone argument {text!r}")
+    return prefix + name, (weights or None) if sep else None

@@ -1,0 +1,128 @@
+"""Train a probe detector: embed with a frozen backbone (cached), fit a logistic head, pick C on val."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+from fakescope.config import TrainConfig, save_config
+from fakescope.data.manifest import DataError, summarize
+from fakescope.models.checkpoint import save_checkpoint
+from fakescope.models.probe import create_probe_detector
+from fakescope.utils import is_interactive
+
+logger = logging.getLogger(__name__)
+
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def cache_root(cfg: TrainConfig) -> Path:
+    """Where embeddings are cached: ``cfg.cache_dir`` or the default (``$FAKESCOPE_CACHE``)."""
+    from fakescope.embed.cache import default_cache_dir
+
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+
+
+def embed_split_frame(backbone: Any, df: pd.DataFrame, cfg: TrainConfig) -> tuple[np.ndarray, list]:
+    """Embeddings for every row of ``df`` (NaN rows for files that failed), through the cache."""
+    from fakescope.embed.cache import EmbeddingCache, embed_frame
+
+    with EmbeddingCache(cache_root(cfg), backbone.cache_id) as cache:
+        return embed_frame(
+            backbone, df, cache=cache, workers=cfg.workers, progress=is_interactive()
+        )
+
+
+def fit_logistic_head(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    c: float | None = None,
+) -> dict[str, Any]:
+    """Standardise, then fit L2 logistic regression; choose C by validation log loss if not given.
+
+    Returns:
+        ``mean, scale, coef, bias, C`` and train/val loss and accuracy of the chosen head.
+    """
+    mean = x_train.mean(axis=0)
+    scale = x_train.std(axis=0) + 1e-6
+    ztr, zva = (x_train - mean) / scale, (x_val - mean) / scale
+    best: dict[str, Any] | None = None
+    for cand in (c,) if c is not None else C_GRID:
+        clf = LogisticRegression(C=cand, max_iter=2000).fit(ztr, y_train)
+        val_loss = log_loss(y_val, clf.predict_proba(zva)[:, 1], labels=[0, 1])
+        logger.debug("probe C=%g val log loss %.4f", cand, val_loss)
+        if best is None or val_loss < best["val_loss"]:
+            best = {"clf": clf, "C": cand, "val_loss": val_loss}
+    clf = best["clf"]
+    return {
+        "mean": mean,
+        "scale": scale,
+        "coef": clf.coef_[0],
+        "bias": float(clf.intercept_[0]),
+        "C": best["C"],
+        "train_loss": log_loss(y_train, clf.predict_proba(ztr)[:, 1], labels=[0, 1]),
+        "train_acc": float(clf.score(ztr, y_train)),
+        "val_loss": best["val_loss"],
+        "val_acc": float(clf.score(zva, y_val)),
+    }
+
+
+def _rows(df: pd.DataFrame, x: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+    keep = (df["split"].to_numpy() == split) & ~np.isnan(x).any(axis=1)
+    return x[keep], df["label"].to_numpy()[keep]
+
+
+def fit_probe(cfg: TrainConfig, run_dir: Path, df: pd.DataFrame) -> Path:
+    """Embed ``df`` (with a split column), fit the head, save ``best.safetensors`` in ``run_dir``."""
+    from fakescope.embed.backbones import open_backbone_arg
+    from fakescope.train.run import add_failures
+
+    if not cfg.backbone:
+        raise DataError(
+            "--detector probe needs --backbone (an .onnx file or a timm name[:weights])"
+        )
+    save_config(cfg, run_dir / "config.json")
+    backbone = open_backbone_arg(cfg.backbone, pool=cfg.pool)
+    t0 = time.time()
+    x, failures = embed_split_frame(backbone, df, cfg)
+    add_failures(run_dir, df, failures)
+    t_embed = time.time() - t0
+    fit = fit_logistic_head(*_rows(df, x, "train"), *_rows(df, x, "val"), c=cfg.probe_c)
+    det = create_probe_detector(backbone, x.shape[1])
+    det.net.set_head(fit["mean"], fit["scale"], fit["coef"], fit["bias"])
+    rec = {
+        "epoch": 1,
+        "train_loss": fit["train_loss"],
+        "train_acc": fit["train_acc"],
+        "val_loss": fit["val_loss"],
+        "val_acc": fit["val_acc"],
+        "C": fit["C"],
+        "time_s": time.time() - t0,
+        "embed_s": t_embed,
+    }
+    (run_dir / "metrics.jsonl").write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    print(
+        f"probe on {det.spec.arch}: embedded {len(df)} images in {t_embed:.1f}s; C={fit['C']}; "
+        f"train loss {fit['train_loss']:.4f} acc {fit['train_acc']:.4f} "
+        f"val loss {fit['val_loss']:.4f} acc {fit['val_acc']:.4f}",
+        flush=True,
+    )
+    save_checkpoint(
+        run_dir / "best.safetensors",
+        det,
+        config=cfg.to_dict(),
+        data=summarize(df),
+        history=[rec],
+        best_epoch=1,
+    )
+    return run_dir
