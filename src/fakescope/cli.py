@@ -40,6 +40,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train a detector. DATA is a folder tree whose folder names give the class "
         "(ai/fake/generated/... vs real/nature/...), a CSV/Parquet manifest, or a splits.csv.",
     )
+    _train_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
+    p.add_argument("--no-report", action="store_true", help="skip the test-split report at the end")
+    p.set_defaults(func=cmd_train)
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder tree, manifest (.csv/.parquet) or a saved splits.csv")
     p.add_argument("--model", help="timm model name or registered detector (default resnet50)")
     p.add_argument(
@@ -111,12 +118,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides"
     )
-    p.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
     p.add_argument(
         "--force", action="store_true", help="delete an existing run in --out and start over"
     )
-    p.add_argument("--no-report", action="store_true", help="skip the test-split report at the end")
-    p.set_defaults(func=cmd_train)
 
 
 _TRAIN_KEYS = (
@@ -172,16 +176,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="evaluate a checkpoint on a labelled dataset and write a report"
+        "evaluate",
+        help="evaluate a checkpoint on one or more labelled datasets and write reports",
+        description="Evaluate a checkpoint. With several datasets it prints one row per dataset "
+        "(AUC, AP, accuracy, real and fake accuracy, with 95%% intervals) and writes a report each.",
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint written by fakescope train")
-    p.add_argument("data", help="folder tree, manifest or splits.csv")
+    p.add_argument("data", nargs="+", help="folder trees, manifests or splits.csv files")
     p.add_argument(
-        "--split", default="all", help="with a splits file: train, val, test or all (default all)"
+        "--split", default="all", help="with splits files: train, val, test or all (default all)"
     )
     p.add_argument(
         "--out", help="report directory (default: eval-<data name> beside the checkpoint)"
     )
+    p.add_argument("--backbone-path", help="for probes: where the frozen backbone file is now")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -190,42 +198,53 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from fakescope.data.manifest import DataError, build_manifest
-    from fakescope.eval.evaluate import verify_and_evaluate
+    from fakescope.eval.generalise import evaluate_many, format_table
     from fakescope.models.checkpoint import load_detector
 
-    det = load_detector(args.checkpoint)
-    df = build_manifest(args.data)
-    if args.split != "all":
-        if "split" not in df.columns:
-            raise DataError(
-                f"{args.data}: has no split column, so --split {args.split} cannot apply"
-            )
-        df = df[df["split"] == args.split].reset_index(drop=True)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(args.checkpoint).parent / f"eval-{Path(args.data).stem}"
-    )
-    meta = {
-        "model": det.spec.arch,
-        "checkpoint": str(args.checkpoint),
-        "data": str(args.data),
-        "split": args.split,
-        "fakescope_version": det.meta.get("fakescope_version"),
-    }
-    verify_and_evaluate(
+    det = load_detector(args.checkpoint, backbone_path=args.backbone_path)
+    default = f"eval-{Path(args.data[0]).stem}" if len(args.data) == 1 else "eval"
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / default
+    rows = evaluate_many(
         det,
-        df,
+        args.data,
         out,
-        history=det.meta.get("history"),
-        meta=meta,
+        split=args.split,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
         n_boot=args.n_boot,
     )
-    print(f"report: {out / 'report.html'}")
+    print("\n" + format_table(rows))
+    print(f"reports: {out}  (summary.csv)")
+    return EXIT_OK
+
+
+def _add_loso(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "loso",
+        help="leave-one-source-out: train on all sources but one, test on that one, for each",
+        description="Leave-one-source-out. Takes the same options as train. A held-out source of "
+        "one class is paired with the other class from the training sources' test rows.",
+    )
+    _train_arguments(p)
+    p.add_argument("--sources", type=_csv_list, help="hold out only these sources (comma list)")
+    p.set_defaults(func=cmd_loso)
+
+
+def cmd_loso(args: argparse.Namespace) -> int:
+    from fakescope.eval.generalise import format_table, leave_one_source_out
+
+    cfg = train_config_from_args(args)
+    family = cfg.model if cfg.detector == "finetune" else "probe"
+    out = Path(cfg.out) if cfg.out else Path("runs") / f"loso-{family}"
+    rows = leave_one_source_out(
+        cfg, out, sources=args.sources, workers=cfg.workers, device=cfg.device
+    )
+    print("\n" + format_table(rows))
+    for r in rows:
+        if r.get("note"):
+            print(f"  {r['dataset']}: {r['note']}")
+    print(f"reports: {out}  (summary.csv)")
     return EXIT_OK
 
 
@@ -363,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_demo(sub)
     _add_fuse(sub)
+    _add_loso(sub)
     _add_misc(sub)
     return parser
 
