@@ -2,7 +2,7 @@
 
 The short public API (label 1 = fake, score = P(fake))::
 
-    from fakescope import create_detector, load_detector, list_models
+    from fakescope import create_detector, load_detector, list_models, predict
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_detector", "list_models", "load_detector"]
+__all__ = ["__version__", "create_detector", "list_models", "load_detector", "predict"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,6 +20,10 @@ def __getattr__(name: str) -> Any:
         from fakescope.models import registry
 
         return getattr(registry, name)
+    if name == "predict":
+        from fakescope.infer.api import predict
+
+        return predict
     if name == "load_detector":
         from fakescope.models.checkpoint import load_detector
 

@@ -12,7 +12,7 @@ from typing import Any
 
 logger = logging.getLogger("fakescope")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 def _csv_list(text: str) -> list[str]:
@@ -292,6 +292,112 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="score images, folders and videos: P(fake) and a verdict per input",
+        description="Score files, folders (recursive), globs, or '-' (paths on stdin). Exit code 0 when "
+        "every input was scored, 3 when some failed (their rows say why).",
+    )
+    p.add_argument(
+        "inputs", nargs="+", help="files, folders, globs, or - for a list of paths on stdin"
+    )
+    p.add_argument("--detector", help="checkpoint (.safetensors); default $FAKESCOPE_DETECTOR")
+    p.add_argument(
+        "--backbone-path", help="for probe detectors: where the frozen backbone file is now"
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "jsonl", "csv"],
+        help="output format (default: table on a terminal, else jsonl)",
+    )
+    p.add_argument("--output", "-o", help="write rows to this file instead of stdout")
+    p.add_argument(
+        "--resume", action="store_true", help="skip inputs already in --output and append"
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--sample",
+        choices=["uniform", "interval", "keyframes"],
+        default="uniform",
+        help="video frame sampling (default uniform)",
+    )
+    p.add_argument("--frames", type=int, default=16, help="frames per video for uniform sampling")
+    p.add_argument(
+        "--every", type=float, default=1.0, help="seconds between frames for interval sampling"
+    )
+    p.add_argument("--max-frames", type=int, default=64, help="cap on frames per video")
+    p.add_argument(
+        "--aggregate",
+        choices=["mean", "median", "topk", "max"],
+        default="mean",
+        help="how frame scores make a video score (default mean)",
+    )
+    p.add_argument("--topk", type=int, default=3, help="k for --aggregate topk")
+    p.add_argument("--timeline", metavar="DIR", help="write a score-over-time plot per video here")
+    p.add_argument("--explain", metavar="DIR", help="write a heatmap overlay per image here")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import os
+
+    from fakescope.infer.inputs import expand_inputs
+    from fakescope.infer.output import RowWriter, completed_paths
+    from fakescope.infer.predictor import Predictor, VideoOptions
+    from fakescope.models.checkpoint import load_detector
+    from fakescope.utils import is_interactive
+
+    ckpt = args.detector or os.environ.get("FAKESCOPE_DETECTOR")
+    if not ckpt:
+        raise ValueError(
+            "no detector: pass --detector CHECKPOINT (train one with `fakescope train`, or "
+            "run `fakescope demo`), or set FAKESCOPE_DETECTOR"
+        )
+    fmt = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
+    if args.resume and not args.output:
+        raise ValueError("--resume needs --output FILE (the file to continue)")
+    done = completed_paths(args.output, fmt) if args.resume else set()
+    video = VideoOptions(
+        sample=args.sample,
+        frames=args.frames,
+        every_s=args.every,
+        max_frames=args.max_frames,
+        aggregate=args.aggregate,
+        topk=args.topk,
+        timeline_dir=args.timeline,
+    )
+    pred = Predictor(
+        load_detector(ckpt, backbone_path=args.backbone_path),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        video=video,
+        explain_dir=args.explain,
+    )
+    paths = (p for p in expand_inputs(args.inputs) if p not in done)
+    writer = RowWriter(fmt, args.output, append=args.resume)
+    bar = _progress(is_interactive() and (args.output is not None or fmt != "table"))
+    try:
+        for row in pred.predict_paths(paths):
+            writer.write(row)
+            bar.update(1)
+    finally:
+        bar.close()
+        writer.close()
+    skipped = f"; {len(done)} already done" if done else ""
+    print(writer.summary() + skipped, file=sys.stderr)
+    return EXIT_PARTIAL if writer.errors else EXIT_OK
+
+
+def _progress(enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(desc="predict", unit="file", disable=not enabled, file=sys.stderr)
+
+
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fuse", help="combine checkpoints into one detector, fitted on validation rows only"
@@ -382,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_demo(sub)
     _add_fuse(sub)
+    _add_predict(sub)
     _add_loso(sub)
     _add_misc(sub)
     return parser

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from fakescope.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from fakescope.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, check_dimensions, load_image
 
 
 class ImageDataset(Dataset):
@@ -44,7 +44,9 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item: dict[str, Any] = {"idx": i, "y": int(self.labels[i]), "x": None, "error": None}
         try:
-            item["x"] = self.transform(load_image(self.paths[i], max_pixels=self.max_pixels))
+            img = load_image(self.paths[i], max_pixels=self.max_pixels)
+            check_dimensions(img, self.paths[i])
+            item["x"] = self.transform(img)
         except ImageLoadError as e:
             item["error"] = e.reason
         except Exception as e:  # a transform failure on odd input must not stop the batch

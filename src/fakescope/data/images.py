@@ -318,6 +318,25 @@ def _check_size(path: Path, img: Image.Image, max_pixels: int | None) -> None:
         )
 
 
+MIN_SIDE = 8
+MAX_ASPECT = 50.0
+
+
+def check_dimensions(img: Image.Image, path: str | os.PathLike[str] = "<image>") -> None:
+    """Reject images a detector cannot judge: tiny (a side under 8 px) or absurdly long (over 50:1).
+
+    Loading such files is fine; scoring them is not (a 100000x10 strip resized to a 224 short side
+    would need gigabytes), so the model-facing paths call this after :func:`load_image`.
+    """
+    w, h = img.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageLoadError(
+            path, f"image is too small to judge ({w}x{h}; under {MIN_SIDE} px on a side)"
+        )
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise ImageLoadError(path, f"absurd aspect ratio ({w}x{h}; over {MAX_ASPECT:.0f}:1)")
+
+
 def _decode(img: Image.Image, path: Path, draft: bool) -> Image.Image:
     """Decode all pixel data of the first frame and convert it to RGB."""
     try:

@@ -1,0 +1,368 @@
+"""Score images and videos with a detector: streamed, batched, decoded in worker processes.
+
+Memory stays flat on long inputs: paths are scored in order through a DataLoader whose
+prefetching bounds what is in flight, and each result is handed to the caller as soon as its
+batch is done. Bad inputs become error rows; nothing raises out of the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from fakescope.data.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    check_dimensions,
+    load_image,
+    to_rgb,
+)
+from fakescope.data.transforms import eval_transform
+from fakescope.models.detector import Detector
+from fakescope.utils import autocast_dtype, resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoOptions:
+    """How videos are sampled and their frame scores combined.
+
+    Attributes:
+        sample: ``uniform`` (``frames`` evenly spaced), ``interval`` (one every ``every_s`` seconds)
+            or ``keyframes`` (the fast path).
+        frames: frames for ``uniform``.
+        every_s: seconds between frames for ``interval``.
+        max_frames: upper bound on frames per video, whatever the mode (bounded work on long clips).
+        aggregate: ``mean``, ``median``, ``topk`` (mean of the k highest) or ``max``.
+        topk: k for ``topk``.
+        timeline_dir: where to write a score-over-time PNG per video (None: no plot).
+    """
+
+    sample: str = "uniform"
+    frames: int = 16
+    every_s: float = 1.0
+    max_frames: int = 64
+    aggregate: str = "mean"
+    topk: int = 3
+    timeline_dir: str | None = None
+
+
+@dataclass
+class Prediction:
+    """One scored input. ``score`` is P(fake); ``verdict`` is fake, real, uncertain or error."""
+
+    path: str
+    kind: str
+    score: float | None
+    verdict: str
+    threshold: float
+    uncertain_band: float
+    model: str
+    time_ms: float
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    n_frames: int | None = None
+    aggregate: str | None = None
+    timeline: str | None = None
+    heatmap: str | None = None
+    frames: list[dict[str, Any]] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (video rows keep their per-frame scores)."""
+        return asdict(self)
+
+
+class _Decode(Dataset):
+    """Load and preprocess one path per item in a worker; failures come back as data."""
+
+    def __init__(self, paths: Sequence[str], transform: Any, max_pixels: int) -> None:
+        self.paths, self.transform, self.max_pixels = paths, transform, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        item: dict[str, Any] = {"i": i, "x": None, "error": None, "w": None, "h": None}
+        try:
+            img = load_image(self.paths[i], max_pixels=self.max_pixels)
+            item["w"], item["h"] = img.size
+            check_dimensions(img, self.paths[i])
+            item["x"] = self.transform(img) if self.transform else np.asarray(img)
+        except ImageLoadError as e:
+            item["error"] = e.reason
+        except Exception as e:  # a preprocessing failure on odd input must not stop the batch
+            item["error"] = f"could not preprocess: {type(e).__name__}: {e}"
+        item["ms"] = (time.perf_counter() - t0) * 1000
+        return item
+
+
+def _collate(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return batch
+
+
+class Predictor:
+    """Scores paths, PIL images or arrays with one detector.
+
+    Args:
+        detector: a loaded :class:`Detector`.
+        batch_size: images per model call.
+        workers: decoding processes (0: decode in this process).
+        device: ``auto``, ``cpu``, ``cuda``...
+        video: video sampling and aggregation options.
+        explain_dir: write a heatmap PNG per image here (None: off).
+        max_pixels: decompression-bomb limit.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        batch_size: int = 16,
+        workers: int = 2,
+        device: str = "auto",
+        video: VideoOptions | None = None,
+        explain_dir: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.detector = detector.to(self.device).eval()
+        self.batch_size, self.workers = batch_size, workers
+        self.video = video or VideoOptions()
+        self.explain_dir = explain_dir
+        self.max_pixels = max_pixels
+        self.amp = autocast_dtype(self.device, "auto") if detector.spec.kind == "timm" else None
+        self.tensor_path = detector.spec.kind in ("timm", "probe")
+
+    # ----------------------------------------------------------------------------------- scoring
+    def _logits_from_tensors(self, x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            if self.amp is not None:
+                with torch.autocast(device_type=self.device.type, dtype=self.amp):
+                    out = self.detector(x.to(self.device))
+            else:
+                out = self.detector(x.to(self.device))
+        return out.float().cpu().numpy()
+
+    def logits_for_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Raw logits for RGB PIL images, whatever the detector kind (fusion included)."""
+        if not images:
+            return np.zeros(0, dtype=np.float32)
+        if self.detector.spec.kind == "fusion":
+            members = [
+                Predictor(m, self.batch_size, 0, str(self.device))
+                for m in self.detector.net.members
+            ]
+            z = np.stack(
+                [
+                    m.detector.calibrated_logits(
+                        torch.from_numpy(m.logits_for_images(images))
+                    ).numpy()
+                    for m in members
+                ],
+                axis=1,
+            )
+            return (z @ self.detector.net.weights.numpy() + float(self.detector.net.bias)).astype(
+                np.float32
+            )
+        tf = eval_transform(self.detector.spec.preprocessing)
+        parts = [
+            self._logits_from_tensors(
+                torch.stack([tf(im) for im in images[i : i + self.batch_size]])
+            )
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return np.concatenate(parts).astype(np.float32)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated P(fake) from raw logits."""
+        return torch.sigmoid(
+            self.detector.calibrated_logits(torch.from_numpy(np.asarray(logits)))
+        ).numpy()
+
+    def _row(
+        self, path: str, kind: str, score: float | None, ms: float, **extra: Any
+    ) -> Prediction:
+        spec = self.detector.spec
+        verdict = "error" if score is None else self.detector.verdict(float(score))
+        return Prediction(
+            path=path,
+            kind=kind,
+            score=None if score is None else float(score),
+            verdict=verdict,
+            threshold=spec.threshold,
+            uncertain_band=spec.uncertain_band,
+            model=spec.arch,
+            time_ms=round(ms, 2),
+            **extra,
+        )
+
+    # ------------------------------------------------------------------------------------ images
+    def _loader(self, paths: Sequence[str]) -> DataLoader:
+        tf = eval_transform(self.detector.spec.preprocessing) if self.tensor_path else None
+        return DataLoader(
+            _Decode(paths, tf, self.max_pixels),
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            collate_fn=_collate,
+            prefetch_factor=2 if self.workers else None,
+        )
+
+    def _score_batch(
+        self, paths: Sequence[str], batch: list[dict[str, Any]]
+    ) -> Iterator[Prediction]:
+        good = [b for b in batch if b["error"] is None]
+        t0 = time.perf_counter()
+        if good and self.tensor_path:
+            logits = self._logits_from_tensors(torch.stack([b["x"] for b in good]))
+        else:
+            logits = self.logits_for_images([Image.fromarray(b["x"]) for b in good])
+        model_ms = (time.perf_counter() - t0) * 1000 / max(len(good), 1)
+        scores = iter(self.probabilities(logits)) if len(good) else iter(())
+        for b in batch:
+            path = paths[b["i"]]
+            if b["error"] is not None:
+                yield self._row(path, "image", None, b["ms"], error=b["error"])
+                continue
+            row = self._row(
+                path, "image", next(scores), b["ms"] + model_ms, width=b["w"], height=b["h"]
+            )
+            if self.explain_dir:
+                row.heatmap = self._explain(path)
+            yield row
+
+    def predict_image_paths(self, paths: Sequence[str]) -> Iterator[Prediction]:
+        """Rows for image files, in order, as each batch finishes."""
+        if not paths:
+            return
+        for batch in self._loader(paths):
+            yield from self._score_batch(paths, batch)
+
+    def _explain(self, path: str) -> str | None:
+        from fakescope.infer.explain import explain_image, save_explanation
+
+        try:
+            expl = explain_image(self.detector, load_image(path, max_pixels=self.max_pixels))
+            return str(save_explanation(expl, Path(self.explain_dir) / f"{_stem_id(path)}.png"))
+        except Exception as e:  # a heatmap failure must not lose the score
+            logger.warning("%s: no heatmap: %s", path, e)
+            return None
+
+    # ------------------------------------------------------------------------------------ videos
+    def predict_video(self, path: str) -> Prediction:
+        """One row for a video: aggregated score, verdict, per-frame timeline."""
+        from fakescope.infer.video import VideoError, aggregate, sample_frames
+
+        t0, v = time.perf_counter(), self.video
+        try:
+            frames = list(
+                sample_frames(
+                    path, mode=v.sample, n=v.frames, every_s=v.every_s, max_frames=v.max_frames
+                )
+            )
+        except VideoError as e:
+            return self._row(path, "video", None, (time.perf_counter() - t0) * 1000, error=e.reason)
+        except Exception as e:  # unknown decoder failures are per-item errors too
+            return self._row(
+                path,
+                "video",
+                None,
+                (time.perf_counter() - t0) * 1000,
+                error=f"could not decode video: {type(e).__name__}: {e}",
+            )
+        probs = self.probabilities(self.logits_for_images([f.image for f in frames]))
+        rows = [
+            {"index": f.index, "time_s": round(f.time_s, 3), "score": float(p)}
+            for f, p in zip(frames, probs, strict=True)
+        ]
+        score = aggregate(probs.tolist(), v.aggregate, k=v.topk)
+        w, h = frames[0].image.size
+        row = self._row(
+            path,
+            "video",
+            score,
+            (time.perf_counter() - t0) * 1000,
+            width=w,
+            height=h,
+            n_frames=len(frames),
+            aggregate=v.aggregate,
+            frames=rows,
+        )
+        row.timeline = self._timeline(path, rows)
+        return row
+
+    def _timeline(self, path: str, rows: list[dict[str, Any]]) -> str | None:
+        if not self.video.timeline_dir:
+            return None
+        from fakescope.infer.video import plot_timeline
+
+        spec = self.detector.spec
+        out = Path(self.video.timeline_dir) / f"{_stem_id(path)}-timeline.png"
+        plot_timeline(
+            [r["time_s"] for r in rows],
+            [r["score"] for r in rows],
+            out,
+            threshold=spec.threshold,
+            band=spec.uncertain_band,
+            title=f"{Path(path).name}: P(fake) per frame",
+        )
+        return str(out)
+
+    # -------------------------------------------------------------------------------- mixed input
+    def predict_paths(self, paths: Iterable[str], chunk: int = 1024) -> Iterator[Prediction]:
+        """Rows for any mix of image and video paths, streamed in chunks of ``chunk`` paths."""
+        from fakescope.infer.inputs import is_video_path
+
+        buf: list[str] = []
+        for path in paths:
+            if _safe_is_video(path, is_video_path):
+                yield from self.predict_image_paths(buf)
+                buf = []
+                yield self.predict_video(path)
+                continue
+            buf.append(path)
+            if len(buf) >= chunk:
+                yield from self.predict_image_paths(buf)
+                buf = []
+        yield from self.predict_image_paths(buf)
+
+    def predict_images(
+        self, images: Sequence[Image.Image | np.ndarray], names: Sequence[str] | None = None
+    ) -> list[Prediction]:
+        """Rows for in-memory images (PIL, or HxW / HxWxC uint8 arrays)."""
+        names = list(names) if names is not None else [f"<image {i}>" for i in range(len(images))]
+        t0 = time.perf_counter()
+        pil = [
+            to_rgb(Image.fromarray(np.asarray(im)) if not isinstance(im, Image.Image) else im)
+            for im in images
+        ]
+        probs = self.probabilities(self.logits_for_images(pil))
+        ms = (time.perf_counter() - t0) * 1000 / max(len(pil), 1)
+        return [
+            self._row(n, "image", p, ms, width=im.size[0], height=im.size[1])
+            for n, p, im in zip(names, probs, pil, strict=True)
+        ]
+
+
+def _safe_is_video(path: str, check: Any) -> bool:
+    try:
+        return check(path)
+    except Exception:
+        return False
+
+
+def _stem_id(path: str) -> str:
+    """A file-name-safe id: the stem plus a short hash of the full path (same names never clash)."""
+    digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    return f"{Path(path).stem[:60]}-{digest}"

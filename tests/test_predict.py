@@ -1,0 +1,279 @@
+"""fakescope predict: the API and CLI on images, formats, resume after a kill, bad input, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fakescope
+from fakescope.cli import main
+from fakescope.infer.output import completed_paths, load_rows
+from fakescope.models import create_detector, save_checkpoint
+
+from .conftest import TINY_MODEL, synthetic_image
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    det = create_detector(TINY_MODEL, img_size=32).eval()
+    det.spec.threshold, det.spec.uncertain_band = 0.5, 0.05
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", det)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        sub = tmp_path / "imgs" / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        synthetic_image(i % 2, rng, 40).save(sub / f"img{i}.png")
+    return tmp_path / "imgs"
+
+
+def bomb_png(path: Path, w: int = 30000, h: int = 30000) -> Path:
+    """A tiny file whose header claims w x h pixels."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_api_on_paths_pil_and_arrays(ckpt: Path, folder: Path) -> None:
+    pil = Image.new("RGB", (50, 40), (120, 30, 200))
+    arr = np.zeros((36, 36, 3), dtype=np.uint8)
+    rows = fakescope.predict([folder, pil, arr], detector=ckpt)
+    assert len(rows) == 9
+    assert [r.path for r in rows[-2:]] == ["<image 0>", "<image 1>"]
+    for r in rows:
+        assert (
+            0.0 <= r.score <= 1.0
+            and r.verdict in ("fake", "real", "uncertain")
+            and r.kind == "image"
+        )
+        assert r.model == TINY_MODEL and r.time_ms >= 0
+    assert (rows[-2].width, rows[-2].height) == (50, 40)
+
+
+def test_api_matches_batch_scoring(ckpt: Path, folder: Path) -> None:
+    import pandas as pd
+
+    from fakescope.eval.evaluate import score_frame
+    from fakescope.models import load_detector
+
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    rows = fakescope.predict(paths, detector=ckpt, batch_size=3, workers=2)
+    ref, _ = score_frame(load_detector(ckpt), pd.DataFrame({"path": paths}))
+    np.testing.assert_allclose(
+        [r.score for r in rows], ref["score"].to_numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
+def test_cli_formats(ckpt: Path, folder: Path, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"out.{fmt}"
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                str(folder),
+                "--detector",
+                str(ckpt),
+                "--format",
+                fmt,
+                "-o",
+                str(out),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    text = out.read_text()
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in text.splitlines()]
+        assert len(rows) == 7 and {"path", "kind", "score", "verdict", "model", "time_ms"} <= set(
+            rows[0]
+        )
+    elif fmt == "csv":
+        assert (
+            text.splitlines()[0].startswith("path,kind,score,verdict")
+            and len(text.splitlines()) == 8
+        )
+    else:
+        assert "P(fake)" in text and text.count(".png") == 7
+
+
+def test_bad_inputs_are_rows_and_the_batch_goes_on(
+    ckpt: Path, folder: Path, tmp_path: Path
+) -> None:
+    bad = folder / "bad"
+    bad.mkdir()
+    (bad / "zero.jpg").write_bytes(b"")
+    (bad / "text.jpg").write_text("not an image")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buf, format="JPEG")
+    (bad / "cut.jpg").write_bytes(buf.getvalue()[:300])
+    bomb_png(bad / "bomb.png")
+    Image.new("RGB", (1, 1)).save(bad / "dot.png")
+    Image.new("L", (100000, 10)).save(bad / "strip.png")
+    (bad / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    out = tmp_path / "o.jsonl"
+    code = main(
+        [
+            "-q",
+            "predict",
+            str(folder),
+            str(tmp_path / "missing.png"),
+            "--detector",
+            str(ckpt),
+            "-o",
+            str(out),
+            "--workers",
+            "2",
+        ]
+    )
+    assert code == 3  # some failed: a distinct exit code
+    rows = {Path(r["path"]).name: r for r in load_rows(out)}
+    assert len(rows) == 7 + 8
+    expect = {
+        "zero.jpg": "empty",
+        "text.jpg": "not a recognised",
+        "cut.jpg": "truncated",
+        "bomb.png": "decompression bomb",
+        "dot.png": "too small",
+        "strip.png": "aspect ratio",
+        "photo.heic": "heic",
+        "missing.png": "not found",
+    }
+    for name, words in expect.items():
+        assert rows[name]["verdict"] == "error" and words in rows[name]["error"].lower(), (
+            name,
+            rows[name],
+        )
+    assert sum(r["verdict"] != "error" for r in rows.values()) == 7
+
+
+def test_resume_after_kill_has_no_duplicates_and_no_loss(
+    ckpt: Path, folder: Path, tmp_path: Path
+) -> None:
+    full = tmp_path / "full.jsonl"
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                str(folder),
+                "--detector",
+                str(ckpt),
+                "-o",
+                str(full),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    part = tmp_path / "part.jsonl"
+    lines = full.read_text().splitlines(keepends=True)
+    part.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])  # killed mid-write
+    assert completed_paths(part, "jsonl") == {json.loads(x)["path"] for x in lines[:3]}
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                str(folder),
+                "--detector",
+                str(ckpt),
+                "-o",
+                str(part),
+                "--resume",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    got = load_rows(part)
+    assert sorted(r["path"] for r in got) == sorted(json.loads(x)["path"] for x in lines)
+    ref = {json.loads(x)["path"]: json.loads(x)["score"] for x in lines}
+    for r in got:
+        assert r["score"] == pytest.approx(ref[r["path"]], abs=1e-6)
+
+
+def test_resume_csv(ckpt: Path, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.csv"
+    args = [
+        "-q",
+        "predict",
+        str(folder),
+        "--detector",
+        str(ckpt),
+        "-o",
+        str(out),
+        "--format",
+        "csv",
+        "--workers",
+        "0",
+    ]
+    assert main(args) == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:4]))
+    assert main([*args, "--resume"]) == 0
+    text = out.read_text().splitlines()
+    assert text.count(lines[0].rstrip("\r\n")) == 1 and len(text) == 8
+
+
+def test_stdin_and_globs(ckpt: Path, folder: Path, tmp_path: Path, monkeypatch) -> None:
+    paths = sorted(str(p) for p in folder.rglob("*.png"))[:3]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(paths) + "\n"))
+    out = tmp_path / "s.jsonl"
+    assert (
+        main(["-q", "predict", "-", "--detector", str(ckpt), "-o", str(out), "--workers", "0"]) == 0
+    )
+    assert [r["path"] for r in load_rows(out)] == paths
+    out2 = tmp_path / "g.jsonl"
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                str(folder / "a" / "*.png"),
+                "--detector",
+                str(ckpt),
+                "-o",
+                str(out2),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert len(load_rows(out2)) == 3
+
+
+def test_no_detector_is_a_clear_error(folder: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("FAKESCOPE_DETECTOR", raising=False)
+    assert main(["predict", str(folder)]) == 1
+    assert "--detector" in capsys.readouterr().err
+
+
+def test_resume_needs_output(ckpt: Path, folder: Path, capsys) -> None:
+    assert main(["predict", str(folder), "--detector", str(ckpt), "--resume"]) == 1
+    assert "--output" in capsys.readouterr().err
