@@ -277,3 +277,98 @@ def test_no_detector_is_a_clear_error(folder: Path, capsys, monkeypatch) -> None
 def test_resume_needs_output(ckpt: Path, folder: Path, capsys) -> None:
     assert main(["predict", str(folder), "--detector", str(ckpt), "--resume"]) == 1
     assert "--output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "sample,aggregate",
+    [("uniform", "mean"), ("interval", "median"), ("keyframes", "topk"), ("uniform", "max")],
+)
+def test_video_rows_with_timeline(ckpt: Path, tmp_path: Path, sample: str, aggregate: str) -> None:
+    from .test_video import MP4_CODEC, cfr, write_audio_only, write_clip
+
+    if MP4_CODEC is None:
+        pytest.skip("no H.264 or MPEG-4 encoder in PyAV")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "a.mp4", cfr(20, 10), gop=5)
+    write_audio_only(clips / "sound.mp4")
+    out = tmp_path / "v.jsonl"
+    code = main(
+        [
+            "-q",
+            "predict",
+            str(clips),
+            "--detector",
+            str(ckpt),
+            "-o",
+            str(out),
+            "--sample",
+            sample,
+            "--frames",
+            "4",
+            "--every",
+            "0.5",
+            "--aggregate",
+            aggregate,
+            "--timeline",
+            str(tmp_path / "tl"),
+        ]
+    )
+    assert code == 3  # the audio-only file fails
+    rows = {Path(r["path"]).name: r for r in load_rows(out)}
+    video = rows["a.mp4"]
+    assert (
+        video["kind"] == "video"
+        and video["aggregate"] == aggregate
+        and video["n_frames"] == len(video["frames"])
+    )
+    scores = [f["score"] for f in video["frames"]]
+    expected = {
+        "mean": np.mean(scores),
+        "median": np.median(scores),
+        "max": max(scores),
+        "topk": np.mean(sorted(scores)[-3:]),
+    }[aggregate]
+    assert video["score"] == pytest.approx(expected)
+    assert Path(video["timeline"]).is_file()
+    assert (
+        rows["sound.mp4"]["verdict"] == "error" and "no video stream" in rows["sound.mp4"]["error"]
+    )
+
+
+def test_onnx_backends_match_torch(ckpt: Path, folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    local = Path(shutil.copy(ckpt, tmp_path / "m.safetensors"))
+    runs = {}
+    for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
+        out = tmp_path / f"{backend}-{precision}.jsonl"
+        assert (
+            main(
+                [
+                    "-q",
+                    "predict",
+                    str(folder),
+                    "--detector",
+                    str(local),
+                    "-o",
+                    str(out),
+                    "--backend",
+                    backend,
+                    "--precision",
+                    precision,
+                    "--workers",
+                    "0",
+                ]
+            )
+            == 0
+        )
+        runs[(backend, precision)] = np.array([r["score"] for r in load_rows(out)])
+    np.testing.assert_allclose(runs[("onnx", "fp32")], runs[("torch", "fp32")], atol=1e-4)
+    assert (tmp_path / "m.int8.onnx").is_file()
+    assert np.all((runs[("onnx", "int8")] >= 0) & (runs[("onnx", "int8")] <= 1))
+
+
+def test_int8_on_torch_is_a_clear_error(ckpt: Path, folder: Path, capsys) -> None:
+    assert main(["predict", str(folder), "--detector", str(ckpt), "--precision", "int8"]) == 1
+    assert "--backend onnx" in capsys.readouterr().err

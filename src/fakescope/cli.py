@@ -338,16 +338,32 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=3, help="k for --aggregate topk")
     p.add_argument("--timeline", metavar="DIR", help="write a score-over-time plot per video here")
     p.add_argument("--explain", metavar="DIR", help="write a heatmap overlay per image here")
+    _backend_arguments(p)
     p.set_defaults(func=cmd_predict)
+
+
+def _backend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch, or onnxruntime (exported on first use, cached beside the checkpoint)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "int8"],
+        default="auto",
+        help="auto: bf16 autocast where the CPU supports it; int8 needs --backend onnx",
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import os
 
+    from fakescope.infer.backends import load_for_inference
     from fakescope.infer.inputs import expand_inputs
     from fakescope.infer.output import RowWriter, completed_paths
     from fakescope.infer.predictor import Predictor, VideoOptions
-    from fakescope.models.checkpoint import load_detector
     from fakescope.utils import is_interactive
 
     ckpt = args.detector or os.environ.get("FAKESCOPE_DETECTOR")
@@ -369,8 +385,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         topk=args.topk,
         timeline_dir=args.timeline,
     )
+    det, amp = load_for_inference(ckpt, args.backend, args.precision, args.backbone_path)
     pred = Predictor(
-        load_detector(ckpt, backbone_path=args.backbone_path),
+        det,
+        amp=amp,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
@@ -396,6 +414,37 @@ def _progress(enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(desc="predict", unit="file", disable=not enabled, file=sys.stderr)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a checkpoint to ONNX (fp32 or int8) for fast CPU inference"
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--int8", action="store_true", help="quantise to int8 with onnxruntime")
+    p.add_argument("--calibration", help="images (folder or manifest) for static int8 calibration")
+    p.add_argument("--calibration-count", type=int, default=64, help="how many calibration images")
+    p.add_argument("--out", help="output .onnx (default: beside the checkpoint)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fakescope.infer.backends import onnx_path_for
+    from fakescope.models.checkpoint import load_detector
+    from fakescope.models.onnx_export import export_onnx
+
+    det = load_detector(args.checkpoint)
+    calib = None
+    if args.calibration:
+        from fakescope.data.manifest import build_manifest
+
+        df = build_manifest(args.calibration)
+        calib = df.sample(n=min(args.calibration_count, len(df)), random_state=0)["path"].tolist()
+    out = args.out or onnx_path_for(args.checkpoint, "int8" if args.int8 else "fp32")
+    export_onnx(det, out, int8=args.int8, calibration=calib)
+    print(f"exported {args.checkpoint} -> {out}")
+    return EXIT_OK
 
 
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
@@ -489,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_fuse(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_loso(sub)
     _add_misc(sub)
     return parser

@@ -124,6 +124,7 @@ class Predictor:
         video: video sampling and aggregation options.
         explain_dir: write a heatmap PNG per image here (None: off).
         max_pixels: decompression-bomb limit.
+        amp: ``auto`` (bf16 autocast where the CPU supports it), ``bf16`` or ``off`` (fp32).
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class Predictor:
         video: VideoOptions | None = None,
         explain_dir: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        amp: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
         self.detector = detector.to(self.device).eval()
@@ -142,8 +144,8 @@ class Predictor:
         self.video = video or VideoOptions()
         self.explain_dir = explain_dir
         self.max_pixels = max_pixels
-        self.amp = autocast_dtype(self.device, "auto") if detector.spec.kind == "timm" else None
-        self.tensor_path = detector.spec.kind in ("timm", "probe")
+        self.amp = autocast_dtype(self.device, amp) if detector.spec.kind == "timm" else None
+        self.tensor_path = detector.spec.kind in ("timm", "probe", "onnx")
 
     # ----------------------------------------------------------------------------------- scoring
     def _logits_from_tensors(self, x: torch.Tensor) -> np.ndarray:

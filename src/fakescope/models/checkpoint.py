@@ -117,6 +117,10 @@ def load_detector(
     """
     from fakescope.models.registry import build_from_spec
 
+    if Path(path).suffix.lower() == ".onnx":
+        from fakescope.models.onnx_export import load_onnx_detector
+
+        return load_onnx_detector(path)
     tensors, meta = read_tensors(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fakescope checkpoint (format={meta.get('format')!r})")
