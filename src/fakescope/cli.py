@@ -541,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_loso(sub)
     _add_misc(sub)
+    from fakescope.serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

@@ -1,0 +1,23 @@
+"""HTTP API and web page for a detector: ``fakescope serve`` (needs the ``serve`` extra).
+
+``create_app(detector, settings)`` builds a FastAPI app; ``ServeSettings`` holds its limits.
+Imports are lazy, so ``import fakescope.serve`` works without FastAPI installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ServeSettings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from fakescope.serve.app import create_app
+
+        return create_app
+    if name == "ServeSettings":
+        from fakescope.serve.limits import ServeSettings
+
+        return ServeSettings
+    raise AttributeError(f"module 'fakescope.serve' has no attribute {name!r}")

@@ -1,0 +1,10 @@
+"""``python -m fakescope.serve --detector CKPT``: the ``serve`` subcommand on its own."""
+
+from __future__ import annotations
+
+import sys
+
+from fakescope.serve.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

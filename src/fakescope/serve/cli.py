@@ -1,0 +1,211 @@
+"""The ``serve`` subcommand: run the HTTP API and web page with uvicorn.
+
+Wire it into ``fakescope.cli.build_parser`` with::
+
+    from fakescope.serve.cli import add_serve_parser
+    add_serve_parser(sub)
+
+Nothing here imports FastAPI or torch until the command runs, so ``fakescope --help`` stays fast
+and works without the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fakescope.serve.limits import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``serve`` to a subparsers object; it runs :func:`cmd_serve`.
+
+    Args:
+        sub: what ``ArgumentParser.add_subparsers`` returned.
+
+    Returns:
+        The ``serve`` parser.
+    """
+    p = sub.add_parser(
+        "serve",
+        help="serve a detector over HTTP: a JSON API and a drag-and-drop web page",
+        description="Serve a detector: POST /v1/detect, /v1/detect/batch, GET /v1/model, "
+        "/healthz, /docs (OpenAPI) and a web page at /. There is no authentication: keep the "
+        "default loopback host, or put it behind a proxy that adds some.",
+    )
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``serve`` options (shared by the subcommand and ``python -m fakescope.serve``)."""
+    p.add_argument("--detector", help="checkpoint (.safetensors); default $FAKESCOPE_DETECTOR")
+    p.add_argument(
+        "--backbone-path", help="for probe detectors: where the frozen backbone file is now"
+    )
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch, or onnxruntime (exported on first use, cached beside the checkpoint)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "int8"],
+        default="auto",
+        help="auto: bf16 autocast where the CPU supports it; int8 needs --backend onnx",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest file (default 50)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        help="largest image or video frame in pixels (default 120,000,000, as predict)",
+    )
+    p.add_argument(
+        "--max-video-frames", type=int, default=64, help="most frames per video (default 64)"
+    )
+    p.add_argument("--max-concurrency", type=int, default=2, help="model jobs at once (default 2)")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=8,
+        help="requests that may wait for the model; beyond that 503 (default 8)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per request; 504 after (default 60)"
+    )
+    p.add_argument(
+        "--max-batch-files", type=int, default=16, help="most files per batch (default 16)"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        help="open connections before uvicorn answers 503 itself (default 64)",
+    )
+    p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
+    p.add_argument(
+        "--sample",
+        choices=["uniform", "interval", "keyframes"],
+        default="uniform",
+        help="video frame sampling (default uniform)",
+    )
+    p.add_argument(
+        "--every", type=float, default=1.0, help="seconds between frames for interval sampling"
+    )
+    p.add_argument(
+        "--aggregate",
+        choices=["mean", "median", "topk", "max"],
+        default="mean",
+        help="how frame scores make a video score (default mean)",
+    )
+    p.add_argument("--tmp-dir", help="where per-request upload folders go (default: system temp)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load the detector and run uvicorn until interrupted.
+
+    Raises:
+        ValueError: no detector given, the ``serve`` extra missing, or bad limits.
+    """
+    ckpt = args.detector or os.environ.get("FAKESCOPE_DETECTOR")
+    if not ckpt:
+        raise ValueError(
+            "no detector: pass --detector CHECKPOINT (train one with `fakescope train`, or "
+            "run `fakescope demo`), or set FAKESCOPE_DETECTOR"
+        )
+    try:
+        import uvicorn
+
+        from fakescope.serve.app import create_app
+    except ImportError as e:
+        raise ValueError(
+            f"serve needs FastAPI and uvicorn ({e.name or e} is missing): "
+            "pip install fastapi uvicorn python-multipart"
+        ) from None
+    from fakescope.infer.backends import load_for_inference
+
+    settings = settings_from_args(args)
+    settings.validate()
+    detector, settings.amp = load_for_inference(
+        ckpt, args.backend, args.precision, args.backbone_path
+    )
+    app = create_app(detector, settings)
+    if not _is_loopback(args.host):
+        logger.warning(
+            "serving on %s: the API has no authentication; anyone who can reach it can use it",
+            args.host,
+        )
+    logger.info("serving %s on http://%s:%d/", ckpt, args.host, args.port)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        workers=1,
+        limit_concurrency=args.max_connections,
+        timeout_keep_alive=5,
+        log_level="info",
+    )
+    return 0
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """A :class:`~fakescope.serve.limits.ServeSettings` from parsed ``serve`` options."""
+    from fakescope.data.images import DEFAULT_MAX_PIXELS
+    from fakescope.serve.limits import ServeSettings
+
+    return ServeSettings(
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS,
+        max_video_frames=args.max_video_frames,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout,
+        video_frames=args.frames,
+        video_sample=args.sample,
+        video_every_s=args.every,
+        video_aggregate=args.aggregate,
+        max_batch_files=args.max_batch_files,
+        device=args.device,
+        tmp_root=args.tmp_dir,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fakescope.serve``: parse the ``serve`` options and run the server."""
+    from fakescope.models.checkpoint import CheckpointError
+    from fakescope.utils import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m fakescope.serve", description=__doc__)
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(0)
+    try:
+        return cmd_serve(args)
+    except (ValueError, CheckpointError, FileNotFoundError) as e:
+        print(f"fakescope serve: error: {e}", file=sys.stderr)
+        return 1

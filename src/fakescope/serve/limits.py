@@ -1,0 +1,325 @@
+"""What the server allows, and how it says no: settings, API errors, admission and a model lock.
+
+Model work is bounded in two ways. At most ``max_concurrency`` jobs run at once (an
+:class:`asyncio.Semaphore` around work done in a thread), and at most ``max_queue`` requests wait
+for a slot; a request that finds the queue full is refused at once with 503 and ``Retry-After``.
+Every request carries a deadline; a job that overruns it answers 504, and its slot is only given
+back when its thread really ends (threads cannot be killed), so a slow model never lets more than
+``max_concurrency`` jobs run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fakescope.data.images import DEFAULT_MAX_PIXELS
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MB = 1024 * 1024
+SAMPLING_MODES = ("uniform", "interval", "keyframes")
+AGGREGATIONS = ("mean", "median", "topk", "max")
+
+
+@dataclass
+class ServeSettings:
+    """Limits and defaults of one server.
+
+    Attributes:
+        max_upload_mb: largest accepted file, in MiB (bigger uploads get 413).
+        max_pixels: largest accepted image (or video frame) in pixels (bigger ones get 422).
+        max_video_frames: most frames scored per video; asking for more gets 422.
+        max_concurrency: model jobs running at once.
+        max_queue: requests allowed to wait for a model slot; one more gets 503.
+        timeout_s: deadline of one request, upload and model work included (504 past it).
+        video_frames: frames sampled per video unless the request asks for another number.
+        video_sample: ``uniform``, ``interval`` or ``keyframes``.
+        video_every_s: seconds between frames for ``interval`` sampling.
+        video_aggregate: ``mean``, ``median``, ``topk`` or ``max``.
+        max_batch_files: most files in one batch request (more gets 413).
+        batch_size: images per model call.
+        device: ``auto``, ``cpu``, ``cuda``...
+        tmp_root: parent folder of the per-request temporary folders (None: the system default).
+        explain_method: heatmap method: ``auto``, ``gradcam`` or ``occlusion``.
+        amp: torch autocast: ``auto`` (bf16 where the CPU supports it), ``bf16`` or ``off``.
+    """
+
+    max_upload_mb: float = 50.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_video_frames: int = 64
+    max_concurrency: int = 2
+    max_queue: int = 8
+    timeout_s: float = 60.0
+    video_frames: int = 16
+    video_sample: str = "uniform"
+    video_every_s: float = 1.0
+    video_aggregate: str = "mean"
+    max_batch_files: int = 16
+    batch_size: int = 16
+    device: str = "auto"
+    tmp_root: str | None = None
+    explain_method: str = "auto"
+    amp: str = "auto"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return int(self.max_upload_mb * MB)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on settings that make no sense."""
+        checks = [
+            (self.max_upload_mb > 0, "max_upload_mb must be positive"),
+            (self.max_pixels > 0, "max_pixels must be positive"),
+            (self.max_video_frames >= 1, "max_video_frames must be at least 1"),
+            (self.max_concurrency >= 1, "max_concurrency must be at least 1"),
+            (self.max_queue >= 0, "max_queue must be 0 or more"),
+            (self.timeout_s > 0, "timeout_s must be positive"),
+            (
+                1 <= self.video_frames <= self.max_video_frames,
+                "video_frames must be between 1 and max_video_frames",
+            ),
+            (self.video_sample in SAMPLING_MODES, f"video_sample must be one of {SAMPLING_MODES}"),
+            (self.video_every_s > 0, "video_every_s must be positive"),
+            (
+                self.video_aggregate in AGGREGATIONS,
+                f"video_aggregate must be one of {AGGREGATIONS}",
+            ),
+            (self.max_batch_files >= 1, "max_batch_files must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+class ApiError(Exception):
+    """An answer other than 200, with the JSON body ``{"error": code, "detail": detail}``.
+
+    Attributes:
+        status: the HTTP status code.
+        code: a short machine-readable name, e.g. ``too_large``.
+        detail: what went wrong, in plain words.
+        headers: extra response headers (``Retry-After`` for 503).
+    """
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, str]:
+        """The JSON body."""
+        return {"error": self.code, "detail": self.detail}
+
+
+def busy_error() -> ApiError:
+    """503: every model slot is taken and the queue is full."""
+    return ApiError(
+        503,
+        "busy",
+        "the server is busy with other requests; try again in a moment",
+        {"Retry-After": "1"},
+    )
+
+
+def timeout_error(timeout_s: float) -> ApiError:
+    """504: the request ran past its deadline."""
+    return ApiError(
+        504,
+        "timeout",
+        f"the request took longer than the server's limit of {timeout_s:g} s and was abandoned",
+    )
+
+
+class Gate:
+    """Bounded concurrency for model work, with a bounded waiting line.
+
+    Args:
+        max_concurrency: jobs running at once.
+        max_queue: requests allowed to wait for a slot; when every slot is taken and this many
+            already wait, :meth:`run` refuses at once with 503.
+        timeout_s: only used for the text of the 504 error.
+    """
+
+    def __init__(self, max_concurrency: int, max_queue: int, timeout_s: float) -> None:
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self.waiting = 0
+        self.running = 0
+        self._sem: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Future[object]] = set()
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """The semaphore of the running event loop (made on first use; test clients may start
+        a fresh loop, and a semaphore must not be shared between loops)."""
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._loop is not loop:
+            self._sem, self._loop = asyncio.Semaphore(self.max_concurrency), loop
+            self.waiting = self.running = 0
+        return self._sem
+
+    def check_capacity(self) -> None:
+        """Refuse at once (503) when every slot is taken and the waiting line is full.
+
+        Called before an upload is read, so a saturated server does not first take in the body.
+
+        Raises:
+            ApiError: 503 with ``Retry-After``.
+        """
+        sem = self._semaphore()
+        if sem.locked() and self.waiting >= self.max_queue:
+            raise busy_error()
+
+    async def run(self, fn: Callable[[], T], deadline: float) -> T:
+        """Run ``fn`` in a worker thread once a slot is free, before ``deadline``.
+
+        Args:
+            fn: the blocking work.
+            deadline: ``loop.time()`` by which the result must be there.
+
+        Returns:
+            What ``fn`` returned.
+
+        Raises:
+            ApiError: 503 when the waiting line is full, 504 past the deadline; whatever ``fn``
+                raised otherwise.
+        """
+        self.check_capacity()
+        sem = self._semaphore()
+        self.waiting += 1
+        try:
+            acquired = await _acquire(sem, _remaining(deadline))
+        finally:
+            self.waiting -= 1
+        if not acquired:
+            raise timeout_error(self.timeout_s)
+        return await self._run_holding(sem, fn, deadline)
+
+    async def _run_holding(self, sem: asyncio.Semaphore, fn: Callable[[], T], deadline: float) -> T:
+        """Run ``fn`` in a thread while holding one slot; the slot is freed when the thread ends."""
+        from starlette.concurrency import run_in_threadpool
+
+        self.running += 1
+        job: asyncio.Future[T] = asyncio.ensure_future(run_in_threadpool(fn))
+
+        def finished(_: asyncio.Future[T]) -> None:
+            self.running -= 1
+            sem.release()
+
+        try:
+            done, _ = await asyncio.wait({job}, timeout=_remaining(deadline))
+        except BaseException:  # the request was cancelled: the thread still owns the slot
+            self._leave_running(job, finished)
+            raise
+        if job not in done:
+            logger.warning(
+                "request past its %.3g s deadline; its thread keeps running", self.timeout_s
+            )
+            self._leave_running(job, finished)
+            raise timeout_error(self.timeout_s)
+        finished(job)
+        return job.result()
+
+    def _leave_running(self, job: asyncio.Future[T], finished: Callable[..., None]) -> None:
+        """Free the slot when an abandoned job's thread ends, and swallow its outcome."""
+        self._background.add(job)
+
+        def done(fut: asyncio.Future[T]) -> None:
+            self._background.discard(fut)
+            finished(fut)
+            if not fut.cancelled() and fut.exception() is not None:
+                logger.warning("abandoned job failed: %s", fut.exception())
+
+        job.add_done_callback(done)
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - asyncio.get_running_loop().time())
+
+
+async def _acquire(sem: asyncio.Semaphore, timeout: float) -> bool:
+    """Acquire ``sem`` within ``timeout`` seconds; never leaks a permit on timeout or cancel."""
+    task = asyncio.ensure_future(sem.acquire())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        _give_back(task, sem)
+        raise
+    if task in done:
+        return True
+    _give_back(task, sem)
+    return False
+
+
+def _give_back(task: asyncio.Future[bool], sem: asyncio.Semaphore) -> None:
+    """Cancel a pending acquire; release the permit if it was (or ends up) acquired anyway."""
+
+    def release_if_acquired(t: asyncio.Future[bool]) -> None:
+        if not t.cancelled() and t.exception() is None:
+            sem.release()
+
+    if task.done():
+        release_if_acquired(task)
+    else:
+        task.cancel()
+        task.add_done_callback(release_if_acquired)
+
+
+class SharedExclusiveLock:
+    """A readers-writer lock for threads: scoring shares the model, heatmaps need it alone.
+
+    Grad-CAM hooks the model's layers and may move it to the CPU for a moment, so a heatmap must
+    not run while another thread scores with the same model. Writers are preferred, so a steady
+    flow of scoring cannot starve a heatmap.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Hold the lock together with other shared holders."""
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock alone."""
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()

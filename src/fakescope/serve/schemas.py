@@ -1,0 +1,94 @@
+"""Response shapes, for the OpenAPI page at ``/docs`` (the handlers build plain dicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FrameScore(BaseModel):
+    """One sampled video frame and its score."""
+
+    index: int = Field(description="ordinal among the sampled frames")
+    time_s: float = Field(description="presentation time in seconds")
+    score: float = Field(description="P(fake) of this frame")
+
+
+class DetectResult(BaseModel):
+    """One scored file: the same row as ``fakescope predict`` writes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str = Field(description="the uploaded file's name (display only)")
+    kind: str = Field(description="image or video")
+    score: float | None = Field(description="P(fake) in [0, 1]; null on error")
+    verdict: str = Field(description="fake, real, uncertain or error")
+    threshold: float = Field(description="P(fake) at or above which the verdict is fake")
+    uncertain_band: float = Field(description="half-width around the threshold read as uncertain")
+    model: str = Field(description="the detector's architecture")
+    time_ms: float
+    error: str | None = Field(None, description="why the file could not be scored")
+    width: int | None = None
+    height: int | None = None
+    n_frames: int | None = Field(None, description="frames scored (videos)")
+    aggregate: str | None = Field(None, description="how frame scores were combined (videos)")
+    timeline: str | None = None
+    heatmap: str | None = None
+    frames: list[FrameScore] | None = Field(None, description="per-frame scores (videos)")
+    heatmap_png: str | None = Field(
+        None, description="base64 PNG heatmap overlay (images, with ?explain=true)"
+    )
+    heatmap_method: str | None = Field(None, description="gradcam or occlusion")
+
+
+class BatchResult(BaseModel):
+    """Rows in upload order; files that could not be scored are rows with verdict error."""
+
+    results: list[DetectResult]
+
+
+class ErrorBody(BaseModel):
+    """Every non-200 answer."""
+
+    error: str = Field(description="a short code, e.g. too_large, unsupported_type, busy")
+    detail: str = Field(description="what went wrong, in plain words")
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: str = "ok"
+
+
+class ModelInfo(BaseModel):
+    """The loaded detector and the server's limits."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str
+    preprocessing: dict[str, Any]
+    threshold: float
+    uncertain_band: float
+    calibration: dict[str, Any] | None
+    input_filter: str | None
+    fakescope_version: str
+    checkpoint_version: str | None
+    created: str | None
+    limits: dict[str, Any]
+    video: dict[str, Any]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the given error status codes."""
+    words = {
+        400: "Malformed request (not multipart, no file, several files)",
+        408: "The upload took longer than the request deadline",
+        413: "File (or batch) over the upload limit, or too many files",
+        415: "The file's bytes are no supported image or video format",
+        422: "Unreadable or corrupt file, over the pixel limit, or too many video frames asked",
+        503: "Busy: every model slot taken and the queue full (see Retry-After)",
+        504: "The request ran past the server's deadline",
+    }
+    return {c: {"model": ErrorBody, "description": words[c]} for c in codes}

@@ -1,0 +1,251 @@
+"""The model work behind the HTTP API: score one received file, or a batch, as JSON rows.
+
+Everything here is blocking and runs in worker threads (the app bounds how many at once).
+Scoring threads share the model; a heatmap takes it alone (see
+:class:`~fakescope.serve.limits.SharedExclusiveLock`).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from PIL import Image
+
+from fakescope import __version__
+from fakescope.data.images import ImageLoadError, check_dimensions, load_image
+from fakescope.infer.predictor import Prediction, Predictor, VideoOptions
+from fakescope.models.detector import Detector
+from fakescope.serve.limits import ApiError, ServeSettings, SharedExclusiveLock
+from fakescope.serve.uploads import Upload
+
+logger = logging.getLogger(__name__)
+
+HEATMAP_MIN_SIDE = 256
+
+
+class DetectService:
+    """Scores uploads with one detector.
+
+    Args:
+        detector: a loaded detector.
+        settings: the server's limits and video defaults.
+    """
+
+    def __init__(self, detector: Detector, settings: ServeSettings) -> None:
+        self.detector = detector
+        self.settings = settings
+        self.video = VideoOptions(
+            sample=settings.video_sample,
+            frames=settings.video_frames,
+            every_s=settings.video_every_s,
+            max_frames=settings.max_video_frames,
+            aggregate=settings.video_aggregate,
+        )
+        self.predictor = Predictor(
+            detector,
+            batch_size=settings.batch_size,
+            workers=0,
+            device=settings.device,
+            video=self.video,
+            max_pixels=settings.max_pixels,
+            amp=settings.amp,
+        )
+        self.lock = SharedExclusiveLock()
+
+    # ---------------------------------------------------------------------------------- options
+    def video_options(self, frames: int | None) -> VideoOptions:
+        """The video options of one request (``frames`` overrides the default count).
+
+        Raises:
+            ApiError: 422 when ``frames`` is over ``max_video_frames``.
+        """
+        if frames is None:
+            return self.video
+        limit = self.settings.max_video_frames
+        if frames > limit:
+            raise ApiError(
+                422,
+                "too_many_frames",
+                f"asked for {frames} video frames; this server scores at most {limit} per video",
+            )
+        return replace(self.video, frames=frames)
+
+    # ------------------------------------------------------------------------------------ files
+    def detect(self, up: Upload, explain: bool, video: VideoOptions) -> dict[str, Any]:
+        """Score one upload.
+
+        Args:
+            up: a received file.
+            explain: add a base64 PNG heatmap overlay (images only).
+            video: sampling and aggregation for videos.
+
+        Returns:
+            The row as a dict (``Prediction.to_dict()``, plus ``heatmap_png`` when explained).
+
+        Raises:
+            ApiError: the refusal recorded on the upload, or 422 for a file that cannot be read.
+        """
+        if up.error is not None:
+            raise up.error
+        if up.path is None or up.media is None:  # pragma: no cover - receive_files prevents it
+            raise ApiError(400, "bad_request", f"{up.name} was not received")
+        t0 = time.perf_counter()
+        row = self._video(up, video) if self._is_video(up) else self._image(up, explain)
+        row["time_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        return row
+
+    def detect_batch(self, uploads: list[Upload], video: VideoOptions) -> list[dict[str, Any]]:
+        """Score several uploads in order; a file that fails becomes an error row."""
+        rows = []
+        for up in uploads:
+            try:
+                rows.append(self.detect(up, explain=False, video=video))
+            except ApiError as e:
+                rows.append(self.error_row(up, e.detail))
+        return rows
+
+    def error_row(self, up: Upload, reason: str) -> dict[str, Any]:
+        """A row with verdict ``error`` for a file that could not be scored."""
+        spec = self.detector.spec
+        kind = up.media.kind if up.media is not None else "unknown"
+        return Prediction(
+            path=up.name,
+            kind=kind,
+            score=None,
+            verdict="error",
+            threshold=spec.threshold,
+            uncertain_band=spec.uncertain_band,
+            model=spec.arch,
+            time_ms=0.0,
+            error=reason,
+        ).to_dict()
+
+    @staticmethod
+    def _is_video(up: Upload) -> bool:
+        assert up.media is not None and up.path is not None
+        if up.media.kind == "video":
+            return True
+        if up.media.name in ("gif", "webp"):
+            from fakescope.infer.video import is_video
+
+            return is_video(up.path)
+        return False
+
+    # ----------------------------------------------------------------------------------- images
+    def _image(self, up: Upload, explain: bool) -> dict[str, Any]:
+        assert up.path is not None
+        try:
+            img = load_image(up.path, max_pixels=self.settings.max_pixels)
+            check_dimensions(img, up.name)
+        except ImageLoadError as e:
+            raise _image_error(up.name, e.reason) from None
+        with self.lock.shared():
+            (pred,) = self.predictor.predict_images([img], names=[up.name])
+        row = pred.to_dict()
+        if explain:
+            row.update(self._heatmap(up.name, img))
+        return row
+
+    def _heatmap(self, name: str, img: Image.Image) -> dict[str, Any]:
+        """``heatmap_png`` (base64 PNG overlay on the image the model saw) and its method."""
+        from fakescope.infer.explain import explain_image, overlay
+
+        try:
+            with self.lock.exclusive():
+                expl = explain_image(self.detector, img, method=self.settings.explain_method)
+        except Exception as e:  # a heatmap failure must not lose the score
+            logger.warning("%s: no heatmap: %s", name, e)
+            return {"heatmap_png": None, "heatmap_error": f"no heatmap: {e}"}
+        seen = _at_least(expl.input_image, HEATMAP_MIN_SIDE)
+        buf = io.BytesIO()
+        overlay(seen, expl.heatmap).save(buf, format="PNG")
+        return {
+            "heatmap_png": base64.b64encode(buf.getvalue()).decode("ascii"),
+            "heatmap_method": expl.method,
+        }
+
+    # ----------------------------------------------------------------------------------- videos
+    def _video(self, up: Upload, video: VideoOptions) -> dict[str, Any]:
+        from fakescope.infer.video import VideoError, probe_video
+
+        assert up.path is not None
+        try:
+            info = probe_video(up.path)
+        except VideoError as e:
+            raise _video_error(up.name, e.reason) from None
+        except Exception as e:  # unknown decoder failures
+            raise _video_error(up.name, f"could not read the video ({type(e).__name__})") from None
+        pixels, limit = info.width * info.height, self.settings.max_pixels
+        if pixels > limit:
+            raise ApiError(
+                422,
+                "too_many_pixels",
+                f"{up.name}: video frames are {info.width}x{info.height} = {pixels:,} pixels, "
+                f"over the limit of {limit:,}",
+            )
+        predictor = copy.copy(self.predictor)  # shares the model; own video options
+        predictor.video = video
+        with self.lock.shared():
+            pred = predictor.predict_video(str(up.path))
+        if pred.error is not None:
+            raise _video_error(up.name, pred.error.replace(str(up.path), up.name))
+        pred.path = up.name
+        return pred.to_dict()
+
+    # ------------------------------------------------------------------------------------- info
+    def model_info(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` answers: the detector, its metadata and the server's limits."""
+        spec, meta, s = self.detector.spec, self.detector.meta or {}, self.settings
+        return {
+            "name": spec.arch,
+            "kind": spec.kind,
+            "preprocessing": spec.preprocessing.to_dict(),
+            "threshold": spec.threshold,
+            "uncertain_band": spec.uncertain_band,
+            "calibration": spec.calibration,
+            "input_filter": spec.input_filter,
+            "fakescope_version": __version__,
+            "checkpoint_version": meta.get("fakescope_version"),
+            "created": meta.get("created"),
+            "device": str(self.predictor.device),
+            "limits": {
+                "max_upload_mb": s.max_upload_mb,
+                "max_pixels": s.max_pixels,
+                "max_video_frames": s.max_video_frames,
+                "max_batch_files": s.max_batch_files,
+                "max_concurrency": s.max_concurrency,
+                "max_queue": s.max_queue,
+                "timeout_s": s.timeout_s,
+            },
+            "video": {
+                "sample": self.video.sample,
+                "frames": self.video.frames,
+                "every_s": self.video.every_s,
+                "aggregate": self.video.aggregate,
+            },
+        }
+
+
+def _image_error(name: str, reason: str) -> ApiError:
+    """422 for an image that cannot be used; ``too_many_pixels`` for the pixel limit."""
+    code = "too_many_pixels" if "decompression bomb" in reason else "invalid_image"
+    return ApiError(422, code, f"{name}: {reason}")
+
+
+def _video_error(name: str, reason: str) -> ApiError:
+    return ApiError(422, "invalid_video", f"{name}: {reason}")
+
+
+def _at_least(img: Image.Image, side: int) -> Image.Image:
+    """Enlarge an image so that its short side is at least ``side`` pixels."""
+    short = min(img.size)
+    if short >= side:
+        return img
+    scale = side / short
+    return img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)

@@ -1,0 +1,90 @@
+"""Small files for the server tests: images, a header-only PNG bomb and a tiny MP4."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .conftest import synthetic_image
+
+W, H = 64, 48
+
+
+def png_bytes(size: int = 40, label: int = 0, seed: int = 0) -> bytes:
+    """A small synthetic PNG."""
+    buf = io.BytesIO()
+    synthetic_image(label, np.random.default_rng(seed), size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(size: int = 64, seed: int = 0) -> bytes:
+    """A small synthetic JPEG."""
+    buf = io.BytesIO()
+    synthetic_image(1, np.random.default_rng(seed), size).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def noise_png_bytes(side: int, seed: int = 0) -> bytes:
+    """An incompressible PNG of ``side`` x ``side`` pixels (about 3 * side**2 bytes)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png_bytes(w: int = 30000, h: int = 30000) -> bytes:
+    """A tiny PNG whose header claims ``w`` x ``h`` 1-bit pixels (IHDR, a small IDAT, IEND)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def mp4_codec() -> str | None:
+    """``libx264`` or ``mpeg4``, whichever this PyAV can encode (None: neither)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    for name in ("libx264", "mpeg4"):
+        try:
+            av.codec.Codec(name, "w")
+        except Exception:
+            continue
+        return name
+    return None
+
+
+def write_mp4(path: Path, seconds: float = 1.0, fps: int = 10) -> Path:
+    """A 64x48 clip of ``seconds`` seconds whose brightness changes frame by frame."""
+    import av
+
+    codec = mp4_codec()
+    assert codec is not None
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast"}
+        for i in range(round(seconds * fps)):
+            pixels = np.full((H, W, 3), 20 + 20 * i % 220, np.uint8)
+            pixels[: H // 2, : W // 2] = (255, 40, 40)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
