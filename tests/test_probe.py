@@ -221,3 +221,13 @@ def test_fuse_without_val_split_is_an_error(probe_run: Path) -> None:
     df = load_splits(probe_run / "splits.csv").query("split != 'val'")
     with pytest.raises(ValueError, match="validation"):
         fuse([det, det], df)
+
+
+def test_backbone_found_through_fakescope_weights(probe_run: Path, tmp_path: Path, monkeypatch) -> None:
+    cfg = json.loads((probe_run / "config.json").read_text())
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    shutil.move(cfg["backbone"], shelf / "tiny.onnx")
+    monkeypatch.setenv("FAKESCOPE_WEIGHTS", str(shelf))
+    det = load_detector(probe_run / "best.safetensors")
+    assert det.spec.kind == "probe"

@@ -468,7 +468,7 @@ def open_backbone(spec: dict[str, Any], path: str | os.PathLike[str] | None = No
 
     Args:
         spec: a stored spec.
-        path: where the ONNX or weights file is now, when it has moved (``--backbone PATH``).
+        path: where the ONNX or weights file is now, when it has moved (``--backbone-path PATH``).
 
     Returns:
         The backbone, checked against the stored sha256.
@@ -493,13 +493,28 @@ def _missing_file_error(spec: dict[str, Any], where: str) -> FileNotFoundError:
     sha = spec.get("sha256") or "unknown"
     return FileNotFoundError(
         f"the embedding backbone file {where} is missing (sha256 {sha}); "
-        "point --backbone PATH at a copy of that file"
+        "pass --backbone-path PATH, or set FAKESCOPE_WEIGHTS to a folder holding that file"
     )
+
+
+def find_weights_file(stored: str | None) -> str | None:
+    """Where a stored weights path points now: as stored, else by file name in ``$FAKESCOPE_WEIGHTS``.
+
+    ``FAKESCOPE_WEIGHTS`` is a folder (or several, separated by ``os.pathsep``) holding model files,
+    so a checkpoint made on one machine finds its backbone on another.
+    """
+    if stored is None or Path(stored).is_file():
+        return stored
+    for folder in filter(None, os.environ.get("FAKESCOPE_WEIGHTS", "").split(os.pathsep)):
+        candidate = Path(folder) / Path(stored).name
+        if candidate.is_file():
+            return str(candidate)
+    return stored
 
 
 def _open_onnx_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> OnnxBackbone:
     """The ONNX half of :func:`open_backbone`."""
-    where = str(path if path is not None else spec.get("path"))
+    where = str(path if path is not None else find_weights_file(spec.get("path")))
     if not Path(where).is_file():
         raise _missing_file_error(spec, where)
     return OnnxBackbone(
@@ -514,7 +529,7 @@ def _open_onnx_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -
 
 def _open_timm_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> TimmBackbone:
     """The timm half of :func:`open_backbone`."""
-    weights = path if path is not None else spec.get("weights")
+    weights = path if path is not None else find_weights_file(spec.get("weights"))
     if weights is not None and not Path(weights).is_file():
         raise _missing_file_error(spec, str(weights))
     backbone = TimmBackbone(

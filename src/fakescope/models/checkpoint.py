@@ -116,7 +116,10 @@ def load_detector(
     The returned detector is in eval mode and carries the stored metadata as ``detector.meta``.
     """
     from fakescope.models.registry import build_from_spec
+    from fakescope.zoo import builtin_path, is_builtin
 
+    if is_builtin(path):
+        path = builtin_path(path)
     if Path(path).suffix.lower() == ".onnx":
         from fakescope.models.onnx_export import load_onnx_detector
 
