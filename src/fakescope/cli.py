@@ -47,6 +47,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
+    from fakescope.audit.cli import add_normalise_arguments
+
+    add_normalise_arguments(p)
     p.add_argument("data", help="folder tree, manifest (.csv/.parquet) or a saved splits.csv")
     p.add_argument("--model", help="timm model name or registered detector (default resnet50)")
     p.add_argument(
@@ -167,9 +170,10 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from fakescope.audit.cli import normalised_config
     from fakescope.train.run import run
 
-    cfg = train_config_from_args(args)
+    cfg = normalised_config(args, train_config_from_args(args))
     run(cfg, resume=args.resume, force=args.force, report=not args.no_report)
     return EXIT_OK
 
@@ -194,19 +198,24 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
+    from fakescope.audit.cli import add_normalise_arguments
+
+    add_normalise_arguments(p)
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fakescope.audit.cli import normalised_data
     from fakescope.eval.generalise import evaluate_many, format_table
     from fakescope.models.checkpoint import load_detector
 
     det = load_detector(args.checkpoint, backbone_path=args.backbone_path)
     default = f"eval-{Path(args.data[0]).stem}" if len(args.data) == 1 else "eval"
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / default
+    data = [normalised_data(args, d, args.workers) for d in args.data]
     rows = evaluate_many(
         det,
-        args.data,
+        data,
         out,
         split=args.split,
         batch_size=args.batch_size,
@@ -232,9 +241,13 @@ def _add_loso(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_loso(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from fakescope.audit.cli import normalised_data
     from fakescope.eval.generalise import format_table, leave_one_source_out
 
     cfg = train_config_from_args(args)
+    cfg = dataclasses.replace(cfg, data=normalised_data(args, cfg.data, cfg.workers))
     family = cfg.model if cfg.detector == "finetune" else "probe"
     out = Path(cfg.out) if cfg.out else Path("runs") / f"loso-{family}"
     rows = leave_one_source_out(
@@ -544,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fakescope.serve.cli import add_serve_parser
 
     add_serve_parser(sub)
+    from fakescope.audit.cli import add_audit_parsers
+
+    add_audit_parsers(sub)
     return parser
 
 
