@@ -188,7 +188,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a .safetensors checkpoint written by fakescope train")
     p.add_argument("data", nargs="+", help="folder trees, manifests or splits.csv files")
     p.add_argument(
-        "--split", default="all", help="with splits files: train, val, test or all (default all)"
+        "--split",
+        default="all",
+        help="train, val, test or all (default all); data without a split column is used whole",
     )
     p.add_argument(
         "--out", help="report directory (default: eval-<data name> beside the checkpoint)"

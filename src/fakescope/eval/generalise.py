@@ -85,10 +85,10 @@ def evaluate_many(
     out, rows = Path(out), []
     for data, name in zip(datasets, _unique_names(datasets), strict=True):
         df = build_manifest(data)
-        if split != "all":
-            if "split" not in df.columns:
-                raise DataError(f"{data}: has no split column, so --split {split} cannot apply")
+        if split != "all" and "split" in df.columns:
             df = df[df["split"] == split].reset_index(drop=True)
+        elif split != "all":
+            logger.warning("%s has no split column: evaluating all of it", data)
         target = out / name if len(datasets) > 1 else out
         meta = {"model": detector.spec.arch, "data": str(data), "split": split}
         m = verify_and_evaluate(
