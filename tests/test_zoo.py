@@ -13,11 +13,14 @@ from fakescope.zoo import BUILTINS, builtin_path
 
 
 def test_builtin_files_ship_with_the_package() -> None:
+    import json
+
     for name in BUILTINS:
         meta = read_meta(builtin_path(f"builtin:{name}"))
-        assert meta["spec"]["kind"] == "probe" and meta["spec"]["calibration"]["method"] == "platt"
-        # no personal absolute paths inside a shipped file
-        assert "/" not in meta["spec"]["model_kwargs"]["backbone"]["path"]
+        assert meta["spec"]["kind"] in ("probe", "fusion")
+        assert meta["spec"]["calibration"]["method"] == "platt"
+        text = json.dumps(meta)
+        assert "/work/" not in text and "/tmp/" not in text  # no personal absolute paths shipped
 
 
 def test_unknown_builtin_is_a_clear_error() -> None:
@@ -39,3 +42,14 @@ def test_builtin_clip_probe_on_the_shared_weights(shared_weights, monkeypatch) -
     img = Image.fromarray(np.stack([yy, xx, (xx + yy) // 2], -1).astype(np.uint8))
     rows = fakescope.predict(img, detector="builtin:clip-probe")
     assert rows[0].model.startswith("probe:clip_vit_b16") and 0.0 <= rows[0].score <= 1.0
+
+
+def test_builtin_fusion_on_the_shared_weights(shared_weights, monkeypatch) -> None:
+    if not (shared_weights / "clip_vit_b16_openai_visual.int8.onnx").is_file():
+        pytest.skip("CLIP ONNX not in the shared weights")
+    monkeypatch.setenv("FAKESCOPE_WEIGHTS", str(shared_weights))
+    det = load_detector("builtin:clip-effnet-fusion")
+    assert det.spec.kind == "fusion" and len(det.net.members) == 2
+    img = Image.fromarray(np.full((64, 64, 3), 120, dtype=np.uint8))
+    rows = fakescope.predict(img, detector=det)
+    assert 0.0 <= rows[0].score <= 1.0

@@ -12,6 +12,11 @@ PREFIX = "builtin:"
 
 #: name -> (file in this package, what it is)
 BUILTINS: dict[str, tuple[str, str]] = {
+    "clip-effnet-fusion": (
+        "clip_effnet_fusion.safetensors",
+        "the best detector we ship: mean of a fine-tuned EfficientNet-Lite0 and the clip-probe, "
+        "Platt-calibrated; see docs/generalisation.md",
+    ),
     "clip-probe": (
         "clip_probe.safetensors",
         "logistic probe on CLIP ViT-B/16 image embeddings (clip_vit_b16_openai_visual.int8.onnx), "
