@@ -562,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fakescope.audit.cli import add_audit_parsers
 
     add_audit_parsers(sub)
+    from fakescope.scan.cli import add_scan_parser
+
+    add_scan_parser(sub)
     return parser
 
 

@@ -21,7 +21,9 @@ from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 
+from fakescope import dist
 from fakescope.config import TrainConfig, save_config
 from fakescope.data.manifest import DataError, build_manifest, summarize
 from fakescope.data.splits import load_splits, make_splits, save_splits, validate_splits
@@ -29,7 +31,7 @@ from fakescope.data.transforms import AugmentConfig, eval_transform, train_trans
 from fakescope.models.checkpoint import read_tensors, save_checkpoint, save_tensors
 from fakescope.models.detector import Detector, make_input_filter
 from fakescope.models.registry import create_detector
-from fakescope.train.loop import score_loader, train_one_epoch
+from fakescope.train.loop import gather_scores, score_loader, train_one_epoch
 from fakescope.utils import autocast_dtype, is_interactive, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -178,7 +180,18 @@ def save_last(
 
 def restore_last(run_dir: Path, det: Detector, opt: torch.optim.Optimizer) -> TrainState:
     """Load the resume point written by :func:`save_last` into ``det`` and ``opt``."""
-    tensors, meta = read_tensors(run_dir / "last.safetensors")
+    return apply_last(read_tensors(run_dir / "last.safetensors"), det, opt)
+
+
+def apply_last(
+    blob: tuple[dict[str, torch.Tensor], dict[str, Any]], det: Detector, opt: torch.optim.Optimizer
+) -> TrainState:
+    """Load ``(tensors, meta)`` as read from ``last.safetensors`` into the unwrapped ``det``.
+
+    The file holds the plain (never DDP-wrapped) network and the optimiser state, so a run saved
+    with any number of processes resumes with any other.
+    """
+    tensors, meta = blob
     net = {k: v for k, v in tensors.items() if not k.startswith("__")}
     det.net.load_state_dict(net)
     _restore_optimizer(opt, tensors, meta["optimizer"])
@@ -205,6 +218,13 @@ class _Loop:
     amp: torch.dtype | None
     train_df: pd.DataFrame
     val_df: pd.DataFrame
+    model: nn.Module | None = None  # what trains: ``det``, or ``det`` wrapped in DDP
+    world_size: int = 1
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = self.det
 
 
 def _one_epoch(lp: _Loop, epoch: int) -> dict[str, Any]:
@@ -216,28 +236,27 @@ def _one_epoch(lp: _Loop, epoch: int) -> dict[str, Any]:
     )
     steps = len(train_loader)
     lr_at = make_lr_schedule(cfg, steps)
+    show = is_interactive() and dist.is_main()
     t0 = time.time()
     tr = train_one_epoch(
-        lp.det,
+        lp.model,
         train_loader,
         lp.opt,
         lp.device,
         lp.amp,
         lr_at=lr_at,
         start_step=(epoch - 1) * steps,
-        progress=is_interactive(),
+        progress=show,
         desc=f"epoch {epoch}/{cfg.epochs}",
+        world_size=lp.world_size,
     )
-    add_failures(lp.run_dir, lp.train_df, tr.failures)
+    train_s = time.time() - t0
+    _record_failures(lp, lp.train_df, tr.failures)
     val = score_loader(
-        lp.det,
-        _loader(lp, lp.val_df, eval_transform(pre)),
-        lp.device,
-        lp.amp,
-        progress=is_interactive(),
-        desc="val",
+        lp.det, _loader(lp, lp.val_df, eval_transform(pre)), lp.device, lp.amp, show, "val"
     )
-    add_failures(lp.run_dir, lp.val_df, val.failures)
+    val = gather_scores(val)
+    _record_failures(lp, lp.val_df, val.failures)
     val_loss, val_acc = val.loss_and_acc()
     return {
         "epoch": epoch,
@@ -248,7 +267,17 @@ def _one_epoch(lp: _Loop, epoch: int) -> dict[str, Any]:
         "lr": lp.opt.param_groups[0]["lr"],
         "time_s": time.time() - t0,
         "train_images_per_s": tr.n / max(time.time() - t0, 1e-9),
+        "train_s": train_s,
+        "world_size": lp.world_size,
     }
+
+
+def _record_failures(lp: _Loop, df: pd.DataFrame, failures: list[tuple[int, str]]) -> None:
+    """Collect load failures from every rank; rank 0 appends them to ``skipped.csv``."""
+    if lp.world_size > 1:
+        failures = sorted({f for part in dist.all_gather_objects(failures) for f in part})
+    if dist.is_main():
+        add_failures(lp.run_dir, df, failures)
 
 
 def _loader(lp: _Loop, df: pd.DataFrame, transform, shuffle: bool = False, seed: int = 0):
@@ -262,31 +291,45 @@ def _loader(lp: _Loop, df: pd.DataFrame, transform, shuffle: bool = False, seed:
         workers=lp.cfg.workers,
         seed=seed,
         max_pixels=lp.cfg.max_pixels,
+        rank=lp.rank,
+        world_size=lp.world_size,
     )
 
 
 def _after_epoch(lp: _Loop, state: TrainState, rec: dict[str, Any], data_summary: dict) -> bool:
-    """Record the epoch, save best/last checkpoints; return True to stop early."""
+    """Record the epoch, save best/last checkpoints; return True to stop early.
+
+    Every rank keeps the same state (the metrics are reduced over ranks, so all ranks make the same
+    early-stopping decision); only rank 0 writes and prints.
+    """
+    main = dist.is_main()
     state.epoch = rec["epoch"]
     state.history.append(rec)
-    with open(lp.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(rec) + "\n")
-    print(epoch_line(rec, lp.cfg.epochs), flush=True)
+    if main:
+        with open(lp.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        print(epoch_line(rec, lp.cfg.epochs), flush=True)
     if rec["val_loss"] < state.best_val_loss:
         state.best_val_loss, state.best_epoch, state.bad_epochs = rec["val_loss"], rec["epoch"], 0
-        save_checkpoint(
-            lp.run_dir / "best.safetensors",
-            lp.det,
-            config=lp.cfg.to_dict(),
-            data=data_summary,
-            history=state.history,
-            best_epoch=state.best_epoch,
-        )
+        if main:
+            save_checkpoint(
+                lp.run_dir / "best.safetensors",
+                lp.det,
+                config=lp.cfg.to_dict(),
+                data=data_summary,
+                history=state.history,
+                best_epoch=state.best_epoch,
+            )
     else:
         state.bad_epochs += 1
-    save_last(lp.run_dir, lp.det, lp.opt, state, lp.cfg)
+    if main:
+        save_last(lp.run_dir, lp.det, lp.opt, state, lp.cfg)
     if lp.cfg.patience is not None and state.bad_epochs >= lp.cfg.patience:
-        print(f"early stop: val loss has not improved for {state.bad_epochs} epoch(s)", flush=True)
+        if main:
+            print(
+                f"early stop: val loss has not improved for {state.bad_epochs} epoch(s)",
+                flush=True,
+            )
         return True
     return False
 
@@ -307,12 +350,10 @@ def _start(cfg: TrainConfig, resume: bool, force: bool) -> tuple[Path, bool]:
     return run_dir, resume and has_state
 
 
-def fit(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Path:
-    """Train per ``cfg``; return the run directory (holding ``best.safetensors``)."""
-    if cfg.detector == "probe":
-        return _fit_probe(cfg, force)
-    if cfg.detector != "finetune":
-        raise ValueError(f"unknown detector family {cfg.detector!r}; use finetune or probe")
+def _prepare_run(
+    cfg: TrainConfig, resume: bool, force: bool
+) -> tuple[Path, bool, TrainConfig, pd.DataFrame]:
+    """Make or reopen the run directory; return it, whether resuming, the config and the splits."""
     run_dir, resuming = _start(cfg, resume, force)
     if resuming:
         cfg = TrainConfig.from_dict(
@@ -326,13 +367,87 @@ def fit(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Path:
     else:
         save_config(cfg, run_dir / "config.json")
         df, _ = prepare_data(cfg, run_dir)
-    seed_everything(cfg.seed)
+    return run_dir, resuming, cfg, df
+
+
+def _on_main(fn, *args: Any) -> Any:
+    """Run ``fn(*args)`` on rank 0 only and hand its result (or its error) to every rank."""
+    if dist.world_size() == 1:
+        return fn(*args)
+    result, error = None, None
+    if dist.is_main():
+        try:
+            result = fn(*args)
+        except Exception as e:  # re-raised below, on every rank
+            error = e
+    kind, message = dist.broadcast_object(
+        (type(error), str(error)) if error is not None else (None, None)
+    )
+    if error is not None:
+        raise error
+    if kind is not None:
+        try:
+            raise kind(message)
+        except TypeError:  # an error type that wants other arguments
+            raise RuntimeError(f"rank 0 failed: {message}") from None
+    return dist.broadcast_object(result)
+
+
+def _check_world(cfg: TrainConfig, world: int) -> None:
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} is the global batch and must divide evenly over "
+            f"{world} processes; pick a multiple of {world}"
+        )
+
+
+def _wrap(det: Detector, device: torch.device, world: int) -> nn.Module:
+    """``det`` itself for one process; wrapped in DistributedDataParallel for several."""
+    if world == 1:
+        return det
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(det, device_ids=ids)
+
+
+def fit(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Path:
+    """Train per ``cfg``; return the run directory (holding ``best.safetensors``).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this: they join one process group
+    (NCCL on GPUs, gloo on CPU), rank 0 prepares the data and alone writes files, and the model
+    trains with DistributedDataParallel on each rank's share of every global batch of
+    ``cfg.batch_size`` images. The process group is left again before returning.
+    """
+    if cfg.detector == "probe":
+        if not dist.is_main():
+            logger.info("probes fit on rank 0 only; rank %d has nothing to do", dist.rank())
+            return cfg.run_dir()
+        return _fit_probe(cfg, force)
+    if cfg.detector != "finetune":
+        raise ValueError(f"unknown detector family {cfg.detector!r}; use finetune or probe")
     device = resolve_device(cfg.device)
+    owned = not dist.is_initialized()
+    dist.init_from_env(device.type)
+    try:
+        return _fit_finetune(cfg, resume, force, dist.local_device(device))
+    finally:
+        if owned:
+            dist.cleanup()
+
+
+def _fit_finetune(cfg: TrainConfig, resume: bool, force: bool, device: torch.device) -> Path:
+    world = dist.world_size()
+    _check_world(cfg, world)
+    run_dir, resuming, cfg, df = _on_main(_prepare_run, cfg, resume, force)
+    seed_everything(cfg.seed)
     det = build_detector(cfg).to(device)
     opt = torch.optim.AdamW(det.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = restore_last(run_dir, det, opt) if resuming else TrainState()
+    state = TrainState()
     if resuming:
-        print(f"resuming {run_dir} after epoch {state.epoch}", flush=True)
+        state = apply_last(_on_main(read_tensors, run_dir / "last.safetensors"), det, opt)
+        if dist.is_main():
+            print(f"resuming {run_dir} after epoch {state.epoch}", flush=True)
     lp = _Loop(
         cfg,
         run_dir,
@@ -342,12 +457,17 @@ def fit(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Path:
         autocast_dtype(device, cfg.amp),
         df[df["split"] == "train"].reset_index(drop=True),
         df[df["split"] == "val"].reset_index(drop=True),
+        model=_wrap(det, device, world),
+        world_size=world,
+        rank=dist.rank(),
     )
-    _log_start(lp, df)
+    if dist.is_main():
+        _log_start(lp, df)
     summary = summarize(df)
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if _after_epoch(lp, state, _one_epoch(lp, epoch), summary):
             break
+    dist.barrier()
     return run_dir
 
 
@@ -373,7 +493,8 @@ def _log_start(lp: _Loop, df: pd.DataFrame) -> None:
         if s in counts.index
     ]
     amp = str(lp.amp).replace("torch.", "") if lp.amp else "fp32"
-    print(f"model {lp.cfg.model} on {lp.device} ({amp}); " + "; ".join(parts), flush=True)
+    procs = f" x {lp.world_size} processes" if lp.world_size > 1 else ""
+    print(f"model {lp.cfg.model} on {lp.device}{procs} ({amp}); " + "; ".join(parts), flush=True)
 
 
 def json_config(run_dir: Path, cfg: TrainConfig) -> TrainConfig:
@@ -466,8 +587,13 @@ def calibrate_run(run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def run(cfg: TrainConfig, resume: bool = False, force: bool = False, report: bool = True) -> Path:
-    """Train, calibrate on val, then evaluate the best checkpoint on the test split with a report."""
+    """Train, calibrate on val, then evaluate the best checkpoint on the test split with a report.
+
+    Under ``torchrun`` all ranks train; calibration and the report then run on rank 0 alone.
+    """
     run_dir = fit(cfg, resume=resume, force=force)
+    if not dist.is_main():
+        return run_dir
     calibrate_run(run_dir, json_config(run_dir, cfg))
     if report:
         report_run(run_dir, workers=cfg.workers, device=cfg.device, batch_size=cfg.batch_size)
