@@ -223,7 +223,9 @@ def test_fuse_without_val_split_is_an_error(probe_run: Path) -> None:
         fuse([det, det], df)
 
 
-def test_backbone_found_through_fakescope_weights(probe_run: Path, tmp_path: Path, monkeypatch) -> None:
+def test_backbone_found_through_fakescope_weights(
+    probe_run: Path, tmp_path: Path, monkeypatch
+) -> None:
     cfg = json.loads((probe_run / "config.json").read_text())
     shelf = tmp_path / "shelf"
     shelf.mkdir()
@@ -231,3 +233,35 @@ def test_backbone_found_through_fakescope_weights(probe_run: Path, tmp_path: Pat
     monkeypatch.setenv("FAKESCOPE_WEIGHTS", str(shelf))
     det = load_detector(probe_run / "best.safetensors")
     assert det.spec.kind == "probe"
+
+
+def test_cache_dir_is_used_for_training_calibration_and_report(
+    seed_layout: Path, tmp_path: Path
+) -> None:
+    import os
+
+    enc = build_tiny_encoder(tmp_path / "enc" / "tiny.onnx")
+    mine = tmp_path / "my-cache"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                str(seed_layout),
+                "--detector",
+                "probe",
+                "--backbone",
+                str(enc),
+                "--out",
+                str(tmp_path / "run"),
+                "--workers",
+                "0",
+                "--cache-dir",
+                str(mine),
+            ]
+        )
+        == 0
+    )
+    assert list(mine.glob("*.sqlite"))
+    default = Path(os.environ["FAKESCOPE_CACHE"])
+    assert not default.exists() or not list(default.glob("*.sqlite"))

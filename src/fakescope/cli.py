@@ -353,11 +353,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=3, help="k for --aggregate topk")
     p.add_argument("--timeline", metavar="DIR", help="write a score-over-time plot per video here")
     p.add_argument("--explain", metavar="DIR", help="write a heatmap overlay per image here")
-    _backend_arguments(p)
+    add_backend_arguments(p)
     p.set_defaults(func=cmd_predict)
 
 
-def _backend_arguments(p: argparse.ArgumentParser) -> None:
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--precision``, shared by ``predict`` and ``serve``."""
     p.add_argument(
         "--backend",
         choices=["torch", "onnx"],

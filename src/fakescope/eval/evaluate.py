@@ -114,14 +114,18 @@ def evaluate_frame(
     device: str | torch.device = "cpu",
     n_boot: int = 1000,
     seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score ``df`` (with labels), compute metrics with intervals and write the report into ``out_dir``."""
+    """Score ``df`` (with labels), compute metrics with intervals and write the report into ``out_dir``.
+
+    ``cache_dir`` is the embedding cache for probe detectors (default ``$FAKESCOPE_CACHE``).
+    """
     from fakescope.eval.metrics import compute_metrics, format_summary
     from fakescope.eval.report import write_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scored, failures = score_frame(detector, df, batch_size, workers, device)
+    scored, failures = score_frame(detector, df, batch_size, workers, device, cache_dir=cache_dir)
     skipped_rows = _skipped_rows(df, failures, skipped)
     groups = {
         k: scored[k].astype(str).to_numpy() for k in ("group", "source") if k in scored.columns

@@ -58,18 +58,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    p.add_argument(
-        "--backend",
-        choices=["torch", "onnx"],
-        default="torch",
-        help="torch, or onnxruntime (exported on first use, cached beside the checkpoint)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16", "int8"],
-        default="auto",
-        help="auto: bf16 autocast where the CPU supports it; int8 needs --backend onnx",
-    )
+    from fakescope.cli import add_backend_arguments
+
+    add_backend_arguments(p)
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest file (default 50)")
     p.add_argument(
         "--max-pixels",

@@ -517,7 +517,11 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def report_run(
-    run_dir: Path, workers: int = 0, device: str = "auto", batch_size: int = 32
+    run_dir: Path,
+    workers: int = 0,
+    device: str = "auto",
+    batch_size: int = 32,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's best checkpoint on its test split (val if there is no test split)."""
     from fakescope.eval.evaluate import evaluate_frame
@@ -553,6 +557,7 @@ def report_run(
         batch_size=batch_size,
         workers=workers,
         device=device,
+        cache_dir=cache_dir,
     )
 
 
@@ -567,7 +572,9 @@ def calibrate_run(run_dir: Path, cfg: TrainConfig) -> None:
     det = load_detector(run_dir / "best.safetensors")
     df = load_splits(run_dir / "splits.csv")
     val = df[df["split"] == "val"].reset_index(drop=True)
-    scored, _ = score_frame(det, val, cfg.batch_size, cfg.workers, cfg.device)
+    scored, _ = score_frame(
+        det, val, cfg.batch_size, cfg.workers, cfg.device, cache_dir=cfg.cache_dir
+    )
     logits, labels = scored["logit"].to_numpy(), scored["label"].to_numpy()
     if cfg.calibrate == "platt":
         det.spec.calibration = fit_platt(logits, labels)
@@ -596,6 +603,12 @@ def run(cfg: TrainConfig, resume: bool = False, force: bool = False, report: boo
         return run_dir
     calibrate_run(run_dir, json_config(run_dir, cfg))
     if report:
-        report_run(run_dir, workers=cfg.workers, device=cfg.device, batch_size=cfg.batch_size)
+        report_run(
+            run_dir,
+            workers=cfg.workers,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            cache_dir=cfg.cache_dir,
+        )
         print(f"report: {run_dir / 'report' / 'report.html'}", flush=True)
     return run_dir
