@@ -21,8 +21,9 @@ def test_platt_matches_sklearn_logistic_regression() -> None:
     z, y = _overconfident()
     cal = fit_platt(z, y)
     ref = LogisticRegression(C=1e4, max_iter=1000).fit(z.reshape(-1, 1), y)
-    np.testing.assert_allclose(apply_calibration(z, cal), ref.predict_proba(z.reshape(-1, 1))[:, 1],
-                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        apply_calibration(z, cal), ref.predict_proba(z.reshape(-1, 1))[:, 1], rtol=1e-6, atol=1e-8
+    )
 
 
 def test_platt_improves_log_loss_and_keeps_ranking() -> None:

@@ -222,7 +222,9 @@ def test_cache_id_follows_content_not_location(tiny_onnx: Path, tmp_path: Path) 
     other_pre = OnnxBackbone(moved, preprocessing=Preprocessing(size=32, crop_pct=1.0))
     assert other_pre.cache_id != bb.cache_id
     # Reopening from the old spec says which file is needed and how to point at it ...
-    with pytest.raises(FileNotFoundError, match=rf"tiny.onnx.*{spec['sha256']}.*--backbone-path PATH"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"tiny.onnx.*{spec['sha256']}.*--backbone-path PATH"
+    ):
         open_backbone(spec)
     # ... and works once told where the file now is.
     assert open_backbone(spec, path=moved).cache_id == bb.cache_id

@@ -439,27 +439,51 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--int8", action="store_true", help="quantise to int8 with onnxruntime")
-    p.add_argument("--calibration", help="images (folder or manifest) for static int8 calibration")
-    p.add_argument("--calibration-count", type=int, default=64, help="how many calibration images")
+    p.add_argument(
+        "--calibration",
+        help="images (folder or manifest) for static int8 calibration (default: the training "
+        "split of the run that made the checkpoint, when it is on disk; else dynamic int8)",
+    )
+    p.add_argument("--calibration-count", type=int, default=128, help="how many calibration images")
     p.add_argument("--out", help="output .onnx (default: beside the checkpoint)")
     p.set_defaults(func=cmd_export)
+
+
+def _calibration_paths(source: str, n: int) -> list[str]:
+    """Up to ``n`` image paths (seeded sample) from a folder, a glob or a manifest CSV; no labels needed."""
+    import numpy as np
+
+    from fakescope.infer.inputs import VIDEO_SUFFIXES, expand_inputs
+
+    if source.lower().endswith(".csv") and Path(source).is_file():
+        from fakescope.data.manifest import build_manifest
+
+        paths = build_manifest(source)["path"].astype(str).tolist()
+    else:
+        paths = [p for p in expand_inputs([source]) if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
+    picked = np.random.default_rng(0).permutation(len(paths))[:n]
+    return [paths[i] for i in sorted(picked)]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fakescope.infer.backends import onnx_path_for
     from fakescope.models.checkpoint import load_detector
-    from fakescope.models.onnx_export import export_onnx
+    from fakescope.models.onnx_export import calibration_images, export_onnx
 
     det = load_detector(args.checkpoint)
     calib = None
-    if args.calibration:
-        from fakescope.data.manifest import build_manifest
-
-        df = build_manifest(args.calibration)
-        calib = df.sample(n=min(args.calibration_count, len(df)), random_state=0)["path"].tolist()
+    if args.int8 and args.calibration:
+        calib = _calibration_paths(args.calibration, args.calibration_count)
+        if not calib:
+            raise ValueError(f"{args.calibration}: no images found for int8 calibration")
+    elif args.int8:
+        calib = calibration_images(det, n=args.calibration_count)
     out = args.out or onnx_path_for(args.checkpoint, "int8" if args.int8 else "fp32")
     export_onnx(det, out, int8=args.int8, calibration=calib)
-    print(f"exported {args.checkpoint} -> {out}")
+    how = ""
+    if args.int8:
+        how = f" (static int8 on {len(calib)} images)" if calib else " (dynamic int8)"
+    print(f"exported {args.checkpoint} -> {out}{how}")
     return EXIT_OK
 
 

@@ -28,10 +28,18 @@ def load_for_inference(
 ) -> tuple[Detector, str]:
     """Load ``checkpoint`` for the backend and precision asked; return it with the amp mode to use.
 
-    ONNX files are exported on first use and cached beside the checkpoint (``<stem>.<precision>.onnx``).
+    ONNX files are exported on first use and cached beside the checkpoint (``<stem>.<precision>.onnx``);
+    a cached file older than the checkpoint, or from an older exporter, is exported again. int8 is
+    calibrated on the training images of the run that made the checkpoint when they are on disk;
+    otherwise it falls back to dynamic quantisation (run ``fakescope export --int8 --calibration
+    DATA`` for static int8 then).
     """
     if backend not in BACKENDS or precision not in PRECISIONS:
         raise ValueError(f"backend must be one of {BACKENDS} and precision one of {PRECISIONS}")
+    from fakescope.zoo import builtin_path, is_builtin
+
+    if is_builtin(checkpoint):
+        checkpoint = builtin_path(checkpoint)
     if Path(checkpoint).suffix.lower() == ".onnx":
         return load_detector(checkpoint), "off"
     det = load_detector(checkpoint, backbone_path=backbone_path)
@@ -45,9 +53,24 @@ def load_for_inference(
         )
     prec = "int8" if precision == "int8" else "fp32"
     path = onnx_path_for(checkpoint, prec)
-    if not path.exists():
-        from fakescope.models.onnx_export import export_onnx
+    if _stale(path, Path(checkpoint)):
+        from fakescope.models.onnx_export import calibration_images, export_onnx
 
+        calib = calibration_images(det) if prec == "int8" else None
         logger.info("exporting %s to %s", checkpoint, path)
-        export_onnx(det, path, int8=prec == "int8")
+        export_onnx(det, path, int8=prec == "int8", calibration=calib)
     return load_detector(path), "off"
+
+
+def _stale(onnx_file: Path, checkpoint: Path) -> bool:
+    """Whether a cached export is missing, older than its checkpoint or from an older exporter."""
+    from fakescope.models.onnx_export import EXPORT_VERSION, onnx_export_version
+
+    if not onnx_file.is_file():
+        return True
+    if onnx_file.stat().st_mtime < checkpoint.stat().st_mtime:
+        return True
+    try:
+        return onnx_export_version(onnx_file) != EXPORT_VERSION
+    except Exception:  # an unreadable cache is redone, not trusted
+        return True

@@ -6,6 +6,7 @@ The exported file carries the checkpoint's JSON (preprocessing, calibration, thr
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -23,6 +24,9 @@ from fakescope.models.detector import Detector, DetectorSpec
 logger = logging.getLogger(__name__)
 
 INPUT, OUTPUT = "pixel_values", "logits"
+# Bumped when exports change in a way that makes older cached files worth redoing
+# (2: fixed "same" padding, QOperator static int8).
+EXPORT_VERSION = 2
 
 
 class _Logits(nn.Module):
@@ -36,12 +40,55 @@ class _Logits(nn.Module):
         return self.det(x)
 
 
+class _StaticPadConv(nn.Module):
+    """A TF-"same" convolution with its padding fixed for one input size (no shape ops in ONNX)."""
+
+    def __init__(self, conv: nn.Conv2d, pad: list[int]) -> None:
+        super().__init__()
+        self.conv, self.pad = conv, [int(p) for p in pad]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        x = nn.functional.pad(x, self.pad)
+        return nn.functional.conv2d(x, c.weight, c.bias, c.stride, 0, c.dilation, c.groups)
+
+
+def freeze_same_padding(det: Detector, size: int) -> Detector:
+    """A copy of ``det`` whose dynamic "same"-padding convs (timm ``tf_*`` models) use fixed pads.
+
+    timm computes that padding from the input's shape at run time, which exports as a chain of
+    Shape/Ceil/Pad ops per conv: slower, and it breaks onnxruntime's static quantiser. The input
+    size is fixed at export, so the pads are constants.
+    """
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import pad_same_arg
+
+    det = copy.deepcopy(det).float().eval().cpu()
+    convs = {n: m for n, m in det.named_modules() if isinstance(m, Conv2dSame)}
+    if not convs:
+        return det
+    sizes: dict[str, list[int]] = {}
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, a, n=n: sizes.__setitem__(n, list(a[0].shape[-2:])))
+        for n, m in convs.items()
+    ]
+    with torch.no_grad():
+        det(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    for name, conv in convs.items():
+        pad = pad_same_arg(sizes[name], conv.weight.shape[-2:], conv.stride, conv.dilation)
+        parent, _, leaf = name.rpartition(".")
+        setattr(det.get_submodule(parent) if parent else det, leaf, _StaticPadConv(conv, pad))
+    return det
+
+
 def _export_fp32(det: Detector, path: Path, opset: int) -> None:
     size = det.spec.preprocessing.size
-    det = det.float().eval().cpu()
+    det = freeze_same_padding(det, size)
     with torch.no_grad():
         torch.onnx.export(
-            _Logits(det),
+            _Logits(det).eval(),
             (torch.randn(1, 3, size, size),),
             str(path),
             input_names=[INPUT],
@@ -62,20 +109,53 @@ def _add_metadata(path: Path, meta: dict[str, Any]) -> None:
 
 
 class _CalibrationReader:
-    """Feeds preprocessed calibration images to onnxruntime's static quantiser."""
+    """Feeds preprocessed calibration images, one at a time, to onnxruntime's static quantiser.
+
+    Unreadable files are skipped with a warning; they must not stop an export.
+    """
 
     def __init__(self, det: Detector, paths: Sequence[str]) -> None:
-        from fakescope.data.images import load_image
+        self.det, self.paths, self.used = det, list(paths), 0
+        self.items = self._iter()
+
+    def _iter(self) -> Any:
+        from fakescope.data.images import ImageLoadError, load_image
         from fakescope.data.transforms import eval_transform
 
-        tf = eval_transform(det.spec.preprocessing)
-        self.items = iter([{INPUT: tf(load_image(p)).unsqueeze(0).numpy()} for p in paths])
+        tf = eval_transform(self.det.spec.preprocessing)
+        for p in self.paths:
+            try:
+                x = tf(load_image(p)).unsqueeze(0).numpy()
+            except ImageLoadError as e:
+                logger.warning("calibration: skipping %s", e)
+                continue
+            self.used += 1
+            yield {INPUT: x}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.items, None)
 
 
+def _keep_fp32(model_path: Path) -> list[str]:
+    """Nodes left in fp32: the first conv (raw pixels) and the classifier head.
+
+    They hold a sliver of the compute and most of the quantisation error (measured on the dev
+    set: AUC change -0.0009 with them in int8, -0.0005 without, at the same speed).
+    """
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    first_conv = [n.name for n in nodes if n.op_type == "Conv"][:1]
+    head = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
+    return first_conv + head
+
+
 def _quantise(src: Path, dst: Path, det: Detector, calib: Sequence[str] | None) -> str:
+    """int8 with onnxruntime: static (calibrated, fast on VNNI CPUs) or, without images, dynamic.
+
+    Static quantisation uses the QOperator format (QLinearConv and friends, which onnxruntime runs
+    on its int8 kernels), per-channel int8 weights and uint8 activations with MinMax ranges.
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -83,16 +163,29 @@ def _quantise(src: Path, dst: Path, det: Detector, calib: Sequence[str] | None) 
     quant_pre_process(str(src), str(pre))
     try:
         if calib:
-            quantize_static(
-                str(pre),
-                str(dst),
-                _CalibrationReader(det, calib),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-            )
-            return f"static QDQ int8, calibrated on {len(calib)} images"
+            reader = _CalibrationReader(det, calib)
+            try:
+                quantize_static(
+                    str(pre),
+                    str(dst),
+                    reader,
+                    quant_format=QuantFormat.QOperator,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=_keep_fp32(pre),
+                )
+            except Exception as e:
+                if reader.used == 0:
+                    raise ValueError(
+                        f"no calibration image could be read (of {len(reader.paths)} given)"
+                    ) from e
+                raise
+            return f"static int8 (QOperator, per-channel), calibrated on {reader.used} images"
+        logger.warning(
+            "int8 without calibration images: dynamic quantisation, which is slow for CNNs; "
+            "give calibration images (fakescope export --int8 --calibration DATA) for static int8"
+        )
         quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
         return "dynamic int8 (weights only; give calibration images for static quantisation)"
     finally:
@@ -123,6 +216,7 @@ def export_onnx(
             "format": "fakescope-onnx",
             "spec": det.spec.to_dict(),
             "precision": "int8" if int8 else "fp32",
+            "export_version": EXPORT_VERSION,
         }
     )
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -146,11 +240,48 @@ class OnnxNet(nn.Module):
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        # Idle threads sleep instead of spinning: the cores are shared with decoding workers
+        # (end to end on 2 cores: 258 img/s against 241 with spinning, int8, batch 16).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run([OUTPUT], {INPUT: x.detach().float().cpu().numpy()})[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32)).reshape(-1, 1)
+
+
+def calibration_images(det: Detector, n: int = 128, seed: int = 0) -> list[str]:
+    """Up to ``n`` training-split images of the run that made ``det``, if they are still on disk.
+
+    Static int8 needs images like the ones the model will see; the run's own ``splits.csv``
+    (written by ``fakescope train``) names them. Returns ``[]`` when the run or files are gone.
+    """
+    import pandas as pd
+
+    out = (det.meta.get("config") or {}).get("out")
+    splits = Path(out) / "splits.csv" if out else None
+    if splits is None or not splits.is_file():
+        return []
+    try:
+        df = pd.read_csv(splits)
+        df = df[df["split"] == "train"] if "split" in df else df
+        paths = [p for p in df["path"].astype(str) if Path(p).is_file()]
+    except (OSError, ValueError, KeyError) as e:
+        logger.warning("%s: cannot read calibration images: %s", splits, e)
+        return []
+    rng = np.random.default_rng(seed)
+    return [paths[i] for i in sorted(rng.permutation(len(paths))[:n])]
+
+
+def onnx_export_version(path: str | Path) -> int | None:
+    """The ``export_version`` stored in an exported file (None: not a fakescope export)."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        return int(json.loads(props["fakescope"]).get("export_version", 1))
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def load_onnx_detector(path: str | Path) -> Detector:
