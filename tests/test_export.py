@@ -162,3 +162,47 @@ def test_cli_export_int8_with_calibration_then_predict(tf_det, images, tmp_path,
     assert main(["-q", "predict", str(folder), "--detector", str(q), "-o", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(images) and all(0 <= r["score"] <= 1 for r in rows)
+
+
+def test_fusion_runs_its_networks_on_onnx(tf_det, images, tmp_path: Path, caplog) -> None:
+    from fakescope.infer.predictor import Predictor
+    from fakescope.models.fusion import create_fusion
+
+    torch.manual_seed(1)
+    other = create_detector(TF_MODEL, img_size=64).eval()
+    fused = create_fusion([tf_det, other], np.array([0.3, 0.7]), 0.2, "mean")
+    ckpt = save_checkpoint(tmp_path / "fused.safetensors", fused)
+    ref, _ = load_for_inference(ckpt, "torch", "fp32")
+    det, amp = load_for_inference(ckpt, "onnx", "fp32")
+    assert amp == "off" and [m.spec.kind for m in det.net.members] == ["onnx", "onnx"]
+    assert onnx_path_for(ckpt, "fp32", member=1).is_file()
+    from PIL import Image
+
+    imgs = [Image.open(p).convert("RGB") for p in images]
+    want = Predictor(ref, workers=0, amp="off").logits_for_images(imgs)
+    got = Predictor(det, workers=0, amp="off").logits_for_images(imgs)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # int8 without calibration images: members fall back to fp32 ONNX, with a warning
+    det8, _ = load_for_inference(ckpt, "onnx", "int8")
+    assert [m.meta["precision"] for m in det8.net.members] == ["fp32", "fp32"]
+    assert "runs as fp32 ONNX" in caplog.text
+
+
+def test_builtin_exports_go_to_the_user_cache(tmp_path: Path, monkeypatch) -> None:
+    from fakescope.zoo import builtin_path
+
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    ref = builtin_path("builtin:clip-effnet-fusion")
+    got = onnx_path_for(ref, "fp32", member=0)
+    assert got.parent == tmp_path / "cache" / "onnx"
+    assert got.name.endswith("clip_effnet_fusion.member0.fp32.onnx")
+    assert onnx_path_for(tmp_path / "m.safetensors", "int8") == tmp_path / "m.int8.onnx"
+
+
+def test_cli_int8_without_calibration_says_how(tf_det, tmp_path: Path, capsys) -> None:
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", tf_det)
+    assert main(["export", str(ckpt), "--int8"]) == 1
+    assert "--calibration DATA" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--int8", "--dynamic"]) == 0
+    assert "dynamic int8" in capsys.readouterr().out
+    assert "ConvInteger" in _ops(onnx_path_for(ckpt, "int8"))

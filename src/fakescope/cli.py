@@ -441,8 +441,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true", help="quantise to int8 with onnxruntime")
     p.add_argument(
         "--calibration",
-        help="images (folder or manifest) for static int8 calibration (default: the training "
-        "split of the run that made the checkpoint, when it is on disk; else dynamic int8)",
+        help="images (folder, glob or manifest CSV; no labels needed) for static int8 "
+        "calibration (default: the training split of the run that made the checkpoint)",
+    )
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="with --int8: dynamic (weights-only) quantisation, no calibration; it suits "
+        "transformer MatMuls but is slower than fp32 on CNNs",
     )
     p.add_argument("--calibration-count", type=int, default=128, help="how many calibration images")
     p.add_argument("--out", help="output .onnx (default: beside the checkpoint)")
@@ -476,8 +482,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         calib = _calibration_paths(args.calibration, args.calibration_count)
         if not calib:
             raise ValueError(f"{args.calibration}: no images found for int8 calibration")
-    elif args.int8:
+    elif args.int8 and not args.dynamic:
         calib = calibration_images(det, n=args.calibration_count)
+        if not calib:
+            raise ValueError(
+                f"{args.checkpoint}: static int8 needs calibration images and the training "
+                "images of its run are not on disk: pass --calibration DATA (or --dynamic)"
+            )
+    if args.dynamic and (not args.int8 or args.calibration):
+        raise ValueError("--dynamic goes with --int8 and without --calibration")
     out = args.out or onnx_path_for(args.checkpoint, "int8" if args.int8 else "fp32")
     export_onnx(det, out, int8=args.int8, calibration=calib)
     how = ""

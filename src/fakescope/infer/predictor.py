@@ -144,6 +144,7 @@ class Predictor:
         self.video = video or VideoOptions()
         self.explain_dir = explain_dir
         self.max_pixels = max_pixels
+        self.amp_mode = amp  # fusion members get the same setting
         self.amp = autocast_dtype(self.device, amp) if detector.spec.kind == "timm" else None
         self.tensor_path = detector.spec.kind in ("timm", "probe", "onnx")
 
@@ -163,7 +164,7 @@ class Predictor:
             return np.zeros(0, dtype=np.float32)
         if self.detector.spec.kind == "fusion":
             members = [
-                Predictor(m, self.batch_size, 0, str(self.device))
+                Predictor(m, self.batch_size, 0, str(self.device), amp=self.amp_mode)
                 for m in self.detector.net.members
             ]
             z = np.stack(
