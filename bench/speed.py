@@ -1,7 +1,7 @@
 """Benchmark: inference speed per backend and precision, against this machine's GEMM roofline.
 
 For one checkpoint, on the shared dev set, prints for torch fp32 / torch bf16 / onnx fp32 / onnx int8:
-end-to-end images/s from files (decode + preprocess + model, batched, decode workers), model-only
+end-to-end images/s from files (decode + preprocess + model, batched, decode threads), model-only
 images/s, achieved GFLOP/s against the measured GEMM peak, where the time goes, and the AUC with
 its difference from torch fp32. Not a test: ``python bench/speed.py --detector CKPT``.
 """
@@ -143,7 +143,7 @@ def main() -> None:
     flops = model_flops(det, det.spec.preprocessing.size)
     print(
         f"model {det.spec.arch}: {flops / 1e9:.2f} GFLOP per image at {det.spec.preprocessing.size}px; "
-        f"{len(df)} images, batch {args.batch_size}, {args.workers} decode workers\n"
+        f"{len(df)} images, batch {args.batch_size}, {args.workers} decode threads\n"
     )
     head = (
         f"{'backend':<8} {'prec':<5} {'e2e img/s':>9} {'model img/s':>11} {'GFLOP/s':>8} {'% roof':>7} "

@@ -331,7 +331,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="skip inputs already in --output and append"
     )
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--sample",

@@ -38,7 +38,7 @@ def predict(
         inputs: one input or a sequence of them; folders are expanded recursively.
         detector: a loaded detector or a checkpoint path.
         batch_size: images per model call.
-        workers: decoding processes for file inputs.
+        workers: decoding threads for file inputs.
         video: sampling and aggregation for videos.
         explain_dir: write a heatmap per image file here.
         device: ``auto``, ``cpu``, ``cuda``...
