@@ -34,7 +34,7 @@ def main() -> None:
     dt = time.perf_counter() - t0
     print(
         f"{det.spec.arch}: {len(rows)} images in {dt:.1f}s = {len(rows) / dt:.1f} images/s end to end "
-        f"(batch {args.batch_size}, {args.workers} decode workers)"
+        f"(batch {args.batch_size}, {args.workers} decode threads)"
     )
     for mode in ("uniform", "keyframes"):
         vpred = Predictor(
