@@ -109,7 +109,7 @@ def _scan(args: argparse.Namespace, ckpt: str, actors: int) -> dict[str, Any]:
 
 
 def _predict_check(args: argparse.Namespace, ckpt: str, scan_out: str) -> dict[str, Any]:
-    """``fakescope predict`` on the same input (one process, 2 decode workers) against the scan."""
+    """``fakescope predict`` on the same input (one process, 2 decode threads) against the scan."""
     import fakescope
     from fakescope.scan import read_scan_rows
 
