@@ -30,6 +30,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from fakescope.infer.backends import BACKENDS, PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 
@@ -293,13 +295,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-queue", type=int, default=8, help="server waiting line (default 8)")
     p.add_argument("--server-timeout", type=float, default=60.0, help="server per-request timeout")
     p.add_argument("--device", default="cpu", help="server device (default cpu)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="server backend")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16", "int8"],
-        default="auto",
-        help="server precision",
-    )
+    p.add_argument("--backend", choices=BACKENDS, default="torch", help="server backend")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="server precision")
     p.add_argument("--deadline", type=float, default=300.0, help="stop the load after this many s")
     p.add_argument("--startup-timeout", type=float, default=120.0, help="s to wait for the server")
     args = p.parse_args(argv)

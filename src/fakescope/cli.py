@@ -8,7 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fakescope.infer.predictor import VideoOptions
 
 logger = logging.getLogger("fakescope")
 
@@ -317,10 +320,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "inputs", nargs="+", help="files, folders, globs, or - for a list of paths on stdin"
     )
-    p.add_argument("--detector", help="checkpoint (.safetensors); default $FAKESCOPE_DETECTOR")
-    p.add_argument(
-        "--backbone-path", help="for probe detectors: where the frozen backbone file is now"
-    )
+    add_detector_arguments(p)
     p.add_argument(
         "--format",
         choices=["table", "jsonl", "csv"],
@@ -333,6 +333,51 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     p.add_argument("--device", default="auto")
+    add_video_arguments(p)
+    p.add_argument("--timeline", metavar="DIR", help="write a score-over-time plot per video here")
+    p.add_argument("--explain", metavar="DIR", help="write a heatmap overlay per image here")
+    p.set_defaults(func=cmd_predict)
+
+
+def add_detector_arguments(p: argparse.ArgumentParser) -> None:
+    """Which detector and how it runs, shared by ``predict``, ``serve`` and ``scan``."""
+    from fakescope.infer.backends import BACKENDS, PRECISIONS
+
+    p.add_argument("--detector", help="checkpoint (.safetensors); default $FAKESCOPE_DETECTOR")
+    p.add_argument(
+        "--backbone-path", help="for probe detectors: where the frozen backbone file is now"
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="torch, or onnxruntime (exported on first use and cached, beside the checkpoint "
+        "or under ~/.cache/fakescope/onnx)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bf16 autocast where the CPU supports it (torch), fp32 (onnx); int8 needs "
+        "--backend onnx and calibration images (see fakescope export)",
+    )
+
+
+def detector_ref(args: argparse.Namespace) -> str:
+    """``--detector``, else ``$FAKESCOPE_DETECTOR``; a clear error when there is neither."""
+    import os
+
+    ref = args.detector or os.environ.get("FAKESCOPE_DETECTOR")
+    if not ref:
+        raise ValueError(
+            "no detector: pass --detector CHECKPOINT (train one with `fakescope train`, or "
+            "run `fakescope demo`), or set FAKESCOPE_DETECTOR"
+        )
+    return ref
+
+
+def add_video_arguments(p: argparse.ArgumentParser) -> None:
+    """How videos are sampled and their frame scores combined (``predict`` and ``scan``)."""
     p.add_argument(
         "--sample",
         choices=["uniform", "interval", "keyframes"],
@@ -351,56 +396,37 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="how frame scores make a video score (default mean)",
     )
     p.add_argument("--topk", type=int, default=3, help="k for --aggregate topk")
-    p.add_argument("--timeline", metavar="DIR", help="write a score-over-time plot per video here")
-    p.add_argument("--explain", metavar="DIR", help="write a heatmap overlay per image here")
-    add_backend_arguments(p)
-    p.set_defaults(func=cmd_predict)
 
 
-def add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    """``--backend`` and ``--precision``, shared by ``predict`` and ``serve``."""
-    p.add_argument(
-        "--backend",
-        choices=["torch", "onnx"],
-        default="torch",
-        help="torch, or onnxruntime (exported on first use, cached beside the checkpoint)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16", "int8"],
-        default="auto",
-        help="auto: bf16 autocast where the CPU supports it; int8 needs --backend onnx",
-    )
+def video_options(args: argparse.Namespace, timeline_dir: str | None = None) -> VideoOptions:
+    """The :class:`VideoOptions` that :func:`add_video_arguments` options describe."""
+    from fakescope.infer.predictor import VideoOptions
 
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import os
-
-    from fakescope.infer.backends import load_for_inference
-    from fakescope.infer.inputs import expand_inputs
-    from fakescope.infer.output import RowWriter, completed_paths
-    from fakescope.infer.predictor import Predictor, VideoOptions
-    from fakescope.utils import is_interactive
-
-    ckpt = args.detector or os.environ.get("FAKESCOPE_DETECTOR")
-    if not ckpt:
-        raise ValueError(
-            "no detector: pass --detector CHECKPOINT (train one with `fakescope train`, or "
-            "run `fakescope demo`), or set FAKESCOPE_DETECTOR"
-        )
-    fmt = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
-    if args.resume and not args.output:
-        raise ValueError("--resume needs --output FILE (the file to continue)")
-    done = completed_paths(args.output, fmt) if args.resume else set()
-    video = VideoOptions(
+    return VideoOptions(
         sample=args.sample,
         frames=args.frames,
         every_s=args.every,
         max_frames=args.max_frames,
         aggregate=args.aggregate,
         topk=args.topk,
-        timeline_dir=args.timeline,
+        timeline_dir=timeline_dir,
     )
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+
+    from fakescope.infer.backends import load_for_inference
+    from fakescope.infer.inputs import expand_inputs
+    from fakescope.infer.output import RowWriter, completed_paths
+    from fakescope.infer.predictor import Predictor
+    from fakescope.utils import is_interactive
+
+    ckpt = detector_ref(args)
+    fmt = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
+    if args.resume and not args.output:
+        raise ValueError("--resume needs --output FILE (the file to continue)")
+    done = completed_paths(args.output, fmt) if args.resume else set()
+    video = video_options(args, timeline_dir=args.timeline)
     det, amp = load_for_inference(ckpt, args.backend, args.precision, args.backbone_path)
     pred = Predictor(
         det,

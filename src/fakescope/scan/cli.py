@@ -39,8 +39,9 @@ def add_scan_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="Ray cluster (HEAD:6379, auto, ray://HEAD:10001); alone or absent: a local cluster. "
         "Write --ray=ADDRESS to keep it apart from INPUT.",
     )
-    p.add_argument("--detector", help="checkpoint (.safetensors); default $FAKESCOPE_DETECTOR")
-    p.add_argument("--backbone-path", help="for probe detectors: where the frozen backbone is now")
+    from fakescope.cli import add_detector_arguments, add_video_arguments
+
+    add_detector_arguments(p)
     p.add_argument("--actors", type=int, default=2, help="actors in the pool (default 2)")
     p.add_argument("--batch-size", type=int, default=16, help="paths per actor call (default 16)")
     p.add_argument("--part-size", type=int, default=1024, help="paths per part file (default 1024)")
@@ -48,21 +49,10 @@ def add_scan_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor (default 0)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
     p.add_argument("--device", default="auto", help="the actors' device (default auto)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto")
     p.add_argument("--force", action="store_true", help="replace what OUTPUT holds and start over")
-    _video_arguments(p)
+    add_video_arguments(p)
     p.set_defaults(func=cmd_scan)
     return p
-
-
-def _video_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sample", choices=["uniform", "interval", "keyframes"], default="uniform")
-    p.add_argument("--frames", type=int, default=16, help="frames per video for uniform sampling")
-    p.add_argument("--every", type=float, default=1.0, help="seconds between interval frames")
-    p.add_argument("--max-frames", type=int, default=64, help="cap on frames per video")
-    p.add_argument("--aggregate", choices=["mean", "median", "topk", "max"], default="mean")
-    p.add_argument("--topk", type=int, default=3, help="k for --aggregate topk")
 
 
 def split_items(ray: str | None, items: list[str]) -> tuple[str | None, list[str], str]:
@@ -82,21 +72,12 @@ def split_items(ray: str | None, items: list[str]) -> tuple[str | None, list[str
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Run ``fakescope scan``; 0 when every input was scored, 3 when some rows are errors."""
-    from fakescope.infer.predictor import VideoOptions
+    from fakescope.cli import detector_ref, video_options
     from fakescope.scan import scan
 
-    ckpt = args.detector or os.environ.get("FAKESCOPE_DETECTOR")
-    if not ckpt:
-        raise ValueError("no detector: pass --detector CHECKPOINT, or set FAKESCOPE_DETECTOR")
+    ckpt = detector_ref(args)
     address, inputs, output = split_items(args.ray, list(args.items))
-    video = VideoOptions(
-        sample=args.sample,
-        frames=args.frames,
-        every_s=args.every,
-        max_frames=args.max_frames,
-        aggregate=args.aggregate,
-        topk=args.topk,
-    )
+    video = video_options(args)
     result = scan(
         inputs,
         output,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -51,16 +50,12 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The ``serve`` options (shared by the subcommand and ``python -m fakescope.serve``)."""
-    p.add_argument("--detector", help="checkpoint (.safetensors); default $FAKESCOPE_DETECTOR")
-    p.add_argument(
-        "--backbone-path", help="for probe detectors: where the frozen backbone file is now"
-    )
+    from fakescope.cli import add_detector_arguments
+
+    add_detector_arguments(p)
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    from fakescope.cli import add_backend_arguments
-
-    add_backend_arguments(p)
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest file (default 50)")
     p.add_argument(
         "--max-pixels",
@@ -114,12 +109,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     Raises:
         ValueError: no detector given, the ``serve`` extra missing, or bad limits.
     """
-    ckpt = args.detector or os.environ.get("FAKESCOPE_DETECTOR")
-    if not ckpt:
-        raise ValueError(
-            "no detector: pass --detector CHECKPOINT (train one with `fakescope train`, or "
-            "run `fakescope demo`), or set FAKESCOPE_DETECTOR"
-        )
+    from fakescope.cli import detector_ref
+
+    ckpt = detector_ref(args)
     try:
         import uvicorn
 
