@@ -483,9 +483,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _calibration_paths(source: str, n: int) -> list[str]:
     """Up to ``n`` image paths (seeded sample) from a folder, a glob or a manifest CSV; no labels needed."""
-    import numpy as np
-
     from fakescope.infer.inputs import VIDEO_SUFFIXES, expand_inputs
+    from fakescope.models.onnx_export import sample_paths
 
     if source.lower().endswith(".csv") and Path(source).is_file():
         from fakescope.data.manifest import build_manifest
@@ -493,8 +492,7 @@ def _calibration_paths(source: str, n: int) -> list[str]:
         paths = build_manifest(source)["path"].astype(str).tolist()
     else:
         paths = [p for p in expand_inputs([source]) if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
-    picked = np.random.default_rng(0).permutation(len(paths))[:n]
-    return [paths[i] for i in sorted(picked)]
+    return sample_paths(paths, n)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
