@@ -206,3 +206,20 @@ def test_cli_int8_without_calibration_says_how(tf_det, tmp_path: Path, capsys) -
     assert main(["export", str(ckpt), "--int8", "--dynamic"]) == 0
     assert "dynamic int8" in capsys.readouterr().out
     assert "ConvInteger" in _ops(onnx_path_for(ckpt, "int8"))
+
+
+def test_cli_export_bad_inputs_name_the_file(tf_det, tmp_path: Path, capsys) -> None:
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", tf_det)
+    missing = tmp_path / "no-such-folder"
+    assert main(["export", str(ckpt), "--int8", "--calibration", str(missing)]) == 1
+    assert f"{missing}: calibration images not found" in capsys.readouterr().err
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.jpg").write_text("not an image")
+    assert main(["export", str(ckpt), "--int8", "--calibration", str(junk)]) == 1
+    err = capsys.readouterr().err
+    assert "no calibration image could be read" in err and "a.jpg" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["export", str(ckpt), "--out", str(blocker / "m.onnx")]) == 1
+    assert f"{blocker / 'm.onnx'}: cannot write here" in capsys.readouterr().err

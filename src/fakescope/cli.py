@@ -486,6 +486,8 @@ def _calibration_paths(source: str, n: int) -> list[str]:
     from fakescope.infer.inputs import VIDEO_SUFFIXES, expand_inputs
     from fakescope.models.onnx_export import sample_paths
 
+    if not Path(source).exists() and not any(c in source for c in "*?["):
+        raise ValueError(f"{source}: calibration images not found (no such file or folder)")
     if source.lower().endswith(".csv") and Path(source).is_file():
         from fakescope.data.manifest import build_manifest
 

@@ -116,6 +116,7 @@ class _CalibrationReader:
 
     def __init__(self, det: Detector, paths: Sequence[str]) -> None:
         self.det, self.paths, self.used = det, list(paths), 0
+        self.first_error: str | None = None
         self.items = self._iter()
 
     def _iter(self) -> Any:
@@ -128,6 +129,7 @@ class _CalibrationReader:
                 x = tf(load_image(p)).unsqueeze(0).numpy()
             except ImageLoadError as e:
                 logger.warning("calibration: skipping %s", e)
+                self.first_error = self.first_error or str(e)
                 continue
             self.used += 1
             yield {INPUT: x}
@@ -178,7 +180,8 @@ def _quantise(src: Path, dst: Path, det: Detector, calib: Sequence[str] | None) 
             except Exception as e:
                 if reader.used == 0:
                     raise ValueError(
-                        f"no calibration image could be read (of {len(reader.paths)} given)"
+                        f"no calibration image could be read (of {len(reader.paths)} given; "
+                        f"first: {reader.first_error})"
                     ) from e
                 raise
             return f"static int8 (QOperator, per-channel), calibrated on {reader.used} images"
@@ -205,7 +208,11 @@ def export_onnx(
             f"ONNX export supports fine-tuned networks, not {det.spec.kind!r} detectors"
         )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=out.parent).cleanup()
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write here ({e.strerror or e})") from None
     meta = {
         k: v
         for k, v in det.meta.items()
