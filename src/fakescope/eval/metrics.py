@@ -129,6 +129,56 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def grouped_bootstrap_ci(
+    y_true: Sequence[int] | np.ndarray,
+    score: Sequence[float] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray,
+    metric: MetricFn,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval that resamples whole groups (clips, prompts, photos).
+
+    Frames of one clip or images of one prompt are not independent: resampling rows would give
+    intervals far too narrow. Groups are resampled with replacement within each label stratum
+    (a group's stratum is its majority label), so every resample keeps both classes when
+    groups are single-class; groups that hold both classes (pairs) form one stratum.
+
+    Returns:
+        ``(lo, hi)``, or None as for :func:`bootstrap_ci`.
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(score, dtype=float)
+    g = np.asarray([str(v) for v in groups])
+    if len(y) == 0 or n_boot <= 0:
+        return None
+    names, inverse = np.unique(g, return_inverse=True)
+    members = [np.flatnonzero(inverse == i) for i in range(len(names))]
+    mixed = [len(np.unique(y[m])) > 1 for m in members]
+    strata: dict[Any, list[int]] = {}
+    for i, m in enumerate(members):
+        key = "pair" if mixed[i] else int(round(float(y[m].mean())))
+        strata.setdefault(key, []).append(i)
+    rng = np.random.default_rng(seed)
+    values: list[float] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(n_boot):
+            picks = [rng.choice(ids, size=len(ids)) for ids in strata.values()]
+            idx = np.concatenate([members[i] for p in picks for i in p])
+            try:
+                value = metric(y[idx], s[idx])
+            except ValueError:
+                continue
+            if value is not None and math.isfinite(value):
+                values.append(float(value))
+    if len(values) < 0.5 * n_boot:
+        return None
+    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
 def exact_binomial_ci(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Clopper–Pearson (exact) confidence interval for a binomial proportion k/n.
 
