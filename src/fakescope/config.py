@@ -47,8 +47,10 @@ class TrainConfig:
             frozen backbone's embeddings).
         backbone: for probes, an ``.onnx`` image encoder or a timm ``name[:weights-file]``.
         pool: for probes, which embedding: ``embed``, ``cls``, ``patch_mean``, ``cls_patch``
-            (timm also ``multi``).
+            (timm also ``multi``; ONNX ViTs also ``layers``, the CLS token after every block).
         probe_c: inverse L2 strength of the probe's logistic regression (None: chosen on val).
+        probe_l2: L2-normalise embeddings before the probe's head instead of standardising them
+            (UnivFD's set-up; the plain baseline).
         cache_dir: embedding cache directory (None: ``$FAKESCOPE_CACHE`` or ~/.cache/fakescope).
     """
 
@@ -82,6 +84,7 @@ class TrainConfig:
     backbone: str | None = None
     pool: str = "embed"
     probe_c: float | None = None
+    probe_l2: bool = False
     cache_dir: str | None = None
 
     def run_dir(self) -> Path:

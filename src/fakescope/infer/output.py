@@ -28,6 +28,8 @@ CSV_COLUMNS = (
     "aggregate",
     "timeline",
     "heatmap",
+    "novelty",
+    "reason",
 )
 _VERDICT_STYLE = {
     "fake": "bold red",

@@ -30,6 +30,7 @@ from fakescope.data.images import (
 )
 from fakescope.data.transforms import eval_transform
 from fakescope.models.detector import Detector
+from fakescope.models.novelty import REASON as NOVELTY_REASON
 from fakescope.utils import autocast_dtype, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,12 @@ class VideoOptions:
 
 @dataclass
 class Prediction:
-    """One scored input. ``score`` is P(fake); ``verdict`` is fake, real, uncertain or error."""
+    """One scored input. ``score`` is P(fake); ``verdict`` is fake, real, uncertain or error.
+
+    ``novelty`` is the out-of-depth guard's distance from the training data (None for detectors
+    without a guard); ``reason`` says why a verdict is "uncertain" when the score alone does not
+    (``"unlike the training data"``).
+    """
 
     path: str
     kind: str
@@ -79,6 +85,8 @@ class Prediction:
     timeline: str | None = None
     heatmap: str | None = None
     frames: list[dict[str, Any]] | None = field(default=None)
+    novelty: float | None = None
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (video rows keep their per-frame scores)."""
@@ -146,19 +154,27 @@ class Predictor:
         self.tensor_path = detector.spec.kind in ("timm", "probe", "onnx")
 
     # ----------------------------------------------------------------------------------- scoring
-    def _logits_from_tensors(self, x: torch.Tensor) -> np.ndarray:
+    def _logits_from_tensors(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw logits and the out-of-depth distances (None without a guard) of a batch."""
         with torch.no_grad():
             if self.amp is not None:
                 with torch.autocast(device_type=self.device.type, dtype=self.amp):
-                    out = self.detector(x.to(self.device))
+                    out, nov = self.detector.logits_and_novelty(x.to(self.device))
             else:
-                out = self.detector(x.to(self.device))
-        return out.float().cpu().numpy()
+                out, nov = self.detector.logits_and_novelty(x.to(self.device))
+        novelty = None if nov is None else nov.float().cpu().numpy()
+        return out.float().cpu().numpy(), novelty
 
     def logits_for_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Raw logits for RGB PIL images, whatever the detector kind (fusion included)."""
+        return self.logits_and_novelty_for_images(images)[0]
+
+    def logits_and_novelty_for_images(
+        self, images: Sequence[Image.Image]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw logits, and guard distances (None without a guard), for RGB PIL images."""
         if not images:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.float32), None
         if self.detector.spec.kind == "fusion":
             members = [
                 Predictor(m, self.batch_size, 0, str(self.device), amp=self.amp_mode)
@@ -173,9 +189,8 @@ class Predictor:
                 ],
                 axis=1,
             )
-            return (z @ self.detector.net.weights.numpy() + float(self.detector.net.bias)).astype(
-                np.float32
-            )
+            fused = z @ self.detector.net.weights.numpy() + float(self.detector.net.bias)
+            return fused.astype(np.float32), None
         tf = eval_transform(self.detector.spec.preprocessing)
         parts = [
             self._logits_from_tensors(
@@ -183,7 +198,10 @@ class Predictor:
             )
             for i in range(0, len(images), self.batch_size)
         ]
-        return np.concatenate(parts).astype(np.float32)
+        logits = np.concatenate([p[0] for p in parts]).astype(np.float32)
+        if parts[0][1] is None:
+            return logits, None
+        return logits, np.concatenate([p[1] for p in parts]).astype(np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated P(fake) from raw logits."""
@@ -192,10 +210,17 @@ class Predictor:
         ).numpy()
 
     def _row(
-        self, path: str, kind: str, score: float | None, ms: float, **extra: Any
+        self,
+        path: str,
+        kind: str,
+        score: float | None,
+        ms: float,
+        novelty: float | None = None,
+        **extra: Any,
     ) -> Prediction:
         spec = self.detector.spec
-        verdict = "error" if score is None else self.detector.verdict(float(score))
+        verdict = "error" if score is None else self.detector.verdict(float(score), novelty)
+        novel = score is not None and self.detector.is_novel(novelty)
         return Prediction(
             path=path,
             kind=kind,
@@ -205,6 +230,8 @@ class Predictor:
             uncertain_band=spec.uncertain_band,
             model=spec.arch,
             time_ms=round(ms, 2),
+            novelty=None if novelty is None else round(float(novelty), 4),
+            reason=NOVELTY_REASON if novel else None,
             **extra,
         )
 
@@ -215,18 +242,27 @@ class Predictor:
         good = [b for b in batch if b["error"] is None]
         t0 = time.perf_counter()
         if good and self.tensor_path:
-            logits = self._logits_from_tensors(torch.stack([b["x"] for b in good]))
+            logits, nov = self._logits_from_tensors(torch.stack([b["x"] for b in good]))
         else:
-            logits = self.logits_for_images([Image.fromarray(b["x"]) for b in good])
+            logits, nov = self.logits_and_novelty_for_images(
+                [Image.fromarray(b["x"]) for b in good]
+            )
         model_ms = (time.perf_counter() - t0) * 1000 / max(len(good), 1)
         scores = iter(self.probabilities(logits)) if len(good) else iter(())
+        novelties = iter(nov) if nov is not None else None
         for b in batch:
             path = paths[b["i"]]
             if b["error"] is not None:
                 yield self._row(path, "image", None, b["ms"], error=b["error"])
                 continue
             row = self._row(
-                path, "image", next(scores), b["ms"] + model_ms, width=b["w"], height=b["h"]
+                path,
+                "image",
+                next(scores),
+                b["ms"] + model_ms,
+                novelty=None if novelties is None else float(next(novelties)),
+                width=b["w"],
+                height=b["h"],
             )
             if self.explain_dir:
                 row.heatmap = self._explain(path)
@@ -301,7 +337,8 @@ class Predictor:
                 (time.perf_counter() - t0) * 1000,
                 error=f"could not decode video: {type(e).__name__}: {e}",
             )
-        probs = self.probabilities(self.logits_for_images([f.image for f in frames]))
+        logits, nov = self.logits_and_novelty_for_images([f.image for f in frames])
+        probs = self.probabilities(logits)
         rows = [
             {"index": f.index, "time_s": round(f.time_s, 3), "score": float(p)}
             for f, p in zip(frames, probs, strict=True)
@@ -315,6 +352,7 @@ class Predictor:
             (time.perf_counter() - t0) * 1000,
             width=w,
             height=h,
+            novelty=None if nov is None else float(np.median(nov)),
             n_frames=len(frames),
             aggregate=v.aggregate,
             frames=rows,
@@ -367,11 +405,13 @@ class Predictor:
             to_rgb(Image.fromarray(np.asarray(im)) if not isinstance(im, Image.Image) else im)
             for im in images
         ]
-        probs = self.probabilities(self.logits_for_images(pil))
+        logits, nov = self.logits_and_novelty_for_images(pil)
+        probs = self.probabilities(logits)
+        novelty = [None] * len(pil) if nov is None else [float(v) for v in nov]
         ms = (time.perf_counter() - t0) * 1000 / max(len(pil), 1)
         return [
-            self._row(n, "image", p, ms, width=im.size[0], height=im.size[1])
-            for n, p, im in zip(names, probs, pil, strict=True)
+            self._row(n, "image", p, ms, novelty=d, width=im.size[0], height=im.size[1])
+            for n, p, d, im in zip(names, probs, novelty, pil, strict=True)
         ]
 
 

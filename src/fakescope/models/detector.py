@@ -102,6 +102,29 @@ class Detector(nn.Module):
         out = self.net(self.input_filter(x))
         return out.reshape(out.shape[0], -1)[:, 0]
 
+    def logits_and_novelty(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw logits ``[B]`` and, for detectors with an out-of-depth guard, distances ``[B]``.
+
+        The guard (see :mod:`fakescope.models.novelty`) measures how far each input is from the
+        training images in the detector's own embedding space; None for detectors without one.
+        """
+        guarded = getattr(self.net, "logits_and_novelty", None)
+        if guarded is None:
+            return self(x), None
+        out, novelty = guarded(self.input_filter(x))
+        return out.reshape(out.shape[0], -1)[:, 0], novelty
+
+    @property
+    def novelty_threshold(self) -> float | None:
+        """The guard's distance threshold, or None for detectors without a guard."""
+        guard = getattr(self.net, "novelty", None)
+        return None if guard is None else float(guard.threshold)
+
+    def is_novel(self, novelty: float | None) -> bool:
+        """Whether a guard distance is past the threshold (the input is unlike the training data)."""
+        t = self.novelty_threshold
+        return novelty is not None and t is not None and not novelty <= t
+
     def calibrated_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply the stored Platt scaling (identity when there is none)."""
         cal = self.spec.calibration
@@ -119,9 +142,13 @@ class Detector(nn.Module):
         finally:
             self.train(was_training)
 
-    def verdict(self, score: float) -> str:
-        """ "fake", "real" or "uncertain" for a P(fake) score, using the stored threshold and band."""
-        if not math.isfinite(score):
+    def verdict(self, score: float, novelty: float | None = None) -> str:
+        """ "fake", "real" or "uncertain" for a P(fake) score, using the stored threshold and band.
+
+        An input the out-of-depth guard flags (``novelty`` past its threshold) is "uncertain"
+        whatever its score.
+        """
+        if not math.isfinite(score) or self.is_novel(novelty):
             return "uncertain"
         t, band = self.spec.threshold, self.spec.uncertain_band
         if abs(score - t) < band:

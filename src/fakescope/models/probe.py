@@ -9,21 +9,33 @@ import torch
 from torch import nn
 
 from fakescope.models.detector import Detector, DetectorSpec
+from fakescope.models.novelty import build_novelty
 
 
 class ProbeNet(nn.Module):
-    """Frozen backbone → standardise → linear head with one logit.
+    """Frozen backbone → (L2-normalise) → standardise → linear head with one logit.
 
     The backbone (ONNX session or frozen timm network) is not a submodule: its weights live in their
-    own file and are referenced by path and sha256, so checkpoints hold only the head (kilobytes).
+    own file and are referenced by path and sha256, so checkpoints hold only the head (kilobytes)
+    and, when fitted, the out-of-depth guard's bank of training embeddings.
+
+    Args:
+        backbone: the frozen feature extractor.
+        dim: embedding size.
+        l2: L2-normalise embeddings before the head (UnivFD's set-up for CLIP).
+        novelty: the guard's stored config (see :mod:`fakescope.models.novelty`), or None.
     """
 
-    def __init__(self, backbone: Any, dim: int) -> None:
+    def __init__(
+        self, backbone: Any, dim: int, l2: bool = False, novelty: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.l2 = bool(l2)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
         self.head = nn.Linear(dim, 1)
+        self.novelty = build_novelty(novelty)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone embeddings of a preprocessed batch."""
@@ -34,10 +46,18 @@ class ProbeNet(nn.Module):
 
     def head_logits(self, feats: torch.Tensor) -> torch.Tensor:
         """Logits from embeddings, shape ``[B, 1]``."""
+        if self.l2:
+            feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return self.head((feats - self.mean) / self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_logits(self.embed(x))
+
+    def logits_and_novelty(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``[B, 1]`` and the guard's distances ``[B]`` (None without a guard), one pass."""
+        feats = self.embed(x)
+        novelty = self.novelty(feats) if self.novelty is not None else None
+        return self.head_logits(feats), novelty
 
     def set_head(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, bias: float) -> None:
         """Install a head fitted elsewhere (e.g. scikit-learn's logistic regression)."""
@@ -56,20 +76,47 @@ def probe_arch(backbone_spec: dict[str, Any]) -> str:
     return f"probe:{name}/{backbone_spec.get('pool', 'embed')}"
 
 
-def create_probe_detector(backbone: Any, dim: int) -> Detector:
+def create_probe_detector(backbone: Any, dim: int, l2: bool = False) -> Detector:
     """An untrained probe detector on ``backbone`` (the head is fitted by ``train.probe``)."""
     spec = DetectorSpec(
         kind="probe",
-        arch=probe_arch(backbone.spec()),
-        model_kwargs={"backbone": backbone.spec(), "dim": int(dim)},
+        arch=probe_arch(backbone.spec()) + ("+l2" if l2 else ""),
+        model_kwargs={"backbone": backbone.spec(), "dim": int(dim), "l2": bool(l2)},
         preprocessing=backbone.preprocessing,
     )
-    return Detector(ProbeNet(backbone, dim), spec)
+    return Detector(ProbeNet(backbone, dim, l2=l2), spec)
+
+
+def guard_dims(spec: DetectorSpec) -> tuple[int, int] | None:
+    """Which embedding columns the out-of-depth guard looks at.
+
+    For a ``layers`` probe: the first half of its transformer blocks, whose low-level statistics
+    set star fields, text and flat colours apart from photos and generated images alike (the last
+    blocks see "space art" and "a star field" as neighbours). Otherwise the whole embedding.
+    """
+    bb = spec.model_kwargs.get("backbone", {})
+    layers = bb.get("layers")
+    if bb.get("pool") != "layers" or not layers:
+        return None
+    width = int(spec.model_kwargs["dim"]) // len(layers)
+    early = sum(1 for k in layers if k < 6) or max(1, len(layers) // 2)
+    return (0, early * width)
+
+
+def attach_novelty(detector: Detector, feats: np.ndarray, **fit_kw: Any) -> None:
+    """Fit the out-of-depth guard on a probe's training embeddings and record it in the spec."""
+    from fakescope.models.novelty import fit_novelty
+
+    fit_kw.setdefault("dims", guard_dims(detector.spec))
+    detector.net.novelty = fit_novelty(feats, **fit_kw)
+    detector.spec.model_kwargs["novelty"] = detector.net.novelty.config()
 
 
 def build_probe_from_spec(spec: DetectorSpec, backbone_path: str | None = None) -> Detector:
     """Rebuild a probe detector's shape from its spec, reopening the referenced backbone."""
     from fakescope.embed.backbones import open_backbone
 
-    backbone = open_backbone(spec.model_kwargs["backbone"], path=backbone_path)
-    return Detector(ProbeNet(backbone, int(spec.model_kwargs["dim"])), spec)
+    kw = spec.model_kwargs
+    backbone = open_backbone(kw["backbone"], path=backbone_path)
+    net = ProbeNet(backbone, int(kw["dim"]), l2=bool(kw.get("l2")), novelty=kw.get("novelty"))
+    return Detector(net, spec)

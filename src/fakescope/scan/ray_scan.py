@@ -63,6 +63,8 @@ SCHEMA = pa.schema(
         ("timeline", pa.string()),
         ("heatmap", pa.string()),
         ("frames", pa.string()),
+        ("novelty", pa.float64()),
+        ("reason", pa.string()),
     ]
 )
 _KEYS = ("_part", "_i")  # where a row goes: part number and position in the part

@@ -40,6 +40,13 @@ class DetectResult(BaseModel):
         None, description="base64 PNG heatmap overlay (images, with ?explain=true)"
     )
     heatmap_method: str | None = Field(None, description="gradcam or occlusion")
+    novelty: float | None = Field(
+        None, description="distance from the training data (detectors with an out-of-depth guard)"
+    )
+    reason: str | None = Field(
+        None,
+        description="why the verdict is uncertain beyond the score, e.g. 'unlike the training data'",
+    )
 
 
 class BatchResult(BaseModel):

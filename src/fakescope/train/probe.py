@@ -16,7 +16,7 @@ from sklearn.metrics import log_loss
 from fakescope.config import TrainConfig, save_config
 from fakescope.data.manifest import DataError, summarize
 from fakescope.models.checkpoint import save_checkpoint
-from fakescope.models.probe import create_probe_detector
+from fakescope.models.probe import attach_novelty, create_probe_detector
 from fakescope.utils import is_interactive
 
 logger = logging.getLogger(__name__)
@@ -41,20 +41,33 @@ def embed_split_frame(backbone: Any, df: pd.DataFrame, cfg: TrainConfig) -> tupl
         )
 
 
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (the probe's ``l2`` set-up)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def fit_logistic_head(
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
     c: float | None = None,
+    l2: bool = False,
 ) -> dict[str, Any]:
-    """Standardise, then fit L2 logistic regression; choose C by validation log loss if not given.
+    """Fit L2-penalised logistic regression; choose C by validation log loss if not given.
+
+    Features are standardised, or with ``l2`` scaled to unit length and left otherwise as they
+    are (UnivFD's set-up, matching :class:`fakescope.models.probe.ProbeNet` with ``l2``).
 
     Returns:
         ``mean, scale, coef, bias, C`` and train/val loss and accuracy of the chosen head.
     """
-    mean = x_train.mean(axis=0)
-    scale = x_train.std(axis=0) + 1e-6
+    if l2:
+        x_train, x_val = l2_normalise(x_train), l2_normalise(x_val)
+        mean, scale = np.zeros(x_train.shape[1]), np.ones(x_train.shape[1])
+    else:
+        mean = x_train.mean(axis=0)
+        scale = x_train.std(axis=0) + 1e-6
     ztr, zva = (x_train - mean) / scale, (x_val - mean) / scale
     best: dict[str, Any] | None = None
     for cand in (c,) if c is not None else C_GRID:
@@ -97,9 +110,11 @@ def fit_probe(cfg: TrainConfig, run_dir: Path, df: pd.DataFrame) -> Path:
     x, failures = embed_split_frame(backbone, df, cfg)
     add_failures(run_dir, df, failures)
     t_embed = time.time() - t0
-    fit = fit_logistic_head(*_rows(df, x, "train"), *_rows(df, x, "val"), c=cfg.probe_c)
-    det = create_probe_detector(backbone, x.shape[1])
+    x_train, y_train = _rows(df, x, "train")
+    fit = fit_logistic_head(x_train, y_train, *_rows(df, x, "val"), c=cfg.probe_c, l2=cfg.probe_l2)
+    det = create_probe_detector(backbone, x.shape[1], l2=cfg.probe_l2)
     det.net.set_head(fit["mean"], fit["scale"], fit["coef"], fit["bias"])
+    attach_novelty(det, x_train)
     rec = {
         "epoch": 1,
         "train_loss": fit["train_loss"],

@@ -147,7 +147,9 @@
     const verdict = $("verdict");
     verdict.textContent = row.verdict;
     verdict.className = "verdict " + row.verdict;
-    $("verdict-words").textContent = WORDS[row.verdict] || "";
+    $("verdict-words").textContent = row.reason
+      ? "Uncertain: this image is " + row.reason + ", so the score is not to be trusted."
+      : WORDS[row.verdict] || "";
     $("probability").textContent = pct(row.score);
     renderBar(row);
     const details = [];

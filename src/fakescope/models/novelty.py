@@ -1,0 +1,119 @@
+"""Out-of-depth guard: how far an input lies from the images a detector was trained on.
+
+A detector asked about a picture unlike anything it learnt from (a star field, a screenshot of
+text, a flat colour, a micrograph) still returns a confident number. The guard keeps a bank of
+training embeddings (L2-normalised) and measures the cosine distance from an input to its k-th
+nearest neighbour there (Sun et al., "Out-of-distribution detection with deep nearest
+neighbors", ICML 2022). The threshold is a high quantile of the same distance for the training
+images themselves, each left out of its own neighbourhood, so about ``1 - quantile`` of
+in-distribution images are flagged. Inputs past it get the verdict "uncertain" with the reason
+:data:`REASON`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+REASON = "unlike the training data"
+DEFAULT_K = 5
+DEFAULT_QUANTILE = 0.995
+MAX_BANK = 2000
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+class KnnNovelty(nn.Module):
+    """Cosine distance to the k-th nearest training embedding, with a stored threshold.
+
+    The bank is a buffer, so it travels in the checkpoint's tensors; ``k``, the threshold and the
+    slice of the embedding it looks at (``dims``, e.g. the early transformer blocks of a layers
+    probe, whose low-level statistics set star fields and flat colours apart) are in the spec
+    (see :meth:`config`).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        dim: int,
+        k: int = DEFAULT_K,
+        threshold: float = float("inf"),
+        dims: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("bank", torch.zeros(int(n), int(dim), dtype=torch.float16))
+        self.k = int(k)
+        self.threshold = float(threshold)
+        self.dims = None if dims is None else (int(dims[0]), int(dims[1]))
+
+    def _view(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats if self.dims is None else feats[:, self.dims[0] : self.dims[1]]
+
+    def distances(self, feats: torch.Tensor) -> torch.Tensor:
+        """``1 - cos`` to the k-th nearest bank row, shape ``[B]``."""
+        sims = _unit(self._view(feats).float()) @ self.bank.float().T
+        k = min(self.k, sims.shape[1])
+        return 1.0 - sims.topk(k, dim=1).values[:, -1]
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.distances(feats)
+
+    def config(self) -> dict[str, Any]:
+        """What :func:`build_novelty` needs besides the bank tensor."""
+        n, dim = self.bank.shape
+        out = {"n": int(n), "dim": int(dim), "k": self.k, "threshold": self.threshold}
+        if self.dims is not None:
+            out["dims"] = list(self.dims)
+        return out
+
+
+def build_novelty(config: dict[str, Any] | None) -> KnnNovelty | None:
+    """An empty guard of the stored shape (its bank is then loaded from the checkpoint)."""
+    if not config:
+        return None
+    dims = config.get("dims")
+    return KnnNovelty(
+        config["n"],
+        config["dim"],
+        config["k"],
+        config["threshold"],
+        None if dims is None else tuple(dims),
+    )
+
+
+def fit_novelty(
+    feats: np.ndarray,
+    k: int = DEFAULT_K,
+    quantile: float = DEFAULT_QUANTILE,
+    max_bank: int = MAX_BANK,
+    seed: int = 0,
+    dims: tuple[int, int] | None = None,
+) -> KnnNovelty:
+    """Fit the guard on training embeddings ``[N, D]`` (columns ``dims[0]:dims[1]`` if given).
+
+    The bank is at most ``max_bank`` rows (a seeded sample). The threshold is the ``quantile`` of
+    every training image's distance to its k-th nearest bank row, the image itself excluded.
+
+    Raises:
+        ValueError: fewer than ``k + 1`` finite rows.
+    """
+    x = np.asarray(feats, dtype=np.float32)
+    x = x[np.isfinite(x).all(axis=1)]
+    if dims is not None:
+        x = x[:, dims[0] : dims[1]]
+    if len(x) < k + 1:
+        raise ValueError(f"the novelty guard needs at least {k + 1} training embeddings")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.permutation(len(x))[:max_bank])
+    guard = KnnNovelty(len(pick), x.shape[1], k, dims=dims)
+    guard.bank.copy_(_unit(torch.from_numpy(x[pick])).to(torch.float16))
+    sims = _unit(torch.from_numpy(x)) @ guard.bank.float().T
+    sims[torch.from_numpy(pick), torch.arange(len(pick))] = -2.0  # leave each bank row out
+    dist = 1.0 - sims.topk(min(k, sims.shape[1]), dim=1).values[:, -1]
+    guard.threshold = float(np.quantile(dist.numpy(), quantile))
+    return guard
