@@ -430,3 +430,75 @@ def test_embed_frame_embeds_identical_files_once(tiny_onnx: Path, tmp_path: Path
     np.testing.assert_array_equal(out[0], out[2])
     with pytest.raises(ValueError, match="no 'path' column"):
         embed_frame(spy, pd.DataFrame({"file": [str(path)]}))
+
+
+# --------------------------------------------------------------------------------------------
+# Block outputs of an ONNX ViT (pool "layers")
+# --------------------------------------------------------------------------------------------
+
+
+def build_tiny_vit(path: Path, blocks: int = 3) -> Path:
+    """A 'ViT' with HF-style block names: tokens = pixels; block k adds (k + 1) to its input."""
+    x = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["B", 3, "H", "W"])
+    nodes = [
+        helper.make_node("Reshape", ["pixel_values", "shape"], ["chw"]),
+        helper.make_node("Transpose", ["chw"], ["h0"], perm=[0, 2, 1]),
+    ]
+    inits = [numpy_helper.from_array(np.array([0, 3, -1], dtype=np.int64), "shape")]
+    for k in range(blocks):
+        nodes.append(
+            helper.make_node(
+                "ReduceMean",
+                [f"h{k}"],
+                [f"m{k}"],
+                axes=[-1],
+                name=f"/vision_model/encoder/layers.{k}/layer_norm1/ReduceMean",
+            )
+        )
+        inits.append(numpy_helper.from_array(np.full(3, k + 1.0, np.float32), f"b{k}"))
+        nodes.append(helper.make_node("Add", [f"h{k}", f"b{k}"], [f"h{k + 1}"]))
+    nodes.append(helper.make_node("Identity", [f"h{blocks}"], ["last_hidden"]))
+    nodes.append(
+        helper.make_node("ReduceMean", ["last_hidden"], ["image_embeds"], axes=[1], keepdims=0)
+    )
+    outputs = [
+        helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["B", 3]),
+        helper.make_tensor_value_info("last_hidden", TensorProto.FLOAT, ["B", "T", 3]),
+    ]
+    graph = helper.make_graph(nodes, "tiny_vit", [x], outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_layers_pool_gives_each_blocks_cls_token(tmp_path: Path) -> None:
+    path = build_tiny_vit(tmp_path / "vit.onnx")
+    bb = OnnxBackbone(path, pool="layers", preprocessing=TINY_PRE)
+    assert bb.layers == [0, 1, 2] and bb.layer_outputs[-1] == "last_hidden"
+    x = batch(2)
+    out = bb.embed(x)
+    assert out.shape == (2, 9)
+    cls = x.reshape(2, 3, -1)[:, :, 0]  # token 0 of the pixels-as-tokens model
+    expected = []
+    for k in range(3):  # block k's output = input + 1 + ... + (k + 1)
+        v = cls + (k + 1) * (k + 2) / 2
+        expected.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+    np.testing.assert_allclose(out, np.concatenate(expected, 1) / np.sqrt(3), rtol=1e-5)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
+
+
+def test_layers_pool_subset_round_trip_and_errors(tmp_path: Path) -> None:
+    path = build_tiny_vit(tmp_path / "vit.onnx")
+    bb = OnnxBackbone(path, pool="layers", layers=[0, -1], preprocessing=TINY_PRE)
+    assert bb.layers == [0, 2] and bb.embed(batch(1)).shape == (1, 6)
+    again = open_backbone(json.loads(json.dumps(bb.spec())))
+    assert again.layers == [0, 2] and again.cache_id == bb.cache_id
+    np.testing.assert_array_equal(again.embed(batch(1)), bb.embed(batch(1)))
+    full = OnnxBackbone(path, pool="layers", preprocessing=TINY_PRE)
+    assert full.cache_id != bb.cache_id
+    with pytest.raises(ValueError, match="outside the model's 3 blocks"):
+        OnnxBackbone(path, pool="layers", layers=[5], preprocessing=TINY_PRE)
+    with pytest.raises(ValueError, match="needs a ViT exported with block names"):
+        OnnxBackbone(build_tiny_encoder(tmp_path / "plain.onnx"), pool="layers")

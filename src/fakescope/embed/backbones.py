@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,16 @@ CLIP_PREPROCESSING = Preprocessing(
 
 POOLS: tuple[str, ...] = ("embed", "cls", "patch_mean", "cls_patch")
 TIMM_POOLS: tuple[str, ...] = (*POOLS, "multi")
+ONNX_POOLS: tuple[str, ...] = (*POOLS, "layers")
 DEFAULT_MULTI_LAYERS = 4
 _RANDOM_INIT_SEED = 0
 # Spec keys that say where things live or how fast to run, not what the embedding is.
-_NOT_IDENTITY = frozenset({"path", "weights", "batch_size", "embed_output", "hidden_output"})
+_NOT_IDENTITY = frozenset(
+    {"path", "weights", "batch_size", "embed_output", "hidden_output", "layer_outputs"}
+)
+# A transformer block's input is what its first LayerNorm reads: HF-exported ViTs (CLIP
+# included) name that node ".../layers.<k>/layer_norm1/ReduceMean".
+_BLOCK_INPUT = re.compile(r"layers\.(\d+)/layer_norm1/ReduceMean$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,9 +146,14 @@ class OnnxBackbone(Backbone):
     Args:
         path: the ``.onnx`` file.
         pool: ``embed`` (the ``embed_output`` vector) or ``cls``, ``patch_mean``, ``cls_patch``
-            (from the hidden-state output, index 0 taken as CLS and the rest as patches).
+            (from the hidden-state output, index 0 taken as CLS and the rest as patches), or
+            ``layers``: the CLS token after each transformer block in ``layers``, each
+            L2-normalised, concatenated and scaled to unit length (intermediate blocks keep the
+            low-level evidence that the last one abstracts away; RINE, Koutlis & Papadopoulos,
+            ECCV 2024). The graph is given those tensors as extra outputs when it is opened.
         embed_output: the output holding the final embedding.
         hidden_output: the ``[B, T, C]`` hidden-state output; None picks the only 3-D output.
+        layers: for ``layers``, block indices from 0 (default: every block).
         preprocessing: how images are prepared for this model (CLIP's by default).
         batch_size: images per ``session.run``; incoming batches are split into chunks of it.
         threads: onnxruntime intra-op threads (default: all CPU cores).
@@ -160,21 +172,33 @@ class OnnxBackbone(Backbone):
         preprocessing: Preprocessing = CLIP_PREPROCESSING,
         batch_size: int = 1,
         threads: int | None = None,
+        layers: Sequence[int] | None = None,
     ) -> None:
-        _check_pool(pool, POOLS, "ONNX")
+        _check_pool(pool, ONNX_POOLS, "ONNX")
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
         self.pool = pool
         self.preprocessing = preprocessing
-        self.batch_size = max(1, int(batch_size))
         self.sha256 = file_digest(self.path)
-        self._session = _open_session(self.path, threads)
+        self.per_batch_quantised = quantises_per_batch(self.path)
+        # Activations quantised per run make an image's embedding depend on its batch mates.
+        self.batch_size = 1 if self.per_batch_quantised else max(1, int(batch_size))
+        self.layers: list[int] | None = None
+        self.layer_outputs: list[str] = []
+        if pool == "layers":
+            self._session, self.layers, self.layer_outputs = _open_with_block_outputs(
+                self.path, layers, hidden_output, threads
+            )
+        else:
+            self._session = _open_session(self.path, threads)
         self._input = _single_input_name(self._session, self.path)
         shapes = {o.name: o.shape for o in self._session.get_outputs()}
         self.embed_output = embed_output
         self.hidden_output = hidden_output
-        if pool == "embed":
+        if pool == "layers":
+            self._fetch = self.layer_outputs
+        elif pool == "embed":
             _require_output(shapes, embed_output, self.path)
             self._fetch = embed_output
         else:
@@ -193,6 +217,9 @@ class OnnxBackbone(Backbone):
 
     def _embed_chunk(self, chunk: np.ndarray) -> np.ndarray:
         """Run the session on one chunk and pool its output."""
+        if self.pool == "layers":
+            outs = self._session.run(self.layer_outputs, {self._input: chunk})
+            return _layer_cls(outs, str(self.path))
         (out,) = self._session.run([self._fetch], {self._input: chunk})
         out = np.asarray(out, dtype=np.float32)
         if self.pool == "embed":
@@ -208,14 +235,33 @@ class OnnxBackbone(Backbone):
             "pool": self.pool,
             "embed_output": self.embed_output,
             "hidden_output": self.hidden_output,
-            "outputs": [self._fetch],
+            "outputs": self._fetch if isinstance(self._fetch, list) else [self._fetch],
+            "layers": self.layers,
+            "layer_outputs": self.layer_outputs or None,
             "preprocessing": self.preprocessing.to_dict(),
             "batch_size": self.batch_size,
         }
 
 
-def _open_session(path: Path, threads: int | None) -> Any:
-    """An onnxruntime CPU session, or a ValueError naming the file when it is not ONNX."""
+def quantises_per_batch(path: Path) -> bool:
+    """Whether an ONNX file quantises activations at run time (``DynamicQuantizeLinear``).
+
+    Such a model computes one scale per ``session.run``, so it is run one image at a time to make
+    every embedding independent of the other images in the batch. The op name is looked for in
+    the file's bytes, which needs no ``onnx`` package.
+    """
+    needle, tail = b"DynamicQuantizeLinear", b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle) :]
+    return False
+
+
+def _open_session(path: Path, threads: int | None, model: bytes | None = None) -> Any:
+    """An onnxruntime CPU session (of ``model`` bytes when given), or a ValueError naming the file
+    when it is not ONNX."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -223,9 +269,75 @@ def _open_session(path: Path, threads: int | None) -> Any:
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        source = model if model is not None else str(path)
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+
+
+def block_outputs(model: Any, hidden_output: str | None = None) -> list[str]:
+    """Names of the tensors leaving each transformer block of an ONNX ViT, in block order.
+
+    Block ``k``'s output is block ``k + 1``'s input, found by its first LayerNorm's node name
+    (:data:`_BLOCK_INPUT`); the last block's output is the model's 3-D hidden-state output.
+    """
+    inputs = {}
+    for node in model.graph.node:
+        m = _BLOCK_INPUT.search(node.name)
+        if m:
+            inputs[int(m.group(1))] = node.input[0]
+    if not inputs:
+        raise ValueError("no transformer blocks found (no '.../layers.<k>/layer_norm1' nodes)")
+    names = [inputs[k] for k in sorted(inputs) if k > 0]
+    if hidden_output is None:
+        three_d = [o.name for o in model.graph.output if len(o.type.tensor_type.shape.dim) == 3]
+        if len(three_d) != 1:
+            raise ValueError(f"cannot tell the last block's output among outputs {three_d}")
+        hidden_output = three_d[0]
+    return [*names, hidden_output]
+
+
+def _open_with_block_outputs(
+    path: Path, layers: Sequence[int] | None, hidden_output: str | None, threads: int | None
+) -> tuple[Any, list[int], list[str]]:
+    """A session whose graph also outputs the chosen blocks' outputs; the indices and names."""
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - onnx is a core dependency
+        raise RuntimeError("pool 'layers' needs the onnx package: pip install onnx") from exc
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    try:
+        names = block_outputs(model, hidden_output)
+    except ValueError as exc:
+        raise ValueError(
+            f"{path}: pool 'layers' needs a ViT exported with block names: {exc}"
+        ) from exc
+    chosen = list(range(len(names))) if layers is None else [int(k) for k in layers]
+    bad = [k for k in chosen if not -len(names) <= k < len(names)]
+    if bad or not chosen:
+        raise ValueError(f"{path}: layers {bad or chosen} outside the model's {len(names)} blocks")
+    chosen = [k % len(names) for k in chosen]
+    wanted = [names[k] for k in chosen]
+    have = {o.name for o in model.graph.output}
+    for name in wanted:
+        if name not in have:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return _open_session(path, threads, model.SerializeToString()), chosen, wanted
+
+
+def _layer_cls(outs: Sequence[np.ndarray], source: str) -> np.ndarray:
+    """Per-block CLS tokens, each L2-normalised, concatenated and scaled to unit length."""
+    parts = []
+    for out in outs:
+        arr = np.asarray(out, dtype=np.float32)
+        if arr.ndim != 3:
+            raise ValueError(f"{source}: expected block outputs [B, T, C], got shape {arr.shape}")
+        cls = arr[:, 0]
+        parts.append(cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12))
+    return np.concatenate(parts, axis=1) / np.sqrt(len(parts))
 
 
 def _single_input_name(session: Any, path: Path) -> str:
@@ -524,6 +636,7 @@ def _open_onnx_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -
         hidden_output=spec.get("hidden_output"),
         preprocessing=Preprocessing.from_dict(spec.get("preprocessing", {})),
         batch_size=int(spec.get("batch_size") or 1),
+        layers=spec.get("layers"),
     )
 
 
@@ -567,20 +680,23 @@ def _check_sha(spec: dict[str, Any], backbone: Backbone) -> None:
 _HUB_SCHEMES = ("hf-hub", "hf_hub", "local-dir")
 
 
-def open_backbone_arg(arg: str, pool: str = "embed") -> Backbone:
+def open_backbone_arg(
+    arg: str, pool: str = "embed", layers: Sequence[int] | None = None
+) -> Backbone:
     """Open a backbone from a command-line value.
 
     Args:
         arg: a path to an ``.onnx`` file, a timm model name (pretrained weights are downloaded),
             or ``name:weights_path`` such as ``mobilenetv2_100:/path/w.safetensors``.
         pool: the pooling to use.
+        layers: for ONNX ``layers`` pooling, the block indices (None: every block).
 
     Returns:
         An :class:`OnnxBackbone` or a :class:`TimmBackbone`.
     """
     text = arg.strip()
     if text.lower().endswith(".onnx"):
-        return OnnxBackbone(text, pool=pool)
+        return OnnxBackbone(text, pool=pool, layers=layers)
     name, weights = _split_timm_arg(text)
     if weights is None:
         return TimmBackbone(name, pretrained=True, pool=pool)
