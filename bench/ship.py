@@ -1,0 +1,84 @@
+"""Write the built-in detectors that ``bench/protocol.py --ship`` chose into ``src/fakescope/zoo``.
+
+Each is a probe on the int8 CLIP tower: a logistic head fitted on the dev train split (plus the
+family's extra data), Platt scaling fitted on the dev val split, and the out-of-depth guard
+fitted on the training embeddings. The backbone is stored by file name only, so the checkpoint
+finds it through ``--backbone-path`` or ``$FAKESCOPE_WEIGHTS`` on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from protocol import CLIP, OUT, ZOO, Data, Family, Feats, fit_head, in_distribution, training_set
+
+from fakescope.embed.backbones import OnnxBackbone
+from fakescope.eval.calibration import fit_platt
+from fakescope.models.checkpoint import save_checkpoint
+from fakescope.models.probe import attach_novelty, create_probe_detector
+
+log = logging.getLogger("protocol.ship")
+
+#: built-in name -> (file, family). The first is the default detector.
+SHIPPED: dict[str, tuple[str, Family]] = {
+    "clip-layers": (
+        "clip_layers.safetensors",
+        Family("layers+matched+reals", "layers", c=1.0, matched=True, reals=True),
+    ),
+    "clip-baseline": ("clip_baseline.safetensors", Family("baseline", "embed", c=10.0)),
+}
+
+
+def build(fam: Family, f: Feats, d: Data) -> Any:
+    """The probe detector for ``fam``: head, calibration, guard."""
+    x, y = training_set(fam, f, d)
+    head = fit_head(fam, x, y)
+    clf = head.clf
+    bb = OnnxBackbone(CLIP, pool=fam.kind)
+    det = create_probe_detector(bb, x.shape[1], l2=fam.l2)
+    dim = x.shape[1]
+    det.net.set_head(np.zeros(dim), np.ones(dim), clf.coef_[0], float(clf.intercept_[0]))
+    val = (d.dev["split"] == "val").to_numpy()
+    det.spec.calibration = fit_platt(head(f.dev[val]), d.dev["label"].to_numpy()[val])
+    attach_novelty(det, x)
+    det.spec.model_kwargs["backbone"]["path"] = CLIP.name  # no machine-specific paths
+    return det, head
+
+
+def ship(d: Data, feats: dict[str, Feats]) -> None:
+    """Train and write every entry of :data:`SHIPPED`, with its protocol row in the metadata."""
+    results = {r["name"]: r for r in json.loads((OUT / "results.json").read_text())}
+    for name, (file, fam) in SHIPPED.items():
+        det, head = build(fam, feats[fam.kind], d)
+        row = results.get(fam.name, {})
+        meta = {
+            "builtin": name,
+            "family": fam.name,
+            "trained_on": _trained_on(fam, d),
+            "in_distribution_test": in_distribution(head(feats[fam.kind].dev), d),
+            "protocol": {k: row.get(k) for k in ("sets", "test_mean", "control_penalty", "score")},
+        }
+        path = save_checkpoint(ZOO / file, det, bench=meta)
+        log.info("wrote %s (%s): %s", path, name, json.dumps(meta["in_distribution_test"]))
+
+
+def _trained_on(fam: Family, d: Data) -> dict[str, Any]:
+    train = d.dev[d.dev["split"] == "train"]
+    out: dict[str, Any] = {
+        "sd14-coco-imagenet train split": {
+            "fake": int(train["label"].sum()),
+            "real": int((train["label"] == 0).sum()),
+        },
+    }
+    if fam.matched:
+        frames = d.proto[d.proto["set"] == "spotdiff"]
+        out["video-spotdiff frames (content-matched)"] = {
+            "fake": int(frames["label"].sum()),
+            "real": int((frames["label"] == 0).sum()),
+        }
+    if fam.reals:
+        out["pool real photos (not held back)"] = {"real": len(d.reals)}
+    return out
