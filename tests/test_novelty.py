@@ -236,3 +236,23 @@ def test_detectors_without_guard_have_no_novelty(tmp_path: Path) -> None:
     assert row.novelty is None and row.reason is None and det.novelty_threshold is None
     attach_novelty(det, np.random.default_rng(0).normal(size=(30, 16)), k=2)
     assert det.spec.model_kwargs["novelty"]["k"] == 2
+
+
+def test_guard_can_look_at_a_slice_and_layers_probes_use_their_early_blocks() -> None:
+    from fakescope.models.detector import DetectorSpec
+    from fakescope.models.novelty import build_novelty
+    from fakescope.models.probe import guard_dims
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 12))
+    guard = fit_novelty(x, k=2, dims=(0, 4))
+    assert guard.bank.shape == (60, 4) and guard.config()["dims"] == [0, 4]
+    far = x[:2].copy()
+    far[:, 4:] += 100  # far only in the columns the guard ignores
+    assert (guard.distances(torch.from_numpy(far.astype(np.float32))) < guard.threshold).all()
+    again = build_novelty(guard.config())
+    assert again.dims == (0, 4) and again.k == 2
+    layers = {"backbone": {"pool": "layers", "layers": list(range(12))}, "dim": 12 * 768}
+    assert guard_dims(DetectorSpec("probe", "p", model_kwargs=layers)) == (0, 6 * 768)
+    embed = {"backbone": {"pool": "embed"}, "dim": 512}
+    assert guard_dims(DetectorSpec("probe", "p", model_kwargs=embed)) is None

@@ -580,7 +580,9 @@ def test_cli_parser_and_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.max_upload_mb, settings.max_queue, settings.video_frames) == (5, 0, 8)
     assert settings.max_pixels == ServeSettings().max_pixels
     monkeypatch.delenv("FAKESCOPE_DETECTOR", raising=False)
-    with pytest.raises(ValueError, match="no detector: pass --detector"):
+    monkeypatch.delenv("FAKESCOPE_WEIGHTS", raising=False)
+    # no --detector: the default built-in, whose CLIP tower is not on this path
+    with pytest.raises(FileNotFoundError, match="FAKESCOPE_WEIGHTS"):
         cmd_serve(args)
 
 
@@ -589,3 +591,32 @@ def test_bad_settings_refused(detector: Any) -> None:
         create_app(detector, ServeSettings(max_concurrency=0))
     with pytest.raises(ValueError, match="video_frames"):
         create_app(detector, ServeSettings(video_frames=100, max_video_frames=64))
+
+
+# ------------------------------------------------------------------------- out-of-depth guard
+def test_json_rows_carry_the_out_of_depth_guard(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fakescope.data.transforms import eval_transform
+    from fakescope.embed.backbones import OnnxBackbone
+    from fakescope.models.probe import attach_novelty, create_probe_detector
+
+    from .test_novelty import build_encoder, far_away, textures
+
+    backbone = OnnxBackbone(build_encoder(tmp_path / "enc.onnx", quantise=False))
+    det = create_probe_detector(backbone, 16, l2=True)
+    det.net.set_head(np.zeros(16), np.ones(16), np.linspace(-1, 1, 16), 0.0)
+    tf = eval_transform(backbone.preprocessing)
+    train = np.stack([tf(im).numpy() for im in textures(40)])
+    attach_novelty(det, backbone.embed(train), k=3, quantile=1.0)
+    settings = ServeSettings(device="cpu", tmp_root=str(tmp_path / "up"))
+    with TestClient(create_app(det, settings)) as client:
+        buf = io.BytesIO()
+        far_away()["stars"].save(buf, format="PNG")
+        body = post_file(client, "stars.png", buf.getvalue()).json()
+        assert body["verdict"] == "uncertain" and body["reason"] == "unlike the training data"
+        assert body["novelty"] > det.novelty_threshold
+        buf = io.BytesIO()
+        textures(1, seed=9)[0].save(buf, format="PNG")
+        body = post_file(client, "texture.png", buf.getvalue()).json()
+        assert body["reason"] is None and body["novelty"] is not None
