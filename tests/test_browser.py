@@ -7,6 +7,7 @@ is not used.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -48,15 +49,13 @@ if not CHROMIUM.is_file():  # pragma: no cover - depends on the machine
 uvicorn = pytest.importorskip("uvicorn")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app on a free loopback port, served by uvicorn in a background thread."""
+@contextlib.contextmanager
+def serving(det: Any, tmp: Path) -> Iterator[str]:
+    """``det`` behind the app on a free loopback port, served by uvicorn in a background thread."""
     from fakescope.serve import ServeSettings, create_app
 
-    det = create_detector(TINY_MODEL, img_size=32).eval()
-    ckpt = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", det)
-    settings = ServeSettings(device="cpu", tmp_root=str(tmp_path_factory.mktemp("uploads")))
-    app = create_app(load_detector(ckpt), settings)
+    settings = ServeSettings(device="cpu", tmp_root=str(tmp / "uploads"))
+    app = create_app(det, settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -69,10 +68,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app with a tiny fine-tuned network."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    det = create_detector(TINY_MODEL, img_size=32).eval()
+    ckpt = save_checkpoint(tmp / "tiny.safetensors", det)
+    with serving(load_detector(ckpt), tmp) as url:
+        yield url
 
 
 def _wait_until(cond: Any, timeout_s: float = 30.0) -> None:
@@ -167,3 +178,35 @@ def test_page_end_to_end(server: str, tmp_path: Path) -> None:
     assert (tmp_path / "image.png").stat().st_size > 1000
     # the 415 answer itself is logged by Chromium as a failed resource load; nothing else may be
     assert [m for m in problems if "415" not in m] == []
+
+
+def test_page_says_why_an_out_of_depth_image_is_uncertain(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fakescope.data.transforms import eval_transform
+    from fakescope.embed.backbones import OnnxBackbone
+    from fakescope.models.probe import attach_novelty, create_probe_detector
+
+    from .test_novelty import build_encoder, far_away, textures
+
+    backbone = OnnxBackbone(build_encoder(tmp_path / "enc.onnx", quantise=False))
+    det = create_probe_detector(backbone, 16, l2=True)
+    det.net.set_head(np.zeros(16), np.ones(16), np.linspace(-1, 1, 16), 0.0)
+    tf = eval_transform(backbone.preprocessing)
+    attach_novelty(det, backbone.embed(np.stack([tf(im).numpy() for im in textures(40)])), k=3)
+    stars = tmp_path / "stars.png"
+    far_away()["stars"].save(stars)
+    with serving(det, tmp_path) as url, sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 950})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url + "/")
+            page.set_input_files("#file-input", str(stars))
+            expect(page.locator("#verdict")).to_have_text("uncertain")
+            expect(page.locator("#verdict-words")).to_contain_text("unlike the training data")
+            page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
+        finally:
+            browser.close()
