@@ -151,21 +151,22 @@ def features(kind: str, df: pd.DataFrame, timing: dict[str, float]) -> np.ndarra
 
 
 def load_feats(kind: str, d: Data, timing: dict[str, float]) -> Feats:
-    """A feature kind for every table (ZED: dev and protocol only; it needs no pool rows)."""
+    """A feature kind for every table (:data:`DEV_AND_PROTOCOL_ONLY`: NaN for the pool's rows)."""
     if kind == "zed":
         from zed_lite import zed_features
 
-        def nan(t: pd.DataFrame) -> np.ndarray:
-            return np.full((len(t), 9), np.nan, np.float32)
+        def get(t: pd.DataFrame) -> np.ndarray:
+            return zed_features(t, OUT / "zed", timing, d)
+    else:
 
-        z = OUT / "zed"
-        return Feats(
-            zed_features(d.dev, z, timing, d),
-            zed_features(d.proto, z, timing, d),
-            nan(d.reals),
-            nan(d.pool),
-        )
-    return Feats(*(features(kind, t, timing) for t in (d.dev, d.proto, d.reals, d.pool)))
+        def get(t: pd.DataFrame) -> np.ndarray:
+            return features(kind, t, timing)
+
+    dev, proto = get(d.dev), get(d.proto)
+    if kind in DEV_AND_PROTOCOL_ONLY:
+        nan = np.full((len(d.pool), dev.shape[1]), np.nan, np.float32)
+        return Feats(dev, proto, nan[: len(d.reals)], nan)
+    return Feats(dev, proto, get(d.reals), get(d.pool))
 
 
 def encoder_speed(bb: OnnxBackbone, df: pd.DataFrame, n: int = 24) -> float:
@@ -391,6 +392,10 @@ def _ci(ci: Sequence[float] | None) -> str:
     return f"[{ci[0]:.2f},{ci[1]:.2f}]" if ci else "[n/a]"
 
 
+def _ci3(ci: Sequence[float] | None) -> str:
+    return f"[{ci[0]:.3f},{ci[1]:.3f}]" if ci else "[n/a]"
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """The protocol table with the in-distribution AUC, LOGO, train time and images/s."""
     names = [s["name"] for s in rows[0]["sets"]]
@@ -407,9 +412,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         )
         ind = r["in_dist"]
         lines.append(
-            f"{r['name']:<34}{ind['auc']:.3f} {_ci(ind['ci']):<14}{cells}"
+            f"{r['name']:<34}{ind['auc']:.3f} {_ci3(ind['ci']):<14}{cells}"
             f"{r['test_mean']:>9.3f}{r['control_penalty']:>8.3f}{r['score']:>7.3f}"
-            f"{_num(r['logo'], 7, '.3f')}{_num(r['train_s'], 8, '.1f')}"
+            f"{_num(r['logo'], 7, '.3f')}{_num(r['train_s'], 8, '.2f')}"
             f"{_num(r['images_per_s'], 7, '.1f')}"
         )
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,10 @@ from fakescope.models.checkpoint import save_checkpoint
 from fakescope.models.probe import attach_novelty, create_probe_detector
 
 log = logging.getLogger("protocol.ship")
+
+#: The guard's threshold: the 99.9th percentile of the training images' own distances, so about
+#: 1 in 1,000 in-distribution images is flagged.
+GUARD_QUANTILE = 0.999
 
 #: built-in name -> (file, family). The first is the default detector.
 SHIPPED: dict[str, tuple[str, Family]] = {
@@ -43,7 +48,7 @@ def build(fam: Family, f: Feats, d: Data) -> Any:
     det.net.set_head(np.zeros(dim), np.ones(dim), clf.coef_[0], float(clf.intercept_[0]))
     val = (d.dev["split"] == "val").to_numpy()
     det.spec.calibration = fit_platt(head(f.dev[val]), d.dev["label"].to_numpy()[val])
-    attach_novelty(det, x)
+    attach_novelty(det, x, quantile=GUARD_QUANTILE)
     det.spec.model_kwargs["backbone"]["path"] = CLIP.name  # no machine-specific paths
     return det, head
 
@@ -61,8 +66,43 @@ def ship(d: Data, feats: dict[str, Feats]) -> None:
             "in_distribution_test": in_distribution(head(feats[fam.kind].dev), d),
             "protocol": {k: row.get(k) for k in ("sets", "test_mean", "control_penalty", "score")},
         }
+        meta["guard"] = guard_figures(det, feats[fam.kind], d)
         path = save_checkpoint(ZOO / file, det, bench=meta)
-        log.info("wrote %s (%s): %s", path, name, json.dumps(meta["in_distribution_test"]))
+        print(f"wrote {path} ({name}): {json.dumps(meta, default=float)}", flush=True)
+
+
+def guard_figures(det: Any, f: Feats, d: Data) -> dict[str, Any]:
+    """Dev test accuracy with and without the guard, and how often each set is flagged."""
+    import torch
+
+    def verdicts(x: np.ndarray, guarded: bool) -> list[str]:
+        with torch.no_grad():
+            feats = torch.from_numpy(x.astype(np.float32))
+            z = det.net.head_logits(feats)[:, 0]
+            p = torch.sigmoid(det.calibrated_logits(z)).numpy()
+            nov = det.net.novelty(feats).numpy()
+        return [
+            det.verdict(float(s), float(n) if guarded else None)
+            for s, n in zip(p, nov, strict=True)
+        ]
+
+    test = (d.dev["split"] == "test").to_numpy()
+    truth = np.where(d.dev["label"].to_numpy()[test] == 1, "fake", "real")
+    acc = {
+        key: float(np.mean(np.array(verdicts(f.dev[test], g)) == truth))
+        for key, g in (("without_guard", False), ("with_guard", True))
+    }
+    flagged = {}
+    for name in d.proto["set"].unique():
+        rows = f.proto[(d.proto["set"] == name).to_numpy()]
+        with torch.no_grad():
+            nov = det.net.novelty(torch.from_numpy(rows.astype(np.float32))).numpy()
+        flagged[name] = float(np.mean(nov > det.novelty_threshold))
+    return {
+        "dev_test_accuracy": acc,
+        "protocol_flagged": flagged,
+        "threshold": det.novelty_threshold,
+    }
 
 
 def _trained_on(fam: Family, d: Data) -> dict[str, Any]:
@@ -82,3 +122,23 @@ def _trained_on(fam: Family, d: Data) -> dict[str, Any]:
     if fam.reals:
         out["pool real photos (not held back)"] = {"real": len(d.reals)}
     return out
+
+
+def main() -> None:
+    """``python bench/ship.py --pool POOL_DIR``: ship from cached features and results.json."""
+    import argparse
+
+    from protocol import load_data, load_feats
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pool", required=True, type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    d = load_data(args.pool)
+    timing: dict[str, float] = {}
+    kinds = {fam.kind for _, fam in SHIPPED.values()}
+    ship(d, {k: load_feats(k, d, timing) for k in kinds})
+
+
+if __name__ == "__main__":
+    main()

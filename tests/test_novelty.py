@@ -256,3 +256,28 @@ def test_guard_can_look_at_a_slice_and_layers_probes_use_their_early_blocks() ->
     assert guard_dims(DetectorSpec("probe", "p", model_kwargs=layers)) == (0, 6 * 768)
     embed = {"backbone": {"pool": "embed"}, "dim": 512}
     assert guard_dims(DetectorSpec("probe", "p", model_kwargs=embed)) is None
+
+
+def test_layers_probe_trains_saves_and_reloads_with_the_same_scores(tmp_path: Path) -> None:
+    from fakescope.data.splits import make_splits
+
+    from .test_embed import build_tiny_vit
+
+    vit = build_tiny_vit(tmp_path / "vit.onnx", blocks=4)
+    reals, fakes = textures(30, seed=0), textures(30, seed=1)
+    fakes = [Image.fromarray((np.asarray(f) * 0.6).astype(np.uint8)) for f in fakes]
+    paths = write(reals, tmp_path / "d" / "real", "r") + write(fakes, tmp_path / "d" / "fake", "f")
+    df = make_splits(pd.DataFrame({"path": paths, "label": [0] * 30 + [1] * 30, "group": "g"}))
+    (tmp_path / "run").mkdir()
+    cfg = TrainConfig(
+        detector="probe", backbone=str(vit), pool="layers", probe_l2=True, probe_c=1.0, workers=0
+    )
+    fit_probe(cfg, tmp_path / "run", df)
+    det = load_detector(tmp_path / "run" / "best.safetensors")
+    bb = det.spec.model_kwargs["backbone"]
+    assert bb["pool"] == "layers" and bb["layers"] == [0, 1, 2, 3]
+    assert det.spec.model_kwargs["novelty"]["dims"] == [0, 2 * 3]  # the first half of 4 blocks
+    imgs = textures(4, seed=5)
+    first = [r.score for r in fakescope.predict(imgs, detector=det)]
+    again = load_detector(save_checkpoint(tmp_path / "copy.safetensors", det))
+    assert [r.score for r in fakescope.predict(imgs, detector=again)] == first

@@ -99,8 +99,7 @@ def guard_dims(spec: DetectorSpec) -> tuple[int, int] | None:
     if bb.get("pool") != "layers" or not layers:
         return None
     width = int(spec.model_kwargs["dim"]) // len(layers)
-    early = sum(1 for k in layers if k < 6) or max(1, len(layers) // 2)
-    return (0, early * width)
+    return (0, max(1, len(layers) // 2) * width)
 
 
 def attach_novelty(detector: Detector, feats: np.ndarray, **fit_kw: Any) -> None:
