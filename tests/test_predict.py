@@ -268,10 +268,13 @@ def test_stdin_and_globs(ckpt: Path, folder: Path, tmp_path: Path, monkeypatch) 
     assert len(load_rows(out2)) == 3
 
 
-def test_no_detector_is_a_clear_error(folder: Path, capsys, monkeypatch) -> None:
+def test_no_detector_uses_the_default_builtin(folder: Path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("FAKESCOPE_DETECTOR", raising=False)
+    monkeypatch.delenv("FAKESCOPE_WEIGHTS", raising=False)
+    # without its CLIP tower, the default built-in says where the file must go
     assert main(["predict", str(folder)]) == 1
-    assert "--detector" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "clip_vit_b16_openai_visual.int8.onnx" in err and "FAKESCOPE_WEIGHTS" in err
 
 
 def test_resume_needs_output(ckpt: Path, folder: Path, capsys) -> None:

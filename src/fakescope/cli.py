@@ -111,11 +111,18 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--pool",
-        choices=["embed", "cls", "patch_mean", "cls_patch", "multi"],
-        help="probe features: final embedding (default), CLS token, patch mean, both, layers",
+        choices=["embed", "cls", "patch_mean", "cls_patch", "multi", "layers"],
+        help="probe features: final embedding (default), CLS token, patch mean, both; multi: "
+        "pooled timm layers; layers: the CLS token after every block of an ONNX ViT",
     )
     p.add_argument(
         "--probe-c", type=float, help="probe L2 inverse strength (default: chosen on val)"
+    )
+    p.add_argument(
+        "--probe-l2",
+        action="store_true",
+        default=None,
+        help="L2-normalise probe embeddings instead of standardising them (UnivFD's set-up)",
     )
     p.add_argument(
         "--cache-dir", help="embedding cache (default $FAKESCOPE_CACHE or ~/.cache/fakescope)"
@@ -159,6 +166,7 @@ _TRAIN_KEYS = (
     "backbone",
     "pool",
     "probe_c",
+    "probe_l2",
     "cache_dir",
 )
 
@@ -343,7 +351,11 @@ def add_detector_arguments(p: argparse.ArgumentParser) -> None:
     """Which detector and how it runs, shared by ``predict``, ``serve`` and ``scan``."""
     from fakescope.infer.backends import BACKENDS, PRECISIONS
 
-    p.add_argument("--detector", help="checkpoint (.safetensors); default $FAKESCOPE_DETECTOR")
+    p.add_argument(
+        "--detector",
+        help="checkpoint (.safetensors, .onnx) or builtin:NAME; default $FAKESCOPE_DETECTOR, "
+        "else builtin:clip-layers",
+    )
     p.add_argument(
         "--backbone-path", help="for probe detectors: where the frozen backbone file is now"
     )
@@ -364,16 +376,12 @@ def add_detector_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def detector_ref(args: argparse.Namespace) -> str:
-    """``--detector``, else ``$FAKESCOPE_DETECTOR``; a clear error when there is neither."""
+    """``--detector``, else ``$FAKESCOPE_DETECTOR``, else the default built-in detector."""
     import os
 
-    ref = args.detector or os.environ.get("FAKESCOPE_DETECTOR")
-    if not ref:
-        raise ValueError(
-            "no detector: pass --detector CHECKPOINT (train one with `fakescope train`, or "
-            "run `fakescope demo`), or set FAKESCOPE_DETECTOR"
-        )
-    return ref
+    from fakescope.zoo import DEFAULT_DETECTOR
+
+    return args.detector or os.environ.get("FAKESCOPE_DETECTOR") or DEFAULT_DETECTOR
 
 
 def add_video_arguments(p: argparse.ArgumentParser) -> None:
@@ -456,6 +464,60 @@ def _progress(enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(desc="predict", unit="file", disable=not enabled, file=sys.stderr)
+
+
+def _add_protocol(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "protocol",
+        help="score detectors on the selection protocol: sets that image content cannot win",
+        description="Score detectors on the selection protocol: frames of AI and real videos of "
+        "the same scenes, photographic fakes against photos only, and two shortcut controls "
+        "(real photos against painterly or squashed copies of themselves). Prints AUC per set "
+        "with 95%% intervals that resample clips, prompts or photo pairs, the mean over the test "
+        "sets, and a penalty when a control's AUC strays more than 0.1 from 0.5. Build the sets "
+        "once with --video and/or --pool.",
+    )
+    p.add_argument("sets", help="the protocol folder (its manifest.csv); written when building")
+    p.add_argument(
+        "--detector",
+        action="append",
+        help="a checkpoint or builtin:NAME; repeat to compare (default: the default built-in)",
+    )
+    p.add_argument("--video", help="build: a folder with fake/ and real/ clips of the same scenes")
+    p.add_argument("--pool", help="build: the multi-generator pool (shared/tools/build_pool.py)")
+    p.add_argument("--backbone-path", help="for probe detectors: where the backbone file is now")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_protocol)
+
+
+def cmd_protocol(args: argparse.Namespace) -> int:
+    from fakescope.eval import protocol as proto
+    from fakescope.models.checkpoint import load_detector
+    from fakescope.zoo import DEFAULT_DETECTOR
+
+    if args.video or args.pool:
+        from fakescope.data.protocol_sets import build_protocol_sets
+
+        df = build_protocol_sets(args.sets, args.video, args.pool)
+        print(f"built {len(df)} images in {args.sets}", file=sys.stderr)
+    manifest = proto.read_protocol_manifest(args.sets)
+    table = {}
+    for ref in args.detector or [DEFAULT_DETECTOR]:
+        det = load_detector(ref, backbone_path=args.backbone_path)
+        scores = proto.detector_scores(det, manifest, workers=args.workers)
+        table[ref] = proto.score_manifest(manifest, scores, n_boot=args.n_boot)
+    print(proto.format_table(table))
+    if args.json:
+        from fakescope.utils import atomic_write_text
+
+        doc = {
+            ref: {"sets": [r.to_dict() for r in rows], **proto.summarise(rows)}
+            for ref, rows in table.items()
+        }
+        atomic_write_text(args.json, json.dumps(doc, indent=2))
+    return EXIT_OK
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -619,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_export(sub)
     _add_loso(sub)
+    _add_protocol(sub)
     _add_misc(sub)
     from fakescope.serve.cli import add_serve_parser
 
