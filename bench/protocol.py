@@ -239,7 +239,7 @@ def training_set(
     if fam.matched:
         m = (d.proto["set"] == "spotdiff").to_numpy()
         if drop_scene is not None:
-            m &= (d.proto["scene"] != drop_scene).to_numpy()
+            m = m & (d.proto["scene"] != drop_scene).to_numpy()
         xs.append(f.proto[m])
         ys.append(d.proto["label"].to_numpy()[m])
     if fam.reals:

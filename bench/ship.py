@@ -31,7 +31,7 @@ GUARD_QUANTILE = 0.999
 SHIPPED: dict[str, tuple[str, Family]] = {
     "clip-layers": (
         "clip_layers.safetensors",
-        Family("layers+matched+reals", "layers", c=1.0, matched=True, reals=True),
+        Family("layers+matched C=3", "layers", c=3.0, matched=True),
     ),
     "clip-baseline": ("clip_baseline.safetensors", Family("baseline", "embed", c=10.0)),
 }

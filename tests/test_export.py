@@ -192,10 +192,10 @@ def test_builtin_exports_go_to_the_user_cache(tmp_path: Path, monkeypatch) -> No
     from fakescope.zoo import builtin_path
 
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
-    ref = builtin_path("builtin:clip-effnet-fusion")
+    ref = builtin_path("builtin:clip-layers")
     got = onnx_path_for(ref, "fp32", member=0)
     assert got.parent == tmp_path / "cache" / "onnx"
-    assert got.name.endswith("clip_effnet_fusion.member0.fp32.onnx")
+    assert got.name.endswith("clip_layers.member0.fp32.onnx")
     assert onnx_path_for(tmp_path / "m.safetensors", "int8") == tmp_path / "m.int8.onnx"
 
 

@@ -1,55 +1,143 @@
-"""Built-in detectors: found by name, clear errors, and the shipped CLIP probe on real weights."""
+"""Built-in detectors: found by name, clear errors, and the shipped CLIP probes on real weights."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import fakescope
 from fakescope.models import load_detector
 from fakescope.models.checkpoint import read_meta
-from fakescope.zoo import BUILTINS, builtin_path
+from fakescope.models.novelty import REASON
+from fakescope.zoo import BUILTINS, DEFAULT_DETECTOR, builtin_path
+
+CLIP_FILE = "clip_vit_b16_openai_visual.int8.onnx"
 
 
 def test_builtin_files_ship_with_the_package() -> None:
-    import json
-
+    assert DEFAULT_DETECTOR.removeprefix("builtin:") in BUILTINS
     for name in BUILTINS:
         meta = read_meta(builtin_path(f"builtin:{name}"))
-        assert meta["spec"]["kind"] in ("probe", "fusion")
-        assert meta["spec"]["calibration"]["method"] == "platt"
+        spec = meta["spec"]
+        assert spec["kind"] == "probe" and spec["model_kwargs"]["l2"] is True
+        assert spec["calibration"]["method"] == "platt"
+        assert spec["model_kwargs"]["novelty"]["n"] > 100  # the out-of-depth guard ships too
+        assert meta["bench"]["protocol"]["score"] is not None  # its protocol row travels with it
         text = json.dumps(meta)
         assert "/work/" not in text and "/tmp/" not in text  # no personal absolute paths shipped
 
 
 def test_unknown_builtin_is_a_clear_error() -> None:
-    with pytest.raises(FileNotFoundError, match="clip-probe"):
+    with pytest.raises(FileNotFoundError, match="clip-layers"):
         load_detector("builtin:nope")
 
 
 def test_builtin_without_backbone_says_how_to_get_it(monkeypatch) -> None:
     monkeypatch.delenv("FAKESCOPE_WEIGHTS", raising=False)
     with pytest.raises(FileNotFoundError, match="FAKESCOPE_WEIGHTS"):
-        load_detector("builtin:clip-probe")
+        load_detector(DEFAULT_DETECTOR)
 
 
-def test_builtin_clip_probe_on_the_shared_weights(shared_weights, monkeypatch) -> None:
-    if not (shared_weights / "clip_vit_b16_openai_visual.int8.onnx").is_file():
+# --------------------------------------------------------------------------------------------
+# On the real CLIP tower (skipped without ../shared/weights)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clip_weights(shared_weights, monkeypatch):
+    if not (shared_weights / CLIP_FILE).is_file():
         pytest.skip("CLIP ONNX not in the shared weights")
     monkeypatch.setenv("FAKESCOPE_WEIGHTS", str(shared_weights))
-    yy, xx = np.mgrid[0:256, 0:256]
-    img = Image.fromarray(np.stack([yy, xx, (xx + yy) // 2], -1).astype(np.uint8))
-    rows = fakescope.predict(img, detector="builtin:clip-probe")
+    return shared_weights
+
+
+def photos() -> dict[str, Image.Image]:
+    import skimage.data as sk
+
+    return {n: Image.fromarray(getattr(sk, n)()) for n in ("astronaut", "coffee", "chelsea")}
+
+
+def far_away() -> dict[str, Image.Image]:
+    """Inputs unlike anything the built-ins learnt from: sky, text, flat colour, micrographs."""
+    import skimage.data as sk
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:512]
+    sky = np.zeros((512, 512))
+    for _ in range(150):  # a star field: point sources on black
+        y, x = rng.integers(0, 512, 2)
+        sky += rng.uniform(80, 255) * np.exp(
+            -((yy - y) ** 2 + (xx - x) ** 2) / (2 * rng.uniform(0.6, 2) ** 2)
+        )
+    stars = np.clip(np.stack([sky, sky * 0.95, sky * 0.9], -1), 0, 255).astype(np.uint8)
+    text = Image.new("RGB", (800, 500), "white")
+    draw = ImageDraw.Draw(text)
+    for i in range(20):
+        draw.text(
+            (10, 10 + 24 * i), f"{i}: The quick brown fox jumps over the lazy dog.", fill="black"
+        )
+    return {
+        "star field": Image.fromarray(stars),
+        "Hubble deep field": Image.fromarray(sk.hubble_deep_field()),
+        "text screenshot": text,
+        "scanned page": Image.fromarray(sk.page()).convert("RGB"),
+        "flat grey": Image.new("RGB", (512, 512), (128, 128, 128)),
+        "flat blue": Image.new("RGB", (512, 512), (30, 60, 200)),
+        "fluorescence micrograph": fluorescence(rng),
+    }
+
+
+def fluorescence(rng: np.random.Generator) -> Image.Image:
+    """Stained nuclei on black, as a fluorescence microscope shows them."""
+    yy, xx = np.mgrid[0:512, 0:512]
+    img = np.zeros((512, 512, 3))
+    for _ in range(60):
+        y, x = rng.integers(0, 512, 2)
+        r = rng.uniform(8, 18)
+        blob = np.exp(-((((yy - y) ** 2 + (xx - x) ** 2) / (2 * r * r)) ** 2))
+        img += blob[..., None] * np.array([20, rng.uniform(120, 230), rng.uniform(40, 120)])
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.shared
+def test_default_builtin_flags_far_away_inputs_as_uncertain(clip_weights) -> None:
+    det = load_detector(DEFAULT_DETECTOR)
+    far = far_away()
+    rows = fakescope.predict(list(far.values()), detector=det)
+    for name, row in zip(far, rows, strict=True):
+        assert row.verdict == "uncertain", f"{name}: {row}"
+        assert row.reason == REASON and row.novelty > det.novelty_threshold, name
+    for name, row in zip(
+        photos(), fakescope.predict(list(photos().values()), detector=det), strict=True
+    ):
+        assert row.reason is None and row.verdict in ("real", "fake", "uncertain"), name
+
+
+@pytest.mark.shared
+def test_default_builtin_scores_alone_and_in_a_batch_the_same(clip_weights) -> None:
+    det = load_detector(DEFAULT_DETECTOR)
+    imgs = [*photos().values(), *far_away().values()]
+    alone = [fakescope.predict(im, detector=det)[0].score for im in imgs[:3]]
+    batch = fakescope.predict(imgs, detector=det, batch_size=len(imgs))
+    assert [r.score for r in batch[:3]] == alone
+
+
+@pytest.mark.shared
+def test_default_builtin_on_dev_images_is_rarely_out_of_depth(clip_weights, shared_data) -> None:
+    import pandas as pd
+
+    dev = shared_data
+    df = pd.read_csv(dev / "manifest.csv").sample(40, random_state=0)
+    rows = fakescope.predict([str(dev / p) for p in df["path"]], detector=DEFAULT_DETECTOR)
+    assert sum(r.reason is not None for r in rows) <= 1
+    right = sum(r.verdict == lab for r, lab in zip(rows, df["label"], strict=True))
+    assert right >= 36  # 90% of 40 on the set it was trained beside
+
+
+@pytest.mark.shared
+def test_baseline_builtin_runs(clip_weights) -> None:
+    rows = fakescope.predict(photos()["coffee"], detector="builtin:clip-baseline")
     assert rows[0].model.startswith("probe:clip_vit_b16") and 0.0 <= rows[0].score <= 1.0
-
-
-def test_builtin_fusion_on_the_shared_weights(shared_weights, monkeypatch) -> None:
-    if not (shared_weights / "clip_vit_b16_openai_visual.int8.onnx").is_file():
-        pytest.skip("CLIP ONNX not in the shared weights")
-    monkeypatch.setenv("FAKESCOPE_WEIGHTS", str(shared_weights))
-    det = load_detector("builtin:clip-effnet-fusion")
-    assert det.spec.kind == "fusion" and len(det.net.members) == 2
-    img = Image.fromarray(np.full((64, 64, 3), 120, dtype=np.uint8))
-    rows = fakescope.predict(img, detector=det)
-    assert 0.0 <= rows[0].score <= 1.0

@@ -48,7 +48,10 @@ class ProbeNet(nn.Module):
         """Logits from embeddings, shape ``[B, 1]``."""
         if self.l2:
             feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return self.head((feats - self.mean) / self.scale)
+        z = (feats - self.mean) / self.scale
+        # a row-wise product and sum rather than a GEMM: a GEMM's summation order depends on the
+        # batch size, and an image's score must not depend on its batch mates, even in the 7th digit
+        return (z * self.head.weight[0]).sum(dim=1, keepdim=True) + self.head.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_logits(self.embed(x))

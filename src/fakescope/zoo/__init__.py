@@ -1,7 +1,9 @@
 """Detectors that ship with fakescope, loaded as ``--detector builtin:NAME``.
 
-Built-in probe detectors hold only a small head; their frozen backbone is an external file found by
-name through ``--backbone-path`` or ``$FAKESCOPE_WEIGHTS`` (a folder holding it).
+Built-in probe detectors hold only a small head (and the out-of-depth guard's bank); their frozen
+backbone is an external file found by name through ``--backbone-path`` or ``$FAKESCOPE_WEIGHTS``
+(a folder holding it). They are written by ``bench/protocol.py --ship``, which chose them on the
+selection protocol (``fakescope protocol``).
 """
 
 from __future__ import annotations
@@ -9,18 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 
 PREFIX = "builtin:"
+#: What ``--detector`` means when it is not given (and ``$FAKESCOPE_DETECTOR`` is not set).
+DEFAULT_DETECTOR = "builtin:clip-layers"
 
 #: name -> (file in this package, what it is)
 BUILTINS: dict[str, tuple[str, str]] = {
-    "clip-effnet-fusion": (
-        "clip_effnet_fusion.safetensors",
-        "the best detector we ship: mean of a fine-tuned EfficientNet-Lite0 and the clip-probe, "
-        "Platt-calibrated; see docs/generalisation.md",
+    "clip-layers": (
+        "clip_layers.safetensors",
+        "the default: logistic probe on the CLS token after every block of CLIP ViT-B/16, "
+        "trained on the dev set, content-matched video frames and extra real photos, with an "
+        "out-of-depth guard; see docs/model-card.md",
     ),
-    "clip-probe": (
-        "clip_probe.safetensors",
-        "logistic probe on CLIP ViT-B/16 image embeddings (clip_vit_b16_openai_visual.int8.onnx), "
-        "trained on the sd14-coco-imagenet dev split; see docs/generalisation.md",
+    "clip-baseline": (
+        "clip_baseline.safetensors",
+        "the plain UnivFD-style baseline: logistic probe on L2-normalised CLIP ViT-B/16 image "
+        "embeddings, trained on the dev set; see docs/generalisation.md",
     ),
 }
 
