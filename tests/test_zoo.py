@@ -141,3 +141,10 @@ def test_default_builtin_on_dev_images_is_rarely_out_of_depth(clip_weights, shar
 def test_baseline_builtin_runs(clip_weights) -> None:
     rows = fakescope.predict(photos()["coffee"], detector="builtin:clip-baseline")
     assert rows[0].model.startswith("probe:clip_vit_b16") and 0.0 <= rows[0].score <= 1.0
+
+
+def test_info_reads_a_builtin(capsys) -> None:
+    from fakescope.cli import main
+
+    assert main(["info", DEFAULT_DETECTOR]) == 0
+    assert json.loads(capsys.readouterr().out)["bench"]["builtin"] == "clip-layers"

@@ -95,8 +95,10 @@ def save_checkpoint(path: str | Path, detector: Detector, **extra: Any) -> Path:
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """Only the JSON metadata of a checkpoint (cheap: reads the header)."""
-    path = Path(path)
+    """Only the JSON metadata of a checkpoint or ``builtin:NAME`` (cheap: reads the header)."""
+    from fakescope.zoo import builtin_path, is_builtin
+
+    path = builtin_path(path) if is_builtin(path) else Path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}

@@ -107,7 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Load the detector and run uvicorn until interrupted.
 
     Raises:
-        ValueError: no detector given, the ``serve`` extra missing, or bad limits.
+        ValueError: the ``serve`` extra missing, or bad limits.
+        FileNotFoundError: the detector, or its backbone file, is not where it is looked for.
     """
     from fakescope.cli import detector_ref
 
