@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -112,18 +112,30 @@ def bootstrap_ci(
     if n == 0 or n_boot <= 0:
         return None
     rng = np.random.default_rng(seed)
+    return _percentile_ci(y, s, metric, (rng.integers(0, n, size=n) for _ in range(n_boot)), alpha)
+
+
+def _percentile_ci(
+    y: np.ndarray, s: np.ndarray, metric: MetricFn, resamples: Iterable[np.ndarray], alpha: float
+) -> tuple[float, float] | None:
+    """The percentile interval of ``metric`` over row-index resamples.
+
+    Resamples on which ``metric`` raises ``ValueError`` or gives a non-finite value are skipped;
+    None when fewer than half of them gave a value.
+    """
     values: list[float] = []
+    n_boot = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(n_boot):
-            idx = rng.integers(0, n, size=n)
+        for idx in resamples:
+            n_boot += 1
             try:
                 value = metric(y[idx], s[idx])
             except ValueError:
                 continue
             if value is not None and math.isfinite(value):
                 values.append(float(value))
-    if len(values) < 0.5 * n_boot:
+    if not n_boot or len(values) < 0.5 * n_boot:
         return None
     lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
@@ -161,22 +173,13 @@ def grouped_bootstrap_ci(
         key = "pair" if mixed[i] else int(round(float(y[m].mean())))
         strata.setdefault(key, []).append(i)
     rng = np.random.default_rng(seed)
-    values: list[float] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+
+    def resamples() -> Iterator[np.ndarray]:
         for _ in range(n_boot):
             picks = [rng.choice(ids, size=len(ids)) for ids in strata.values()]
-            idx = np.concatenate([members[i] for p in picks for i in p])
-            try:
-                value = metric(y[idx], s[idx])
-            except ValueError:
-                continue
-            if value is not None and math.isfinite(value):
-                values.append(float(value))
-    if len(values) < 0.5 * n_boot:
-        return None
-    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+            yield np.concatenate([members[i] for p in picks for i in p])
+
+    return _percentile_ci(y, s, metric, resamples(), alpha)
 
 
 def exact_binomial_ci(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
