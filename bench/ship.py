@@ -63,6 +63,8 @@ def ship(d: Data, feats: dict[str, Feats]) -> None:
             "builtin": name,
             "family": fam.name,
             "trained_on": _trained_on(fam, d),
+            # protocol sets whose images it trained on (`fakescope protocol` says so beside them)
+            "seen_sets": ["spotdiff"] if fam.matched else [],
             "in_distribution_test": in_distribution(head(feats[fam.kind].dev), d),
             "protocol": {k: row.get(k) for k in ("sets", "test_mean", "control_penalty", "score")},
         }

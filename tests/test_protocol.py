@@ -261,3 +261,17 @@ def test_protocol_command_scores_a_detector(tmp_path: Path, capsys) -> None:
     doc = json.loads(out.read_text())
     assert {s["name"] for s in doc[str(ckpt)]["sets"]} == {"pool-photo", "styled", "squash"}
     assert "score" in doc[str(ckpt)]
+
+
+def test_sets_a_detector_trained_on_are_called_in_sample() -> None:
+    from fakescope.eval.protocol import seen_set_notes
+
+    meta = {
+        "bench": {
+            "seen_sets": ["spotdiff"],
+            "protocol": {"sets": [{"name": "spotdiff", "auc": 0.9, "ci": [0.8, 1.0]}]},
+        }
+    }
+    (note,) = seen_set_notes("det", meta)
+    assert "in-sample" in note and "0.900 [0.80, 1.00]" in note
+    assert seen_set_notes("det", {}) == []
