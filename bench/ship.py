@@ -23,9 +23,10 @@ from fakescope.models.probe import attach_novelty, create_probe_detector
 
 log = logging.getLogger("protocol.ship")
 
-#: The guard's threshold: the 99.9th percentile of the training images' own distances, so about
-#: 1 in 1,000 in-distribution images is flagged.
-GUARD_QUANTILE = 0.999
+#: The guard's threshold: the 99.5th percentile of the training images' own distances. At the
+#: 99.9th the Hubble deep field saved as JPEG (q75 to 90) stayed under it; at the 99.5th no dev
+#: test image is flagged, and 2.7% of the pool's real photos are (docs/generalisation.md).
+GUARD_QUANTILE = 0.995
 
 #: built-in name -> (file, family). The first is the default detector.
 SHIPPED: dict[str, tuple[str, Family]] = {

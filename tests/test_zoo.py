@@ -82,12 +82,22 @@ def far_away() -> dict[str, Image.Image]:
     return {
         "star field": Image.fromarray(stars),
         "Hubble deep field": Image.fromarray(sk.hubble_deep_field()),
+        "Hubble deep field, JPEG q75": jpeg(Image.fromarray(sk.hubble_deep_field()), 75),
         "text screenshot": text,
         "scanned page": Image.fromarray(sk.page()).convert("RGB"),
         "flat grey": Image.new("RGB", (512, 512), (128, 128, 128)),
         "flat blue": Image.new("RGB", (512, 512), (30, 60, 200)),
         "fluorescence micrograph": fluorescence(rng),
     }
+
+
+def jpeg(img: Image.Image, quality: int) -> Image.Image:
+    """``img`` as a user would have it: saved as JPEG and opened again."""
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
 def fluorescence(rng: np.random.Generator) -> Image.Image:
