@@ -363,3 +363,28 @@ def test_onnx_backends_match_torch(ckpt: Path, folder: Path, tmp_path: Path, cap
 def test_int8_on_torch_is_a_clear_error(ckpt: Path, folder: Path, capsys) -> None:
     assert main(["predict", str(folder), "--detector", str(ckpt), "--precision", "int8"]) == 1
     assert "--backend onnx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "jsonl"])
+def test_rows_say_why_an_input_is_out_of_depth(tmp_path: Path, fmt: str) -> None:
+    from fakescope.infer.output import RowWriter
+    from fakescope.infer.predictor import Prediction
+
+    row = Prediction(
+        path="sky.jpg",
+        kind="image",
+        score=0.99,
+        verdict="uncertain",
+        threshold=0.5,
+        uncertain_band=0.1,
+        model="m",
+        time_ms=1.0,
+        novelty=0.05,
+        reason="unlike the training data",
+    )
+    out = tmp_path / f"rows.{fmt}"
+    writer = RowWriter(fmt, str(out))
+    writer.write(row)
+    writer.close()
+    text = out.read_text()
+    assert "unlike the training data" in text and ("0.05" in text or fmt == "table")

@@ -122,6 +122,8 @@ class RowWriter:
         extra = f"  [magenta]{escape(row.error)}[/magenta]" if row.error else ""
         if row.kind == "video" and row.n_frames:
             extra += f"  ({row.n_frames} frames, {row.aggregate})"
+        if row.reason:
+            extra += f"  [yellow]({escape(row.reason)})[/yellow]"
         self.console.print(
             f"{score:>8}  [{style}]{row.verdict:<9}[/{style}] {row.kind:<5} {row.time_ms:>7.1f}  "
             f"{escape(row.path)}{extra}"
