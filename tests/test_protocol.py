@@ -202,8 +202,11 @@ def test_build_sets_from_a_pool(tmp_path: Path) -> None:
     for p in again["path"]:
         with Image.open(p) as im:
             assert im.size == (512, 512) and im.format == "JPEG"
+    assert pd.read_csv(tmp_path / "sets" / "skipped.csv").empty
     with pytest.raises(ValueError, match="no protocol sets"):
         build_protocol_sets(tmp_path / "none", None, None)
+    with pytest.raises(FileNotFoundError, match="build_pool.py"):
+        build_protocol_sets(tmp_path / "none", None, tmp_path / "no-pool")
     with pytest.raises(FileNotFoundError, match="fakescope protocol"):
         read_protocol_manifest(tmp_path / "missing")
 
@@ -275,3 +278,20 @@ def test_sets_a_detector_trained_on_are_called_in_sample() -> None:
     (note,) = seen_set_notes("det", meta)
     assert "in-sample" in note and "0.900 [0.80, 1.00]" in note
     assert seen_set_notes("det", {}) == []
+
+
+def test_unreadable_files_are_left_out_with_the_reason(tmp_path: Path) -> None:
+    pool = write_pool(tmp_path / "pool")
+    manifest = pd.read_csv(pool / "manifest.csv")
+    broken = manifest[manifest["source"] == "dalle-mini"]["path"].iloc[0]
+    (pool / broken).write_bytes(b"not an image")
+    (tmp_path / "v" / "fake").mkdir(parents=True)
+    (tmp_path / "v" / "fake" / "Cat_Fake.mp4").write_bytes(b"")
+    df = build_protocol_sets(tmp_path / "sets", tmp_path / "v", pool)
+    skipped = pd.read_csv(tmp_path / "sets" / "skipped.csv")
+    assert set(skipped["path"]) == {
+        str(pool / broken),
+        str(tmp_path / "v" / "fake" / "Cat_Fake.mp4"),
+    }
+    assert skipped["reason"].str.len().min() > 5
+    assert (df["set"] == "pool-photo").sum() == 8  # 5 photo fakes + 3 reals: the rest went on

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter, ImageOps
 
-from fakescope.data.images import load_image
+from fakescope.data.images import ImageLoadError, load_image
 from fakescope.data.normalise import normalised_jpeg_bytes
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ PHOTO_PROMPTS = (
     "two-ships-passing-night",
     "woman-coffeeshop-working-her-laptop",
 )
-SETS = ("spotdiff", "pool-photo", "styled", "squash")
 CONTROLS = ("styled", "squash")
 
 
@@ -61,18 +59,37 @@ def _save(img: Image.Image, out: Path) -> str:
     return str(out)
 
 
-def spotdiff_rows(video_dir: Path, out: Path, frames: int = FRAMES_PER_CLIP) -> list[dict]:
-    """``frames`` evenly spaced frames of every clip under ``video_dir/{fake,real}``."""
-    from fakescope.infer.video import sample_frames
+def spotdiff_rows(
+    video_dir: Path, out: Path, skipped: list[dict], frames: int = FRAMES_PER_CLIP
+) -> list[dict]:
+    """``frames`` evenly spaced frames of every clip under ``video_dir/{fake,real}``.
+
+    A clip that cannot be decoded is added to ``skipped`` with the reason; the others go on.
+    """
+    from fakescope.infer.video import VideoError, sample_frames
 
     rows = []
     for label in ("fake", "real"):
         for clip in sorted((video_dir / label).glob("*.mp4")):
             scene = clip.stem.split("_")[0].lower()
-            for f in sample_frames(clip, mode="uniform", n=frames, max_frames=frames):
+            try:
+                picked = list(sample_frames(clip, mode="uniform", n=frames, max_frames=frames))
+            except VideoError as e:
+                skipped.append({"path": str(clip), "reason": e.reason})
+                continue
+            for f in picked:
                 path = _save(f.image, out / "spotdiff" / label / f"{clip.stem}_{f.index:05d}.jpg")
                 rows.append(_row(path, label, f"video-{label}", clip.stem, "spotdiff", scene))
     return rows
+
+
+def _load(path: str, skipped: list[dict]) -> Image.Image | None:
+    """The image, or None with the file and the reason added to ``skipped``."""
+    try:
+        return load_image(path)
+    except ImageLoadError as e:
+        skipped.append({"path": str(path), "reason": e.reason})
+        return None
 
 
 def _row(path: str, label: str, source: str, group: str, set_: str, scene: str = "") -> dict:
@@ -102,13 +119,17 @@ def split_pool_reals(pool: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, p
     return reals.drop(test.index), test
 
 
-def pool_photo_rows(pool: pd.DataFrame, reals: pd.DataFrame, out: Path) -> list[dict]:
+def pool_photo_rows(
+    pool: pd.DataFrame, reals: pd.DataFrame, out: Path, skipped: list[dict]
+) -> list[dict]:
     """Photographic fakes of the pool against held-back real photos."""
     fakes = pool[(pool["label"] == "fake") & pool["group"].astype(str).map(is_photo_prompt)]
     rows = []
     for df, label in ((fakes, "fake"), (reals, "real")):
         for r in df.itertuples():
-            img = load_image(r.path)
+            img = _load(r.path, skipped)
+            if img is None:
+                continue
             path = _save(img, out / "pool-photo" / label / Path(r.path).name)
             rows.append(_row(path, label, str(r.source), str(r.group), "pool-photo"))
     return rows
@@ -138,7 +159,9 @@ def squashed(img: Image.Image) -> Image.Image:
     return img.crop((0, top, w, top + ch)).resize((w, h), Image.Resampling.LANCZOS)
 
 
-def control_rows(reals: pd.DataFrame, out: Path, limit: int = 200) -> list[dict]:
+def control_rows(
+    reals: pd.DataFrame, out: Path, skipped: list[dict], limit: int = 200
+) -> list[dict]:
     """The ``styled`` and ``squash`` controls on up to ``limit`` held-back real photos.
 
     Label 1 ("fake") marks the altered copy, so an AUC near 0.5 means the detector ignores the
@@ -146,7 +169,9 @@ def control_rows(reals: pd.DataFrame, out: Path, limit: int = 200) -> list[dict]
     """
     rows = []
     for i, r in enumerate(reals.head(limit).itertuples()):
-        img = load_image(r.path)
+        img = _load(r.path, skipped)
+        if img is None:
+            continue
         stem, group = Path(r.path).stem, f"photo-{i}"
         for set_, altered in (("styled", painterly(img, i % 3)), ("squash", squashed(img))):
             base = _save(img, out / set_ / "real" / f"{stem}.jpg")
@@ -159,6 +184,11 @@ def control_rows(reals: pd.DataFrame, out: Path, limit: int = 200) -> list[dict]
 def read_pool(pool_dir: str | Path) -> pd.DataFrame:
     """The pool's manifest with absolute paths."""
     pool_dir = Path(pool_dir)
+    if not (pool_dir / "manifest.csv").is_file():
+        raise FileNotFoundError(
+            f"no pool manifest at {pool_dir / 'manifest.csv'}; build the pool with "
+            "shared/tools/build_pool.py OUT --mirror DIR"
+        )
     df = pd.read_csv(pool_dir / "manifest.csv")
     df["path"] = [str(pool_dir / p) for p in df["path"]]
     return df
@@ -175,28 +205,26 @@ def build_protocol_sets(
         pool_dir: the multi-generator pool from ``build_pool.py``, or None to skip.
 
     Returns:
-        The manifest.
+        The manifest. Files that could not be read are left out, listed with the reason in
+        ``out/skipped.csv`` and logged.
     """
     out = Path(out)
     rows: list[dict] = []
+    skipped: list[dict] = []
     if video_dir is not None:
-        rows += spotdiff_rows(Path(video_dir), out)
+        rows += spotdiff_rows(Path(video_dir), out, skipped)
     if pool_dir is not None:
         pool = read_pool(Path(pool_dir))
         _, held = split_pool_reals(pool)
-        rows += pool_photo_rows(pool, held, out)
-        rows += control_rows(held, out)
+        rows += pool_photo_rows(pool, held, out, skipped)
+        rows += control_rows(held, out, skipped)
     if not rows:
         raise ValueError("no protocol sets to build: give the video folder, the pool, or both")
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(out / "skipped.csv", index=False)
+    for s in skipped:
+        logger.warning("%s: left out of the protocol sets: %s", s["path"], s["reason"])
     df = pd.DataFrame(rows)
     df["path"] = [str(Path(p).relative_to(out)) for p in df["path"]]
     df.to_csv(out / "manifest.csv", index=False)
     return df
-
-
-def iter_sets(manifest: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """``(set name, rows)`` in :data:`SETS` order."""
-    for name in SETS:
-        rows = manifest[manifest["set"] == name]
-        if len(rows):
-            yield name, rows
