@@ -194,7 +194,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint on one or more labelled datasets and write reports",
         description="Evaluate a checkpoint. With several datasets it prints one row per dataset "
-        "(AUC, AP, accuracy, real and fake accuracy, with 95%% intervals) and writes a report each.",
+        "(AUC, AP, accuracy, real and fake accuracy, with 95% intervals) and writes a report each.",
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint written by fakescope train")
     p.add_argument("data", nargs="+", help="folder trees, manifests or splits.csv files")
@@ -473,7 +473,7 @@ def _add_protocol(sub: argparse._SubParsersAction) -> None:
         description="Score detectors on the selection protocol: frames of AI and real videos of "
         "the same scenes, photographic fakes against photos only, and two shortcut controls "
         "(real photos against painterly or squashed copies of themselves). Prints AUC per set "
-        "with 95%% intervals that resample clips, prompts or photo pairs, the mean over the test "
+        "with 95% intervals that resample clips, prompts or photo pairs, the mean over the test "
         "sets, and a penalty when a control's AUC strays more than 0.1 from 0.5. Build the sets "
         "once with --video and/or --pool.",
     )
