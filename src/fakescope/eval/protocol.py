@@ -150,11 +150,8 @@ def _fmt(r: SetResult | None) -> str:
     return f"{r.auc:.3f} {ci:<15}"
 
 
-def format_table(table: Mapping[str, Sequence[SetResult]], extra: Sequence[str] = ()) -> str:
-    """A plain-text table: one row per detector, one column per set, then the score.
-
-    ``extra`` names keys of the detector's ``summary`` (see :func:`summarise`) to print.
-    """
+def format_table(table: Mapping[str, Sequence[SetResult]]) -> str:
+    """A plain-text table: one row per detector, one column per set, then the score."""
     names = list(dict.fromkeys(r.name for rows in table.values() for r in rows))
     head = f"{'detector':<26}" + "".join(f"{n:<22}" for n in names)
     head += f"{'test mean':>10} {'penalty':>8} {'score':>7}"
