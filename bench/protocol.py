@@ -57,6 +57,7 @@ from fakescope.eval.protocol import (
     score_manifest,
     summarise,
 )
+from fakescope.train.probe import l2_normalise
 
 ROOT = Path(__file__).resolve().parents[2]
 REPO = Path(__file__).resolve().parents[1]
@@ -124,8 +125,7 @@ class Crops(OnnxBackbone):
     def embed(self, x: np.ndarray) -> np.ndarray:
         tiles = [x[:, :, i : i + 224, j : j + 224] for i in (0, 224) for j in (0, 224)]
         embs = [super(Crops, self).embed(np.ascontiguousarray(t)) for t in tiles]
-        unit = [e / np.linalg.norm(e, axis=1, keepdims=True) for e in embs]
-        return np.mean(unit, axis=0).astype(np.float32)
+        return np.mean([l2_normalise(e) for e in embs], axis=0).astype(np.float32)
 
     def spec(self) -> dict[str, Any]:
         return {**super().spec(), "type": "bench-crops"}
@@ -216,10 +216,6 @@ FAMILIES: tuple[Family, ...] = (
 DEV_AND_PROTOCOL_ONLY = ("zed", "crops")
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 @dataclass
 class Feats:
     """One feature kind for every table."""
@@ -252,7 +248,7 @@ def training_set(
 
 def fit_head(fam: Family, x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Fit the logistic head; return its decision function on raw features."""
-    prep = unit if fam.l2 else (lambda v: v)
+    prep = l2_normalise if fam.l2 else (lambda v: v)
     clf = LogisticRegression(C=fam.c, max_iter=5000).fit(prep(x), y)
 
     def logits(v: np.ndarray) -> np.ndarray:
