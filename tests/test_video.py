@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakescope.infer import video as V
+from fakescope.data import video as V
+from fakescope.infer import video as VS
 
 av = pytest.importorskip("av")
 
@@ -472,44 +473,44 @@ SCORES = [0.1, 0.9, 0.4, 0.8, 0.3]
     ],
 )
 def test_aggregate(method: str, expected: float) -> None:
-    assert V.aggregate(SCORES, method, k=3) == pytest.approx(expected)
-    assert isinstance(V.aggregate(SCORES, method), float)
+    assert VS.aggregate(SCORES, method, k=3) == pytest.approx(expected)
+    assert isinstance(VS.aggregate(SCORES, method), float)
 
 
 def test_aggregate_topk_edges() -> None:
-    assert V.aggregate(SCORES, "topk", k=99) == pytest.approx(np.mean(SCORES))
-    assert V.aggregate(SCORES, "topk", k=1) == pytest.approx(0.9)
-    assert V.aggregate(np.array([0.2, 0.6]), "median") == pytest.approx(0.4)
+    assert VS.aggregate(SCORES, "topk", k=99) == pytest.approx(np.mean(SCORES))
+    assert VS.aggregate(SCORES, "topk", k=1) == pytest.approx(0.9)
+    assert VS.aggregate(np.array([0.2, 0.6]), "median") == pytest.approx(0.4)
 
 
 def test_aggregate_errors() -> None:
     with pytest.raises(ValueError, match="empty"):
-        V.aggregate([], "mean")
+        VS.aggregate([], "mean")
     with pytest.raises(ValueError, match="mean, median, topk, max"):
-        V.aggregate(SCORES, "mode")
+        VS.aggregate(SCORES, "mode")
     with pytest.raises(ValueError):
-        V.aggregate(SCORES, "topk", k=0)
+        VS.aggregate(SCORES, "topk", k=0)
 
 
 # ----------------------------------------------------------------------------------- timeline
 def test_timeline_rows() -> None:
     frames = [V.Frame(0, 0.5, Image.new("RGB", (2, 2))), V.Frame(1, 1.5, Image.new("RGB", (2, 2)))]
-    rows = V.timeline_rows(frames, np.array([0.25, 0.75], dtype=np.float32))
+    rows = VS.timeline_rows(frames, np.array([0.25, 0.75], dtype=np.float32))
     assert rows == [
         {"index": 0, "time_s": 0.5, "score": 0.25},
         {"index": 1, "time_s": 1.5, "score": 0.75},
     ]
     assert all(type(r["score"]) is float for r in rows)
-    assert V.timeline_rows([{"index": 3, "time_s": 2.0}], [0.5]) == [
+    assert VS.timeline_rows([{"index": 3, "time_s": 2.0}], [0.5]) == [
         {"index": 3, "time_s": 2.0, "score": 0.5}
     ]
     with pytest.raises(ValueError):
-        V.timeline_rows(frames, [0.1])
+        VS.timeline_rows(frames, [0.1])
 
 
 @pytest.mark.parametrize("band", [None, 0.1])
 def test_plot_timeline(tmp_path: Path, band: float | None) -> None:
-    out = V.plot_timeline(
+    out = VS.plot_timeline(
         [0.25, 0.75, 1.25, 1.75],
         [0.2, 0.7, 0.55, 0.9],
         tmp_path / "plots" / "t.png",
@@ -521,7 +522,7 @@ def test_plot_timeline(tmp_path: Path, band: float | None) -> None:
     with Image.open(out) as img:
         assert img.format == "PNG" and img.width > 100 and img.height > 50
     with pytest.raises(ValueError):
-        V.plot_timeline([0.0], [0.1, 0.2], tmp_path / "bad.png")
+        VS.plot_timeline([0.0], [0.1, 0.2], tmp_path / "bad.png")
 
 
 @pytest.mark.shared

@@ -548,7 +548,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _calibration_paths(source: str, n: int) -> list[str]:
     """Up to ``n`` image paths (seeded sample) from a folder, a glob or a manifest CSV; no labels needed."""
-    from fakescope.infer.inputs import VIDEO_SUFFIXES, expand_inputs
+    from fakescope.data.video import VIDEO_EXTENSIONS
+    from fakescope.infer.inputs import expand_inputs
     from fakescope.models.onnx_export import sample_paths
 
     if not Path(source).exists() and not any(c in source for c in "*?["):
@@ -558,7 +559,7 @@ def _calibration_paths(source: str, n: int) -> list[str]:
 
         paths = build_manifest(source)["path"].astype(str).tolist()
     else:
-        paths = [p for p in expand_inputs([source]) if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
+        paths = [p for p in expand_inputs([source]) if Path(p).suffix.lower() not in VIDEO_EXTENSIONS]
     return sample_paths(paths, n)
 
 
@@ -668,7 +669,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from fakescope import __version__
+    from fakescope.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="fakescope", description="Tell AI-generated images from real ones."

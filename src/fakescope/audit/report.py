@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fakescope import __version__
 from fakescope.audit.duplicates import DEFAULT_THRESHOLD, find_duplicates, write_pairs
 from fakescope.audit.metadata import extract_features
 from fakescope.audit.shortcuts import find_shortcuts
 from fakescope.data.manifest import DataError, build_manifest
 from fakescope.data.splits import load_splits
+from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -293,7 +293,7 @@ def normalise_train_config(
     Returns:
         ``dataclasses.replace(cfg, splits=<normalised splits CSV>)``.
     """
-    from fakescope.train.run import load_dataset
+    from fakescope.data.splits import load_dataset
 
     root = Path(out_dir) if out_dir is not None else default_normalised_dir()
     df = normalise_dataset(load_dataset(cfg), root, size, quality, cfg.workers)

@@ -66,7 +66,7 @@ def spotdiff_rows(
 
     A clip that cannot be decoded is added to ``skipped`` with the reason; the others go on.
     """
-    from fakescope.infer.video import VideoError, sample_frames
+    from fakescope.data.video import VideoError, sample_frames
 
     rows = []
     for label in ("fake", "real"):

@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from fakescope.data.manifest import SPLITS, DataError, read_manifest_file
+from fakescope.config import TrainConfig
+from fakescope.data.manifest import SPLITS, DataError, build_manifest, read_manifest_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SPLITS", "load_splits", "make_splits", "save_splits", "validate_splits"]
+__all__ = ["SPLITS", "load_dataset", "load_splits", "make_splits", "save_splits", "validate_splits"]
 
 SPLIT_COLUMNS = ("path", "label", "group", "source", "split")
 _RARE = "\x00rare"  # cannot clash with a real group name
@@ -276,3 +277,19 @@ def load_splits(path: str | os.PathLike[str]) -> pd.DataFrame:
     if "split" not in df.columns:
         raise DataError(f"{path}: no 'split' column; make one with make_splits and save_splits")
     return df
+
+
+def load_dataset(cfg: TrainConfig) -> pd.DataFrame:
+    """The manifest with a ``split`` column: a reused splits file, the manifest's own, or a new split."""
+    if cfg.splits:
+        return load_splits(cfg.splits)
+    kwargs = {}
+    if cfg.fake_names:
+        kwargs["fake_names"] = cfg.fake_names
+    if cfg.real_names:
+        kwargs["real_names"] = cfg.real_names
+    df = build_manifest(cfg.data, **kwargs)
+    if "split" in df.columns:
+        logger.info("using the split given in the manifest")
+        return df
+    return make_splits(df, ratios=tuple(cfg.split), seed=cfg.seed)

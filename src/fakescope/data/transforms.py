@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
-
-from fakescope.models.detector import Preprocessing
 
 _INTERP = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -19,6 +18,38 @@ _INTERP = {
     "nearest": T.InterpolationMode.NEAREST,
     "lanczos": T.InterpolationMode.LANCZOS,
 }
+
+@dataclass
+class Preprocessing:
+    """How an image becomes the model's input tensor; travels with every checkpoint.
+
+    ``resize_mode`` is ``"resize"`` (timm's eval transform: resize the short side to
+    ``size / crop_pct`` then centre-crop ``size``) or ``"crop"`` (centre-crop ``size`` pixels at the
+    native resolution, padding small images, which keeps the pixel-level traces generators leave).
+    """
+
+    size: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    crop_pct: float = 0.875
+    resize_mode: str = "resize"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; ignores unknown keys so old files still load."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(x) for x in known[key])
+        return cls(**known)
+
 
 AUGMENTATIONS = ("flip", "blur", "jpeg")
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fakescope.data.transforms import Preprocessing
 from fakescope.embed.cache import file_digest
-from fakescope.models.detector import Preprocessing
 from fakescope.utils import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)

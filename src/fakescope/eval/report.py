@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from fakescope import __version__
 from fakescope.eval import plots
+from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
 

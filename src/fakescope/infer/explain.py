@@ -29,8 +29,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from fakescope.data.images import ImageLoadError, load_image
-from fakescope.data.transforms import eval_transform
-from fakescope.models.detector import Detector, Preprocessing
+from fakescope.data.transforms import Preprocessing, eval_transform
+from fakescope.models.detector import Detector
 
 logger = logging.getLogger(__name__)
 

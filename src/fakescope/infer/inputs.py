@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TextIO
 
 from fakescope.data.images import IMAGE_EXTENSIONS
+from fakescope.data.video import VIDEO_EXTENSIONS
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"})
-MEDIA_SUFFIXES = IMAGE_EXTENSIONS | VIDEO_SUFFIXES
+MEDIA_SUFFIXES = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 
 def _walk(folder: Path) -> Iterator[str]:
@@ -46,15 +46,3 @@ def expand_inputs(items: Iterable[str], stdin: TextIO | None = None) -> Iterator
                 yield from _walk(Path(match)) if os.path.isdir(match) else [match]
         else:
             yield item
-
-
-def is_video_path(path: str) -> bool:
-    """True for video containers, and for animated GIF/WebP files."""
-    suffix = Path(path).suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        return True
-    if suffix in (".gif", ".webp"):
-        from fakescope.infer.video import is_video
-
-        return is_video(path)
-    return False

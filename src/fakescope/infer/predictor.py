@@ -318,7 +318,8 @@ class Predictor:
     # ------------------------------------------------------------------------------------ videos
     def predict_video(self, path: str) -> Prediction:
         """One row for a video: aggregated score, verdict, per-frame timeline."""
-        from fakescope.infer.video import VideoError, aggregate, sample_frames
+        from fakescope.data.video import VideoError, sample_frames
+        from fakescope.infer.video import aggregate
 
         t0, v = time.perf_counter(), self.video
         try:
@@ -380,11 +381,11 @@ class Predictor:
     # -------------------------------------------------------------------------------- mixed input
     def predict_paths(self, paths: Iterable[str], chunk: int = 1024) -> Iterator[Prediction]:
         """Rows for any mix of image and video paths, streamed in chunks of ``chunk`` paths."""
-        from fakescope.infer.inputs import is_video_path
+        from fakescope.data.video import is_video
 
         buf: list[str] = []
         for path in paths:
-            if _safe_is_video(path, is_video_path):
+            if is_video(path):
                 yield from self.predict_image_paths(buf)
                 buf = []
                 yield self.predict_video(path)
@@ -413,13 +414,6 @@ class Predictor:
             self._row(n, "image", p, ms, novelty=d, width=im.size[0], height=im.size[1])
             for n, p, d, im in zip(names, probs, novelty, pil, strict=True)
         ]
-
-
-def _safe_is_video(path: str, check: Any) -> bool:
-    try:
-        return check(path)
-    except Exception:
-        return False
 
 
 def _stem_id(path: str) -> str:

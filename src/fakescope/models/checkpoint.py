@@ -18,9 +18,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fakescope import __version__
 from fakescope.models.detector import Detector, DetectorSpec
 from fakescope.utils import atomic_write, atomic_write_text
+from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
 

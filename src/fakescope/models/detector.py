@@ -13,39 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from fakescope.data.transforms import Preprocessing
+
 CLASSES = ("real", "fake")
-
-
-@dataclass
-class Preprocessing:
-    """How an image becomes the model's input tensor; travels with every checkpoint.
-
-    ``resize_mode`` is ``"resize"`` (timm's eval transform: resize the short side to
-    ``size / crop_pct`` then centre-crop ``size``) or ``"crop"`` (centre-crop ``size`` pixels at the
-    native resolution, padding small images, which keeps the pixel-level traces generators leave).
-    """
-
-    size: int = 224
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    crop_pct: float = 0.875
-    resize_mode: str = "resize"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        """Inverse of :meth:`to_dict`; ignores unknown keys so old files still load."""
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for key in ("mean", "std"):
-            if key in known:
-                known[key] = tuple(float(x) for x in known[key])
-        return cls(**known)
 
 
 @dataclass

@@ -33,7 +33,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fakescope import __version__
 from fakescope.models.detector import Detector
 from fakescope.serve.limits import ApiError, Gate, ServeSettings
 from fakescope.serve.schemas import (
@@ -45,6 +44,7 @@ from fakescope.serve.schemas import (
 )
 from fakescope.serve.service import DetectService
 from fakescope.serve.uploads import Upload, receive_files
+from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from PIL import Image
 
-from fakescope import __version__
 from fakescope.data.images import ImageLoadError, check_dimensions, load_image
 from fakescope.infer.predictor import Prediction, Predictor, VideoOptions
 from fakescope.models.detector import Detector
 from fakescope.serve.limits import ApiError, ServeSettings, SharedExclusiveLock
 from fakescope.serve.uploads import Upload
+from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class DetectService:
         if up.media.kind == "video":
             return True
         if up.media.name in ("gif", "webp"):
-            from fakescope.infer.video import is_video
+            from fakescope.data.video import is_video
 
             return is_video(up.path)
         return False
@@ -172,7 +172,7 @@ class DetectService:
 
     # ----------------------------------------------------------------------------------- videos
     def _video(self, up: Upload, video: VideoOptions) -> dict[str, Any]:
-        from fakescope.infer.video import VideoError, probe_video
+        from fakescope.data.video import VideoError, probe_video
 
         assert up.path is not None
         try:

@@ -25,8 +25,8 @@ from torch import nn
 
 from fakescope import dist
 from fakescope.config import TrainConfig, save_config
-from fakescope.data.manifest import DataError, build_manifest, summarize
-from fakescope.data.splits import load_splits, make_splits, save_splits, validate_splits
+from fakescope.data.manifest import DataError, summarize
+from fakescope.data.splits import load_dataset, load_splits, save_splits, validate_splits
 from fakescope.data.transforms import AugmentConfig, eval_transform, train_transform
 from fakescope.models.checkpoint import read_tensors, save_checkpoint, save_tensors
 from fakescope.models.detector import Detector, make_input_filter
@@ -48,22 +48,6 @@ class TrainState:
     best_val_loss: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
-
-
-def load_dataset(cfg: TrainConfig) -> pd.DataFrame:
-    """The manifest with a ``split`` column: a reused splits file, the manifest's own, or a new split."""
-    if cfg.splits:
-        return load_splits(cfg.splits)
-    kwargs = {}
-    if cfg.fake_names:
-        kwargs["fake_names"] = cfg.fake_names
-    if cfg.real_names:
-        kwargs["real_names"] = cfg.real_names
-    df = build_manifest(cfg.data, **kwargs)
-    if "split" in df.columns:
-        logger.info("using the split given in the manifest")
-        return df
-    return make_splits(df, ratios=tuple(cfg.split), seed=cfg.seed)
 
 
 def prepare_data(cfg: TrainConfig, run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
