@@ -44,8 +44,8 @@ from PIL import Image
 from fakescope.config import TrainConfig
 from fakescope.data.manifest import build_manifest
 from fakescope.data.splits import load_splits, make_splits, save_splits
-from fakescope.eval.evaluate import score_frame
 from fakescope.eval.metrics import compute_metrics
+from fakescope.eval.scoring import score_frame
 from fakescope.models.checkpoint import load_detector, save_checkpoint
 from fakescope.models.detector import Detector
 
@@ -480,7 +480,7 @@ def evaluate_fusion(splits: Path, checks: dict[str, Path], force: bool) -> dict[
 
 def fit_fusion(probe: Detector, artefact: Detector, splits: Path) -> tuple[Detector, float]:
     """``fuse()`` on the shared split (it uses the val rows only); returns the time it took."""
-    from fakescope.models.fusion import fuse
+    from fakescope.train.fusion import fuse
 
     t0 = time.time()
     fused = fuse([probe, artefact], load_splits(splits), method="stacking", workers=WORKERS)

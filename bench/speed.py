@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from fakescope.data.images import load_image
 from fakescope.data.manifest import build_manifest
 from fakescope.data.transforms import eval_transform
-from fakescope.infer.backends import load_for_inference
+from fakescope.infer.backends import DetectorRef, open_detector
 from fakescope.infer.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,17 +98,18 @@ def breakdown(det, paths: list[str], batch: int, amp: str) -> dict[str, float]:
     xs = [tf(im) for im in imgs]
     t2 = time.perf_counter()
     pred = Predictor(det, batch_size=batch, workers=0, amp=amp)
-    pred._logits_from_tensors(torch.stack(xs[:batch]))  # warm-up, not timed
+    det.tensor_logits(torch.stack(xs[:batch]), pred.amp)  # warm-up, not timed
     t3 = time.perf_counter()
     for i in range(0, len(xs), batch):
-        pred._logits_from_tensors(torch.stack(xs[i : i + batch]))
+        det.tensor_logits(torch.stack(xs[i : i + batch]), pred.amp)
     t4 = time.perf_counter()
     n = len(paths)
     return {"decode": (t1 - t0) / n, "preprocess": (t2 - t1) / n, "model": (t4 - t3) / n}
 
 
 def run_config(ckpt: str, backend: str, precision: str, df, args) -> dict[str, float]:
-    det, amp = load_for_inference(ckpt, backend, precision)
+    ref = DetectorRef(ckpt, backend, precision)
+    det, amp = open_detector(ref), ref.amp
     pred = Predictor(det, batch_size=args.batch_size, workers=args.workers, amp=amp)
     paths = df["path"].tolist()
     list(pred.predict_image_paths(paths[: args.batch_size]))  # warm-up
@@ -139,7 +140,7 @@ def main() -> None:
         "GEMM roofline (2048x2048 fp32 matmul): "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roof.items())
     )
-    det, _ = load_for_inference(args.detector, "torch", "fp32")
+    det = open_detector(DetectorRef(args.detector, "torch", "fp32"))
     flops = model_flops(det, det.spec.preprocessing.size)
     print(
         f"model {det.spec.arch}: {flops / 1e9:.2f} GFLOP per image at {det.spec.preprocessing.size}px; "

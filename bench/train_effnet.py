@@ -67,7 +67,7 @@ def main() -> None:
 def eval_rate(run_dir: Path) -> float:
     """Time scoring the test split end to end (decode + preprocess + model)."""
     from fakescope.data.splits import load_splits
-    from fakescope.eval.evaluate import score_frame
+    from fakescope.eval.scoring import score_frame
     from fakescope.models.checkpoint import load_detector
 
     det = load_detector(run_dir / "best.safetensors")

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fakescope.embed.backbones import Backbone
-from fakescope.embed.cache import EmbeddingCache, embed_frame, file_digest
+from fakescope.embed.cache import EmbeddingCache, embed_frame
 from fakescope.models.detector import Preprocessing
+from fakescope.utils import file_digest
 
 log = logging.getLogger("protocol.zed")
 STEPS = 1200

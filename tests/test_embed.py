@@ -21,8 +21,9 @@ from fakescope.embed.backbones import (
     open_backbone,
     open_backbone_arg,
 )
-from fakescope.embed.cache import EmbeddingCache, default_cache_dir, embed_frame, file_digest
+from fakescope.embed.cache import EmbeddingCache, default_cache_dir, embed_frame
 from fakescope.models.detector import Preprocessing
+from fakescope.utils import file_digest
 
 CLIP_ONNX = (
     Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fakescope.cli import main
-from fakescope.infer.backends import load_for_inference, onnx_path_for
+from fakescope.infer.backends import DetectorRef, onnx_path_for, open_detector
 from fakescope.models.checkpoint import load_detector, save_checkpoint
 from fakescope.models.onnx_export import (
     EXPORT_VERSION,
@@ -126,11 +126,11 @@ def test_calibration_images_come_from_the_runs_train_split(tf_det, images, tmp_p
 
 def test_cached_export_is_redone_when_stale(tf_det, tmp_path: Path) -> None:
     ckpt = save_checkpoint(tmp_path / "m.safetensors", tf_det)
-    load_for_inference(ckpt, "onnx", "fp32")
+    open_detector(DetectorRef(ckpt, "onnx", "fp32"))
     cached = onnx_path_for(ckpt, "fp32")
     assert cached.is_file() and onnx_export_version(cached) == EXPORT_VERSION
     first = cached.stat().st_mtime_ns
-    load_for_inference(ckpt, "onnx", "fp32")
+    open_detector(DetectorRef(ckpt, "onnx", "fp32"))
     assert cached.stat().st_mtime_ns == first, "a fresh cache is reused"
     # an export from an older exporter is redone
     model = onnx.load(str(cached))
@@ -138,13 +138,13 @@ def test_cached_export_is_redone_when_stale(tf_det, tmp_path: Path) -> None:
     meta["export_version"] = 1
     model.metadata_props[0].value = json.dumps(meta)
     onnx.save(model, str(cached))
-    load_for_inference(ckpt, "onnx", "fp32")
+    open_detector(DetectorRef(ckpt, "onnx", "fp32"))
     assert onnx_export_version(cached) == EXPORT_VERSION
     # a checkpoint newer than its export is exported again
     later = cached.stat().st_mtime + 10
     os.utime(ckpt, (later, later))
     before = cached.stat().st_mtime_ns
-    load_for_inference(ckpt, "onnx", "fp32")
+    open_detector(DetectorRef(ckpt, "onnx", "fp32"))
     assert cached.stat().st_mtime_ns != before
 
 
@@ -172,18 +172,19 @@ def test_fusion_runs_its_networks_on_onnx(tf_det, images, tmp_path: Path, caplog
     other = create_detector(TF_MODEL, img_size=64).eval()
     fused = create_fusion([tf_det, other], np.array([0.3, 0.7]), 0.2, "mean")
     ckpt = save_checkpoint(tmp_path / "fused.safetensors", fused)
-    ref, _ = load_for_inference(ckpt, "torch", "fp32")
-    det, amp = load_for_inference(ckpt, "onnx", "fp32")
-    assert amp == "off" and [m.spec.kind for m in det.net.members] == ["onnx", "onnx"]
+    ref = open_detector(DetectorRef(ckpt, "torch", "fp32"))
+    det = open_detector(DetectorRef(ckpt, "onnx", "fp32"))
+    assert DetectorRef(ckpt, "onnx", "fp32").amp == "off"
+    assert [m.spec.kind for m in det.net.members] == ["onnx", "onnx"]
     assert onnx_path_for(ckpt, "fp32", member=1).is_file()
     from PIL import Image
 
     imgs = [Image.open(p).convert("RGB") for p in images]
-    want = Predictor(ref, workers=0, amp="off").logits_for_images(imgs)
-    got = Predictor(det, workers=0, amp="off").logits_for_images(imgs)
+    want = Predictor(ref, workers=0, amp="off").image_logits(imgs)[0]
+    got = Predictor(det, workers=0, amp="off").image_logits(imgs)[0]
     np.testing.assert_allclose(got, want, atol=1e-4)
     # int8 without calibration images: members fall back to fp32 ONNX, with a warning
-    det8, _ = load_for_inference(ckpt, "onnx", "int8")
+    det8 = open_detector(DetectorRef(ckpt, "onnx", "int8"))
     assert [m.meta["precision"] for m in det8.net.members] == ["fp32", "fp32"]
     assert "runs as fp32 ONNX" in caplog.text
 

@@ -72,7 +72,7 @@ def test_api_on_paths_pil_and_arrays(ckpt: Path, folder: Path) -> None:
 def test_api_matches_batch_scoring(ckpt: Path, folder: Path) -> None:
     import pandas as pd
 
-    from fakescope.eval.evaluate import score_frame
+    from fakescope.eval.scoring import score_frame
     from fakescope.models import load_detector
 
     paths = sorted(str(p) for p in folder.rglob("*.png"))

@@ -12,35 +12,50 @@ import pytest
 
 from fakescope.cli import main
 from fakescope.data.splits import load_splits
-from fakescope.eval.evaluate import score_frame
+from fakescope.eval.scoring import score_frame
 from fakescope.models.checkpoint import load_detector
-from fakescope.models.fusion import fuse
+from fakescope.train.fusion import fuse
 
-from .conftest import TINY_MODEL
+from .conftest import TINY_MODEL, make_seed_layout
 from .test_embed import build_tiny_encoder
 
 
-@pytest.fixture
-def probe_run(seed_layout: Path, tmp_path: Path) -> Path:
-    onnx_path = build_tiny_encoder(tmp_path / "enc" / "tiny.onnx")
-    run = tmp_path / "probe"
-    code = main(
-        [
-            "-q",
-            "train",
-            str(seed_layout),
-            "--detector",
-            "probe",
-            "--backbone",
-            str(onnx_path),
-            "--out",
-            str(run),
-            "--workers",
-            "0",
-        ]
-    )
+def _train_probe(data: Path, root: Path) -> Path:
+    """Train a probe on a tiny ONNX encoder; the run goes to ``root/probe``."""
+    onnx_path = build_tiny_encoder(root / "enc" / "tiny.onnx")
+    run = root / "probe"
+    with pytest.MonkeyPatch.context() as mp:  # the same cache the test itself will see
+        mp.setenv("FAKESCOPE_CACHE", str(root / "embedding-cache"))
+        code = main(
+            [
+                "-q",
+                "train",
+                str(data),
+                "--detector",
+                "probe",
+                "--backbone",
+                str(onnx_path),
+                "--out",
+                str(run),
+                "--workers",
+                "0",
+            ]
+        )
     assert code == 0
     return run
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One probe run, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("probe")
+    return _train_probe(make_seed_layout(root / "apples"), root)
+
+
+@pytest.fixture
+def own_probe_run(seed_layout: Path, tmp_path: Path) -> Path:
+    """A probe run of the test's own, for tests that change it (retrain, move its backbone)."""
+    return _train_probe(seed_layout, tmp_path)
 
 
 def test_probe_trains_evaluates_and_reports(probe_run: Path) -> None:
@@ -74,7 +89,10 @@ def test_probe_round_trip_reproduces_report_scores(probe_run: Path) -> None:
     )
 
 
-def test_probe_retrain_hits_the_cache(probe_run: Path, seed_layout: Path, monkeypatch) -> None:
+def test_probe_retrain_hits_the_cache(
+    own_probe_run: Path, seed_layout: Path, monkeypatch
+) -> None:
+    probe_run = own_probe_run
     import fakescope.embed.backbones as bb
 
     calls = []
@@ -102,7 +120,8 @@ def test_probe_retrain_hits_the_cache(probe_run: Path, seed_layout: Path, monkey
     assert code == 0 and calls == []  # every embedding came from the cache
 
 
-def test_moved_backbone_is_a_clear_error(probe_run: Path, tmp_path: Path) -> None:
+def test_moved_backbone_is_a_clear_error(own_probe_run: Path, tmp_path: Path) -> None:
+    probe_run = own_probe_run
     cfg = json.loads((probe_run / "config.json").read_text())
     moved = tmp_path / "elsewhere.onnx"
     shutil.move(cfg["backbone"], moved)
@@ -134,7 +153,7 @@ def _tiny_cnn_run(data: Path, out: Path) -> Path:
             "off",
             "--no-report",
             "--splits",
-            str(out.parent / "probe" / "splits.csv"),
+            str(data),
         ]
     )
     assert code == 0
@@ -224,8 +243,9 @@ def test_fuse_without_val_split_is_an_error(probe_run: Path) -> None:
 
 
 def test_backbone_found_through_fakescope_weights(
-    probe_run: Path, tmp_path: Path, monkeypatch
+    own_probe_run: Path, tmp_path: Path, monkeypatch
 ) -> None:
+    probe_run = own_probe_run
     cfg = json.loads((probe_run / "config.json").read_text())
     shelf = tmp_path / "shelf"
     shelf.mkdir()

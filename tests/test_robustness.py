@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,10 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fakescope.audit.cli import add_audit_parsers
+from fakescope.cli import build_parser
 from fakescope.config import TrainConfig
 from fakescope.data.manifest import build_manifest
-from fakescope.eval.crossval import assign_folds, cross_validate
 from fakescope.eval.robustness import (
     CLEAN,
     PERTURBATIONS,
@@ -23,6 +21,7 @@ from fakescope.eval.robustness import (
     resolve_perturbations,
     run_robustness,
 )
+from fakescope.experiments.crossval import assign_folds, cross_validate
 from fakescope.models import create_detector, save_checkpoint
 
 from .conftest import TINY_MODEL, make_seed_layout, synthetic_image
@@ -64,7 +63,7 @@ def _high_freq(img: Image.Image) -> float:
 
 
 def test_grid_is_exactly_the_issue_list() -> None:
-    from fakescope.audit.cli import PERTURBATION_NAMES
+    from fakescope.cli.evaluate import PERTURBATION_NAMES
 
     assert list(PERTURBATIONS) == GRID == list(PERTURBATION_NAMES)
     assert list(resolve_perturbations(["png", "jpeg30"])) == ["jpeg30", "png"]
@@ -214,8 +213,7 @@ def test_robustness_cli_on_a_split(
     splits = small_set.assign(split=["test"] * 8 + ["train"] * 4)
     manifest = tmp_path / "splits.csv"
     splits.to_csv(manifest, index=False)
-    parser = argparse.ArgumentParser()
-    add_audit_parsers(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = tmp_path / "rob"
     args = parser.parse_args(
         ["robustness", str(tiny_ckpt), str(manifest), "--out", str(out), "--only", "jpeg75,blur1"]

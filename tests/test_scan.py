@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import fakescope
+from fakescope.cli.scan import add_scan_parser, split_items
 from fakescope.models import create_detector, save_checkpoint
-from fakescope.scan.cli import add_scan_parser, split_items
 from fakescope.scan.ray_scan import (
     STATE_FILE,
     Part,

@@ -20,6 +20,7 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from fakescope.infer.video import VideoOptions  # noqa: E402
 from fakescope.models import create_detector, load_detector, save_checkpoint  # noqa: E402
 from fakescope.serve import ServeSettings, create_app  # noqa: E402
 from fakescope.serve.limits import ApiError  # noqa: E402
@@ -406,14 +407,14 @@ def test_400_malformed(client: TestClient) -> None:
 def slow_model(app: Any, started: threading.Event, release: threading.Event) -> None:
     """Make image scoring wait for ``release`` (it sets ``started`` when it begins)."""
     predictor = app.state.service.predictor
-    real = predictor.predict_images
+    real = predictor.predict_file
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         started.set()
         release.wait(timeout=30)
         return real(*args, **kwargs)
 
-    predictor.predict_images = slow
+    predictor.predict_file = slow
 
 
 async def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -478,17 +479,17 @@ def test_504_on_timeout(make_client: Callable[..., TestClient], uploads_dir: Pat
 def test_uploads_stay_in_a_private_temp_dir(
     client: TestClient, uploads_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fakescope.serve.service as service_module
+    import fakescope.data.images as images_module  # the item decoder the predictor uses
 
     seen: list[Path] = []
-    real = service_module.load_image
+    real = images_module.load_image
 
     def spy(path: Any, **kw: Any) -> Any:
         seen.append(Path(path))
         assert Path(path).is_file()  # present while the request runs
         return real(path, **kw)
 
-    monkeypatch.setattr(service_module, "load_image", spy)
+    monkeypatch.setattr(images_module, "load_image", spy)
     before = sorted(p for p in tmp_path.rglob("*") if not p.is_relative_to(uploads_dir))
     names = [
         "../../etc/passwd.jpg",
@@ -569,7 +570,7 @@ def test_sniff_unknown(head: bytes) -> None:
 
 # ---------------------------------------------------------------------------------------- cli
 def test_cli_parser_and_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fakescope.serve.cli import add_serve_parser, cmd_serve, settings_from_args
+    from fakescope.cli.serve import add_serve_parser, cmd_serve, settings_from_args
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -577,7 +578,7 @@ def test_cli_parser_and_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     args = parser.parse_args(["serve", "--max-upload-mb", "5", "--max-queue", "0", "--frames", "8"])
     assert args.func is cmd_serve and (args.host, args.port) == ("127.0.0.1", 8000)
     settings = settings_from_args(args)
-    assert (settings.max_upload_mb, settings.max_queue, settings.video_frames) == (5, 0, 8)
+    assert (settings.max_upload_mb, settings.max_queue, settings.video.frames) == (5, 0, 8)
     assert settings.max_pixels == ServeSettings().max_pixels
     monkeypatch.delenv("FAKESCOPE_DETECTOR", raising=False)
     monkeypatch.delenv("FAKESCOPE_WEIGHTS", raising=False)
@@ -589,8 +590,8 @@ def test_cli_parser_and_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_settings_refused(detector: Any) -> None:
     with pytest.raises(ValueError, match="max_concurrency"):
         create_app(detector, ServeSettings(max_concurrency=0))
-    with pytest.raises(ValueError, match="video_frames"):
-        create_app(detector, ServeSettings(video_frames=100, max_video_frames=64))
+    with pytest.raises(ValueError, match="video frames must be at most"):
+        create_app(detector, ServeSettings(video=VideoOptions(frames=100, max_frames=64)))
 
 
 # ------------------------------------------------------------------------- out-of-depth guard

@@ -159,7 +159,8 @@ def test_no_class_folders_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def test_config_layers(tmp_path: Path) -> None:
-    from fakescope.cli import build_parser, train_config_from_args
+    from fakescope.cli import build_parser
+    from fakescope.cli.common import train_config_from_args
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epochs: 7\nlr: 0.01\naugment: [blur, jpeg]\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -102,3 +103,16 @@ def setup_logging(verbose: int = 0) -> None:
 def is_interactive() -> bool:
     """True when stderr is a terminal, so progress bars are for a person."""
     return sys.stderr.isatty()
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file's bytes, read in 1 MiB chunks.
+
+    Raises:
+        OSError: the file cannot be read (missing, a directory, no permission, ...).
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

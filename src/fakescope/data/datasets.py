@@ -21,7 +21,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from fakescope.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, check_dimensions, load_image
+from fakescope.data.images import DEFAULT_MAX_PIXELS, decode_item
 
 
 class ImageDataset(Dataset):
@@ -32,6 +32,7 @@ class ImageDataset(Dataset):
         labels: 0 real / 1 fake per file (-1 when unknown).
         transform: PIL image → tensor.
         max_pixels: decompression-bomb limit passed to :func:`load_image`.
+        perturb: applied to each decoded image before ``transform`` (robustness), or None.
         seed: when set, the random parts of ``transform`` (crops, flips, blur, JPEG) draw from
             generators seeded by ``(seed, index)``, so an item's augmentation is the same whichever
             process, worker or rank loads it (the global random state is left as it was).
@@ -44,8 +45,10 @@ class ImageDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         max_pixels: int = DEFAULT_MAX_PIXELS,
         seed: int | None = None,
+        perturb: Callable[[Image.Image], Image.Image] | None = None,
     ) -> None:
         self.paths = list(paths)
+        self.perturb = perturb
         self.seed = seed
         self.labels = np.asarray(
             labels if labels is not None else [-1] * len(self.paths), dtype=np.int64
@@ -57,17 +60,9 @@ class ImageDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"idx": i, "y": int(self.labels[i]), "x": None, "error": None}
-        try:
-            img = load_image(self.paths[i], max_pixels=self.max_pixels)
-            check_dimensions(img, self.paths[i])
-            with _item_random_state(self.seed, i):
-                item["x"] = self.transform(img)
-        except ImageLoadError as e:
-            item["error"] = e.reason
-        except Exception as e:  # a transform failure on odd input must not stop the batch
-            item["error"] = f"could not preprocess: {type(e).__name__}: {e}"
-        return item
+        with _item_random_state(self.seed, i):
+            d = decode_item(self.paths[i], self.transform, self.max_pixels, self.perturb)
+        return {"idx": i, "y": int(self.labels[i]), "x": d.x, "error": d.error}
 
 
 @contextlib.contextmanager
@@ -155,6 +150,7 @@ def make_loader(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     rank: int = 0,
     world_size: int = 1,
+    perturb: Callable[[Image.Image], Image.Image] | None = None,
 ) -> DataLoader:
     """A DataLoader over a manifest frame (``path`` and optional ``label`` columns).
 
@@ -175,6 +171,7 @@ def make_loader(
         transform,
         max_pixels=max_pixels,
         seed=seed if shuffle and world_size > 1 else None,
+        perturb=perturb,
     )
     gen = torch.Generator().manual_seed(seed)
     common: dict[str, Any] = {

@@ -11,9 +11,11 @@ import struct
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,6 +63,10 @@ _DECODE_ERRORS = (
     zlib.error,
 )
 _DRAFT_SIZE = (64, 64)
+
+
+class DataError(ValueError):
+    """A problem with the user's data (folders, manifests, labels, splits) that they can fix."""
 
 
 class ImageLoadError(Exception):
@@ -396,6 +402,49 @@ def load_image(
     return _load(path, max_pixels, draft=False)
 
 
+@dataclass
+class Decoded:
+    """One decoded item: the model input (or the image), its size, or why it failed."""
+
+    x: Any = None
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+def decode_item(
+    path: str,
+    transform: Callable[[Image.Image], Any] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    perturb: Callable[[Image.Image], Image.Image] | None = None,
+) -> Decoded:
+    """The one item decoder: load, (perturb,) check and transform one file; failures are data.
+
+    Used by the data loaders of training and scoring and by the predictor's decode threads, so a
+    bad file reads the same everywhere. Without ``transform`` the item is the RGB array.
+
+    Args:
+        path: the image file.
+        transform: PIL image to model input (None: ``np.asarray`` of the image).
+        max_pixels: decompression-bomb limit.
+        perturb: applied to the decoded image before the checks and the transform (robustness).
+    """
+    out = Decoded()
+    try:
+        img = load_image(path, max_pixels=max_pixels)
+        out.width, out.height = img.size
+        if perturb is not None:
+            img = perturb(img)
+        check_dimensions(img, path)
+        out.x = transform(img) if transform else np.asarray(img)
+    except ImageLoadError as e:
+        out.error = e.reason
+    except Exception as e:  # a failure on odd input must not stop the batch
+        what = "perturb or preprocess" if perturb is not None else "preprocess"
+        out.error = f"could not {what}: {type(e).__name__}: {e}"
+    return out
+
+
 def check_image(
     path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> str | None:
@@ -465,9 +514,6 @@ def verify_files(
         DataError: When ``df`` has no ``path`` column.
     """
     if "path" not in df.columns:
-        # Imported here: manifest.py imports this module for IMAGE_EXTENSIONS.
-        from fakescope.data.manifest import DataError
-
         raise DataError(f"cannot verify files: no 'path' column (columns: {list(df.columns)})")
     paths = [str(p) for p in df["path"]]
     results = _with_progress(_check_many(paths, max_pixels, workers), len(paths), progress)

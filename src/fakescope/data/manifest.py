@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fakescope.data.images import IMAGE_EXTENSIONS
+from fakescope.data.images import IMAGE_EXTENSIONS, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ _JUNK_DIRS = frozenset({"__macosx", "$recycle.bin", "@eadir"})
 # "green-apple-ohs", "IMG_0042" -> "IMG", "n01440764_10026" -> "n01440764", "00001" -> "".
 _TRAILING_NUMBERS = re.compile(r"(?:(?:^|[\s._-]+)\(?\d+\)?)+[\s._-]*$")
 _MAX_BAD_SHOWN = 5
-
-
-class DataError(ValueError):
-    """A problem with the user's data (folders, manifests, labels, splits) that they can fix."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from fakescope.data.transforms import Preprocessing
-from fakescope.embed.cache import file_digest
-from fakescope.utils import cpu_supports_bf16
+from fakescope.utils import cpu_supports_bf16, file_digest
 
 logger = logging.getLogger(__name__)
 

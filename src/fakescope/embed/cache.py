@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -17,28 +16,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fakescope.utils import file_digest
+
 if TYPE_CHECKING:
     from fakescope.embed.backbones import Backbone
 
 logger = logging.getLogger(__name__)
 
-_CHUNK_BYTES = 1 << 20
 _QUERY_CHUNK = 500
 _DEFAULT_BATCH = 32
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """The sha256 hex digest of a file's bytes, read in 1 MiB chunks.
-
-    Raises:
-        OSError: the file cannot be read (missing, a directory, no permission, ...).
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:

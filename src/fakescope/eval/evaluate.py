@@ -1,4 +1,5 @@
-"""Score a labelled dataset with a detector and write predictions, metrics and the HTML report."""
+"""Evaluate a detector on a labelled dataset: score it (:mod:`fakescope.eval.scoring`), then write
+predictions, metrics with intervals and the HTML report."""
 
 from __future__ import annotations
 
@@ -10,96 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fakescope.data.datasets import make_loader
-from fakescope.data.images import DEFAULT_MAX_PIXELS, load_image, verify_files
-from fakescope.data.transforms import eval_transform
+from fakescope.data.images import load_image, verify_files
+from fakescope.eval.scoring import score_frame
 from fakescope.models.detector import Detector
-from fakescope.train.loop import score_loader
-from fakescope.utils import autocast_dtype, is_interactive, resolve_device
 
 logger = logging.getLogger(__name__)
-
-
-def score_frame(
-    detector: Detector,
-    df: pd.DataFrame,
-    batch_size: int = 32,
-    workers: int = 0,
-    device: str | torch.device = "cpu",
-    amp: str = "auto",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    cache_dir: str | Path | None = None,
-) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-    """Add ``logit``, ``score`` (calibrated P(fake)) and ``pred`` columns for every loadable row.
-
-    Probe detectors read and fill the embedding cache (``cache_dir``, default
-    ``$FAKESCOPE_CACHE``); fusion detectors score each member and combine their logits.
-
-    Returns:
-        The scored rows (manifest order) and the ``(row index, reason)`` of rows that failed.
-    """
-    kw = {
-        "batch_size": batch_size,
-        "workers": workers,
-        "device": device,
-        "amp": amp,
-        "max_pixels": max_pixels,
-        "cache_dir": cache_dir,
-    }
-    if detector.spec.kind == "fusion":
-        idx, logits, failures = _fusion_logits(detector, df, kw)
-    elif detector.spec.kind == "probe":
-        idx, logits, failures = _probe_logits(detector, df, workers, cache_dir)
-    else:
-        idx, logits, failures = _network_logits(detector, df, kw)
-    out = df.iloc[idx].copy()
-    out["logit"] = logits
-    out["score"] = torch.sigmoid(detector.calibrated_logits(torch.from_numpy(logits))).numpy()
-    out["pred"] = (out["score"] >= detector.spec.threshold).astype(int)
-    return out.sort_index(), failures
-
-
-Logits = tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]
-
-
-def _network_logits(detector: Detector, df: pd.DataFrame, kw: dict[str, Any]) -> Logits:
-    dev = kw["device"]
-    device = dev if isinstance(dev, torch.device) else resolve_device(str(dev))
-    detector = detector.to(device)
-    loader = make_loader(
-        df,
-        eval_transform(detector.spec.preprocessing),
-        kw["batch_size"],
-        workers=kw["workers"],
-        max_pixels=kw["max_pixels"],
-    )
-    s = score_loader(
-        detector, loader, device, autocast_dtype(device, kw["amp"]), progress=is_interactive()
-    )
-    order = np.argsort(s.idx, kind="stable")
-    return s.idx[order], s.logits[order].astype(np.float32), s.failures
-
-
-def _probe_logits(detector: Detector, df: pd.DataFrame, workers: int, cache_dir: Any) -> Logits:
-    from fakescope.embed.cache import EmbeddingCache, default_cache_dir, embed_frame
-
-    net = detector.net
-    with EmbeddingCache(cache_dir or default_cache_dir(), net.backbone.cache_id) as cache:
-        x, failures = embed_frame(
-            net.backbone, df, cache=cache, workers=workers, progress=is_interactive()
-        )
-    ok = np.flatnonzero(~np.isnan(x).any(axis=1)) if x.shape[1] else np.zeros(0, dtype=np.int64)
-    with torch.no_grad():
-        logits = net.head_logits(torch.from_numpy(x[ok].astype(np.float32)))[:, 0].cpu().numpy()
-    return ok, logits.astype(np.float32), failures
-
-
-def _fusion_logits(detector: Detector, df: pd.DataFrame, kw: dict[str, Any]) -> Logits:
-    from fakescope.models.fusion import member_matrix
-
-    ok, z, failures = member_matrix(detector.net.members, df, kw)
-    logits = z @ detector.net.weights.numpy() + float(detector.net.bias)
-    return ok, logits.astype(np.float32), failures
 
 
 def evaluate_frame(

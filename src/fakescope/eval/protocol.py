@@ -189,7 +189,7 @@ def detector_scores(
     detector: Any, manifest: pd.DataFrame, workers: int = 0, cache_dir: str | Path | None = None
 ) -> np.ndarray:
     """P(fake) of ``detector`` for every manifest row (NaN for files that failed)."""
-    from fakescope.eval.evaluate import score_frame
+    from fakescope.eval.scoring import score_frame
 
     frame = manifest.reset_index(drop=True)
     frame = frame.assign(label=_labels(frame["label"]))

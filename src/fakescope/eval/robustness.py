@@ -1,8 +1,9 @@
 """How a detector holds up under everyday image changes: JPEG, resizing, blur, crops, noise, sharing.
 
-Each perturbation is applied in memory, inside the data loader, right after the file is decoded and
-before the detector's own preprocessing, so nothing is written to disk and the embedding cache of
-probe detectors is never mixed with perturbed images. Every condition is scored on the same rows;
+Each perturbation is applied in memory, inside the one item decoder of the scoring engine
+(:func:`fakescope.eval.scoring.raw_logits`), right after the file is decoded and before the
+detector's own preprocessing, so nothing is written to disk and the embedding cache of probe
+detectors is never mixed with perturbed images. Every condition is scored on the same rows;
 the AUC and the accuracy at the detector's stored threshold get bootstrap 95% intervals, and the
 change against clean data gets a *paired* bootstrap interval (the same resampled images on both
 sides), so a drop can be told from noise even on a small test set.
@@ -40,17 +41,12 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageFilter
-from torch.utils.data import DataLoader
 
-from fakescope.data.datasets import ImageDataset, collate_skip
-from fakescope.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, check_dimensions, load_image
-from fakescope.data.transforms import eval_transform
 from fakescope.eval.metrics import compute_metrics
+from fakescope.eval.scoring import Perturbation, raw_logits
 from fakescope.models.detector import Detector
 
 logger = logging.getLogger(__name__)
-
-Perturbation = Callable[[Image.Image], Image.Image]
 
 CLEAN = "clean"
 CROP_FRACTION = 0.5
@@ -179,161 +175,6 @@ def resolve_perturbations(names: Sequence[str] | None) -> dict[str, Perturbation
     if unknown:
         raise ValueError(f"unknown perturbation(s) {unknown}; choose from {list(PERTURBATIONS)}")
     return {n: PERTURBATIONS[n] for n in PERTURBATIONS if n in set(names)}
-
-
-# --------------------------------------------------------------------------------------------
-# Loading and scoring
-# --------------------------------------------------------------------------------------------
-
-
-class PerturbedDataset(ImageDataset):
-    """An :class:`ImageDataset` that perturbs each decoded image before the transform.
-
-    Args:
-        paths: Image files.
-        labels: 0 real / 1 fake per file.
-        transform: PIL image to tensor (the detector's eval transform).
-        perturb: PIL RGB to PIL RGB, or None for clean images.
-        max_pixels: Decompression-bomb limit for :func:`load_image`.
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str],
-        labels: Sequence[int] | None,
-        transform: Callable[[Image.Image], torch.Tensor],
-        perturb: Perturbation | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-    ) -> None:
-        super().__init__(paths, labels, transform, max_pixels=max_pixels)
-        self.perturb = perturb
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"idx": i, "y": int(self.labels[i]), "x": None, "error": None}
-        try:
-            img = load_image(self.paths[i], max_pixels=self.max_pixels)
-            if self.perturb is not None:
-                img = self.perturb(img)
-            check_dimensions(img, self.paths[i])
-            item["x"] = self.transform(img)
-        except ImageLoadError as exc:
-            item["error"] = exc.reason
-        except Exception as exc:  # a perturbation failure on odd input must not stop the batch
-            item["error"] = f"could not perturb or preprocess: {type(exc).__name__}: {exc}"
-        return item
-
-
-def _worker_init(worker_id: int) -> None:
-    """One intra-op thread per decoding worker."""
-    torch.set_num_threads(1)
-
-
-def perturbed_loader(
-    df: pd.DataFrame,
-    transform: Callable[[Image.Image], torch.Tensor],
-    perturb: Perturbation | None,
-    batch_size: int = 32,
-    workers: int = 0,
-) -> DataLoader:
-    """A DataLoader over ``df`` that perturbs every image after decoding.
-
-    Args:
-        df: A manifest with ``path`` and ``label``.
-        transform: The detector's eval transform.
-        perturb: The perturbation, or None for clean images.
-        batch_size: Images per batch.
-        workers: Decoding processes.
-
-    Returns:
-        A loader yielding ``collate_skip`` batches (``x``, ``y``, ``idx``, ``failures``).
-    """
-    labels = df["label"].tolist() if "label" in df.columns else None
-    ds = PerturbedDataset(df["path"].astype(str).tolist(), labels, transform, perturb)
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_skip,
-        worker_init_fn=_worker_init,
-    )
-
-
-Logits = tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]
-
-
-def _network_logits(
-    detector: Detector, df: pd.DataFrame, perturb: Perturbation | None, kw: Mapping[str, Any]
-) -> Logits:
-    """Raw logits of a network or probe detector on perturbed images."""
-    from fakescope.train.loop import score_loader
-    from fakescope.utils import autocast_dtype
-
-    device = kw["device"]
-    detector = detector.to(device)
-    loader = perturbed_loader(
-        df, eval_transform(detector.spec.preprocessing), perturb, kw["batch_size"], kw["workers"]
-    )
-    scores = score_loader(detector, loader, device, autocast_dtype(device, kw["amp"]))
-    order = np.argsort(scores.idx, kind="stable")
-    return scores.idx[order], scores.logits[order].astype(np.float32), scores.failures
-
-
-def _fusion_logits(
-    detector: Detector, df: pd.DataFrame, perturb: Perturbation | None, kw: Mapping[str, Any]
-) -> Logits:
-    """Raw logits of a fusion detector: its members' calibrated logits, combined."""
-    members = list(detector.net.members)
-    columns, failures, keep = [], {}, set(range(len(df)))
-    for member in members:
-        idx, logits, fails = raw_logits(member, df, perturb, **kw)
-        failures.update(dict(fails))
-        z = member.calibrated_logits(torch.from_numpy(logits)).numpy()
-        columns.append(pd.Series(z, index=idx))
-        keep &= set(idx.tolist())
-    ok = np.array(sorted(keep), dtype=np.int64)
-    z = np.stack([c.reindex(ok).to_numpy() for c in columns], axis=1)
-    combined = z @ detector.net.weights.numpy() + float(detector.net.bias)
-    return ok, combined.astype(np.float32), sorted(failures.items())
-
-
-def raw_logits(
-    detector: Detector,
-    df: pd.DataFrame,
-    perturb: Perturbation | None = None,
-    batch_size: int = 32,
-    workers: int = 0,
-    device: str | torch.device = "cpu",
-    amp: str = "auto",
-) -> Logits:
-    """Uncalibrated logits of any detector on (perturbed) images.
-
-    Args:
-        detector: A network, probe or fusion detector.
-        df: Rows to score (``path``, ``label``), indexed 0..n-1 by position.
-        perturb: The perturbation, or None for clean images.
-        batch_size: Images per batch.
-        workers: Decoding processes.
-        device: Torch device.
-        amp: Mixed precision (as in :func:`fakescope.utils.autocast_dtype`).
-
-    Returns:
-        ``(row positions scored, logits, [(row position, reason)] of failures)``.
-    """
-    from fakescope.utils import resolve_device
-
-    dev = device if isinstance(device, torch.device) else resolve_device(str(device))
-    kw = {"batch_size": batch_size, "workers": workers, "device": dev, "amp": amp}
-    df = df.reset_index(drop=True)
-    if detector.spec.kind == "fusion":
-        return _fusion_logits(detector, df, perturb, kw)
-    return _network_logits(detector, df, perturb, kw)
-
-
-def _scores(detector: Detector, logits: np.ndarray) -> np.ndarray:
-    """Calibrated P(fake) from raw logits."""
-    z = detector.calibrated_logits(torch.from_numpy(logits.astype(np.float32)))
-    return torch.sigmoid(z).numpy().astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -655,7 +496,7 @@ def _score_conditions(
     for name, fn in perturbations.items():
         logger.info("robustness: scoring %s (%d images)", name, len(df))
         idx, logits, failures = raw_logits(detector, df, fn, **kw)
-        scores[name] = pd.Series(_scores(detector, logits), index=idx)
+        scores[name] = pd.Series(detector.probabilities(logits).astype(np.float64), index=idx)
         failed[name] = len(failures)
         if failures:
             logger.warning("%s: %d image(s) failed, e.g. %s", name, len(failures), failures[0])

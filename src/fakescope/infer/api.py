@@ -9,39 +9,40 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fakescope.infer.backends import DetectorRef, open_detector
 from fakescope.infer.predictor import Prediction, Predictor, VideoOptions
 from fakescope.models.detector import Detector
+from fakescope.zoo import DEFAULT_DETECTOR
 
 Input = str | Path | Image.Image | np.ndarray
 
 
-def _as_detector(detector: Detector | str | Path, backbone_path: str | None = None) -> Detector:
-    if isinstance(detector, Detector):
-        return detector
-    from fakescope.models.checkpoint import load_detector
-
-    return load_detector(detector, backbone_path=backbone_path)
-
-
 def predict(
     inputs: Input | Sequence[Input],
-    detector: Detector | str | Path,
+    detector: Detector | DetectorRef | str | Path = DEFAULT_DETECTOR,
     batch_size: int = 16,
     workers: int = 0,
     video: VideoOptions | None = None,
     explain_dir: str | None = None,
     device: str = "auto",
+    backend: str = "torch",
+    precision: str = "auto",
+    backbone_path: str | None = None,
 ) -> list[Prediction]:
     """Score images and videos: file paths (images or videos), PIL images or uint8 arrays.
 
     Args:
         inputs: one input or a sequence of them; folders are expanded recursively.
-        detector: a loaded detector or a checkpoint path.
+        detector: a loaded detector, a :class:`DetectorRef`, a checkpoint path or
+            ``builtin:NAME`` (default: the built-in default detector).
         batch_size: images per model call.
         workers: decoding threads for file inputs.
         video: sampling and aggregation for videos.
         explain_dir: write a heatmap per image file here.
         device: ``auto``, ``cpu``, ``cuda``...
+        backend: ``torch`` or ``onnx``, for a detector given by reference.
+        precision: ``auto``, ``fp32``, ``bf16`` (torch) or ``int8`` (onnx), likewise.
+        backbone_path: for probe detectors, where the frozen backbone file is now.
 
     Returns:
         One :class:`Prediction` per input, in input order (errors are rows, not exceptions).
@@ -49,8 +50,17 @@ def predict(
     from fakescope.infer.inputs import expand_inputs
 
     items = [inputs] if isinstance(inputs, (str, Path, Image.Image, np.ndarray)) else list(inputs)
+    amp = "auto"
+    if not isinstance(detector, Detector):
+        ref = (
+            detector
+            if isinstance(detector, DetectorRef)
+            else DetectorRef(str(detector), backend, precision, backbone_path)
+        )
+        detector, amp = open_detector(ref), ref.amp
     pred = Predictor(
-        _as_detector(detector),
+        detector,
+        amp=amp,
         batch_size=batch_size,
         workers=workers,
         device=device,

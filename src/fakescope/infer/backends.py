@@ -1,4 +1,9 @@
-"""Choose how a checkpoint runs: torch (fp32 or bf16 autocast) or onnxruntime (fp32 or int8).
+"""The one door to open a detector for scoring: :class:`DetectorRef` and :func:`open_detector`.
+
+A reference says which detector (a checkpoint, an exported ``.onnx`` or ``builtin:NAME``) and how
+it runs: torch (fp32 or bf16 autocast) or onnxruntime (fp32 or int8), and where a probe's frozen
+backbone file is. Every command, the server, the Ray actors and :func:`fakescope.predict` open
+detectors here.
 
 On the onnx backend, fine-tuned networks are exported on first use and cached; a fusion detector
 has its fine-tuned members exported the same way, and probes keep their backbone as stored (the
@@ -10,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fakescope.models.checkpoint import load_detector
-from fakescope.models.detector import Detector
+if TYPE_CHECKING:  # imported when a detector is opened, so the CLI's parser stays light
+    from fakescope.models.detector import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -46,50 +53,76 @@ def onnx_path_for(checkpoint: str | Path, precision: str, member: int | None = N
     return _user_cache() / "onnx" / f"{digest}-{name}"
 
 
-def load_for_inference(
-    checkpoint: str | Path,
-    backend: str = "torch",
-    precision: str = "auto",
-    backbone_path: str | None = None,
-) -> tuple[Detector, str]:
-    """Load ``checkpoint`` for the backend and precision asked; return it with the amp mode to use.
+@dataclass(frozen=True)
+class DetectorRef:
+    """Which detector to open, and how it runs.
+
+    Attributes:
+        ref: a ``.safetensors`` checkpoint, an exported ``.onnx`` file or ``builtin:NAME``.
+        backend: ``torch`` or ``onnx`` (fine-tuned networks are exported on first use and cached).
+        precision: ``auto`` (bf16 autocast where the CPU has it, on torch), ``fp32``, ``bf16``
+            (torch) or ``int8`` (onnx).
+        backbone_path: for probe detectors, where the frozen backbone file is now.
+    """
+
+    ref: str
+    backend: str = "torch"
+    precision: str = "auto"
+    backbone_path: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref", str(self.ref))
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if Path(self.ref).suffix.lower() == ".onnx":
+            return  # an exported file runs as it was exported
+        if self.backend == "torch" and self.precision == "int8":
+            raise ValueError("int8 runs on the onnx backend: use --backend onnx --precision int8")
+        if self.backend == "onnx" and self.precision == "bf16":
+            raise ValueError(
+                "onnxruntime's CPU provider has no bf16 kernels: use --backend torch --precision bf16"
+            )
+
+    @property
+    def amp(self) -> str:
+        """The autocast mode a :class:`~fakescope.infer.predictor.Predictor` should use."""
+        if self.backend == "onnx" or Path(self.ref).suffix.lower() == ".onnx":
+            return "off"
+        return {"auto": "auto", "fp32": "off", "bf16": "bf16"}[self.precision]
+
+
+def open_detector(ref: DetectorRef | str | Path) -> Detector:
+    """Open a detector for scoring, on the backend and at the precision ``ref`` asks for.
 
     ONNX files are exported on first use and cached (see :func:`onnx_path_for`); a cached file
     older than the checkpoint, or from an older exporter, is exported again. Static int8 is
     calibrated on training images of the run that made the checkpoint (its ``splits.csv``); when
     they are gone, export with ``fakescope export --int8 --calibration DATA`` and pass the
     ``.onnx``. Fusion members without calibration images run as fp32 ONNX, with a warning.
+    The detector is in eval mode; run it with ``amp=ref.amp``.
     """
-    if backend not in BACKENDS or precision not in PRECISIONS:
-        raise ValueError(f"backend must be one of {BACKENDS} and precision one of {PRECISIONS}")
+    from fakescope.models.checkpoint import load_detector
     from fakescope.zoo import builtin_path, is_builtin
 
-    if is_builtin(checkpoint):
-        checkpoint = builtin_path(checkpoint)
-    checkpoint = Path(checkpoint)
+    ref = ref if isinstance(ref, DetectorRef) else DetectorRef(str(ref))
+    checkpoint = builtin_path(ref.ref) if is_builtin(ref.ref) else Path(ref.ref)
     if checkpoint.suffix.lower() == ".onnx":
-        return load_detector(checkpoint), "off"
-    det = load_detector(checkpoint, backbone_path=backbone_path)
-    if backend == "torch":
-        if precision == "int8":
-            raise ValueError("int8 runs on the onnx backend: use --backend onnx --precision int8")
-        return det, {"auto": "auto", "fp32": "off", "bf16": "bf16"}[precision]
-    if precision == "bf16":
-        raise ValueError(
-            "onnxruntime's CPU provider has no bf16 kernels: use --backend torch --precision bf16"
-        )
-    prec = "int8" if precision == "int8" else "fp32"
-    if det.spec.kind == "timm":
-        return _onnx_member(det, checkpoint, prec, None, strict=True), "off"
-    if det.spec.kind == "fusion":
-        members = det.net.members
-        for i, m in enumerate(members):
-            if m.spec.kind == "timm":
-                m.meta = m.meta or det.meta  # the fusion's run names its calibration images
-                members[i] = _onnx_member(m, checkpoint, prec, i, strict=False)
-        return det, "off"
-    logger.info("%s detector: its backbone runs as stored on the onnx backend", det.spec.kind)
-    return det, "off"
+        return load_detector(checkpoint)
+    det = load_detector(checkpoint, backbone_path=ref.backbone_path)
+    if ref.backend == "torch":
+        return det
+    prec = "int8" if ref.precision == "int8" else "fp32"
+    if det.torch_network:
+        return _onnx_member(det, checkpoint, prec, None, strict=True)
+    for i, m in enumerate(det.members):
+        if m.torch_network:
+            m.meta = m.meta or det.meta  # the fusion's run names its calibration images
+            det.set_member(i, _onnx_member(m, checkpoint, prec, i, strict=False))
+    if not det.members:
+        logger.info("%s: its backbone runs as stored on the onnx backend", det.spec.arch)
+    return det
 
 
 def _onnx_member(
@@ -115,6 +148,8 @@ def _onnx_member(
         path.parent.mkdir(parents=True, exist_ok=True)
         logger.info("exporting %s to %s", checkpoint, path)
         export_onnx(det, path, int8=prec == "int8", calibration=calib)
+    from fakescope.models.checkpoint import load_detector
+
     return load_detector(path)
 
 

@@ -95,10 +95,11 @@ def explain_image(
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {METHODS}")
     rgb = image.convert("RGB")
-    kind = detector.spec.kind
-    if method == "gradcam" and kind != "timm":
-        raise ValueError(f"Grad-CAM needs a timm network; this detector is {kind!r}")
-    if method == "occlusion" or kind != "timm":
+    if method == "gradcam" and not detector.torch_network:
+        raise ValueError(
+            f"Grad-CAM needs a timm network; this detector is {detector.spec.kind!r}"
+        )
+    if method == "occlusion" or not detector.torch_network:
         return _occlusion(detector, rgb, grid, batch_size)
     if method == "auto":
         try:
@@ -335,7 +336,7 @@ def _occlusion(detector: Detector, image: Image.Image, grid: int, batch_size: in
     """Occlusion heatmap: drop in P(fake) when each lattice cell is greyed out."""
     if grid < 1:
         raise ValueError(f"grid must be at least 1, got {grid}")
-    if detector.spec.kind == "fusion":
+    if detector.members:  # members preprocess their own way: occlude the image, not a tensor
         return _occlusion_fusion(detector, image, grid, batch_size)
     x, seen = _preprocess(detector.spec.preprocessing, image)
     x = x.to(_module_device(detector))
@@ -449,27 +450,14 @@ def _score_images(
 
 
 def _pil_proba(detector: Detector, images: list[Image.Image]) -> np.ndarray:
-    """P(fake) of PIL images for any detector kind, fusions included."""
-    z = _pil_logits(detector, images)
-    return torch.sigmoid(detector.calibrated_logits(z)).numpy()
-
-
-@torch.no_grad()
-def _pil_logits(detector: Detector, images: list[Image.Image]) -> torch.Tensor:
-    """Raw logits ``[B]`` of PIL images; a fusion combines its members' calibrated logits."""
-    if detector.spec.kind == "fusion":
-        net = detector.net
-        members = [m.calibrated_logits(_pil_logits(m, images)) for m in net.members]
-        z = torch.stack(members, dim=1).float()
-        return z @ net.weights.float().cpu() + net.bias.float().cpu()
-    transform = eval_transform(detector.spec.preprocessing)
-    x = torch.stack([transform(im.convert("RGB")) for im in images]).float()
+    """P(fake) of PIL images for any detector, fusions included."""
     was_training = detector.training
     detector.eval()
     try:
-        return detector(x.to(_module_device(detector))).float().cpu()
+        logits, _ = detector.image_logits([im.convert("RGB") for im in images], len(images))
     finally:
         detector.train(was_training)
+    return detector.probabilities(logits)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,43 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fakescope.data.images import (
-    DEFAULT_MAX_PIXELS,
-    ImageLoadError,
-    check_dimensions,
-    load_image,
-    to_rgb,
-)
+from fakescope.data.images import DEFAULT_MAX_PIXELS, decode_item, load_image, to_rgb
 from fakescope.data.transforms import eval_transform
+from fakescope.infer.video import VideoOptions, aggregate
 from fakescope.models.detector import Detector
 from fakescope.models.novelty import REASON as NOVELTY_REASON
 from fakescope.utils import autocast_dtype, resolve_device
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class VideoOptions:
-    """How videos are sampled and their frame scores combined.
-
-    Attributes:
-        sample: ``uniform`` (``frames`` evenly spaced), ``interval`` (one every ``every_s`` seconds)
-            or ``keyframes`` (the fast path).
-        frames: frames for ``uniform``.
-        every_s: seconds between frames for ``interval``.
-        max_frames: upper bound on frames per video, whatever the mode (bounded work on long clips).
-        aggregate: ``mean``, ``median``, ``topk`` (mean of the k highest) or ``max``.
-        topk: k for ``topk``.
-        timeline_dir: where to write a score-over-time PNG per video (None: no plot).
-    """
-
-    sample: str = "uniform"
-    frames: int = 16
-    every_s: float = 1.0
-    max_frames: int = 64
-    aggregate: str = "mean"
-    topk: int = 3
-    timeline_dir: str | None = None
 
 
 @dataclass
@@ -94,7 +65,7 @@ class Prediction:
 
 
 class _Decode:
-    """Load and preprocess one path per item (in a decode thread); failures come back as data."""
+    """Decode one path per item (in a decode thread) with the one item decoder."""
 
     def __init__(self, paths: Sequence[str], transform: Any, max_pixels: int) -> None:
         self.paths, self.transform, self.max_pixels = paths, transform, max_pixels
@@ -104,18 +75,9 @@ class _Decode:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         t0 = time.perf_counter()
-        item: dict[str, Any] = {"i": i, "x": None, "error": None, "w": None, "h": None}
-        try:
-            img = load_image(self.paths[i], max_pixels=self.max_pixels)
-            item["w"], item["h"] = img.size
-            check_dimensions(img, self.paths[i])
-            item["x"] = self.transform(img) if self.transform else np.asarray(img)
-        except ImageLoadError as e:
-            item["error"] = e.reason
-        except Exception as e:  # a preprocessing failure on odd input must not stop the batch
-            item["error"] = f"could not preprocess: {type(e).__name__}: {e}"
-        item["ms"] = (time.perf_counter() - t0) * 1000
-        return item
+        d = decode_item(self.paths[i], self.transform, self.max_pixels)
+        ms = (time.perf_counter() - t0) * 1000
+        return {"i": i, "x": d.x, "error": d.error, "w": d.width, "h": d.height, "ms": ms}
 
 
 class Predictor:
@@ -149,65 +111,13 @@ class Predictor:
         self.video = video or VideoOptions()
         self.explain_dir = explain_dir
         self.max_pixels = max_pixels
-        self.amp_mode = amp  # fusion members get the same setting
-        self.amp = autocast_dtype(self.device, amp) if detector.spec.kind == "timm" else None
-        self.tensor_path = detector.spec.kind in ("timm", "probe", "onnx")
+        self.amp = autocast_dtype(self.device, amp)  # used by torch networks only
+        self.tensor_path = not detector.members  # a combination scores images, not one tensor
 
     # ----------------------------------------------------------------------------------- scoring
-    def _logits_from_tensors(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw logits and the out-of-depth distances (None without a guard) of a batch."""
-        with torch.no_grad():
-            if self.amp is not None:
-                with torch.autocast(device_type=self.device.type, dtype=self.amp):
-                    out, nov = self.detector.logits_and_novelty(x.to(self.device))
-            else:
-                out, nov = self.detector.logits_and_novelty(x.to(self.device))
-        novelty = None if nov is None else nov.float().cpu().numpy()
-        return out.float().cpu().numpy(), novelty
-
-    def logits_for_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Raw logits for RGB PIL images, whatever the detector kind (fusion included)."""
-        return self.logits_and_novelty_for_images(images)[0]
-
-    def logits_and_novelty_for_images(
-        self, images: Sequence[Image.Image]
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def image_logits(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw logits, and guard distances (None without a guard), for RGB PIL images."""
-        if not images:
-            return np.zeros(0, dtype=np.float32), None
-        if self.detector.spec.kind == "fusion":
-            members = [
-                Predictor(m, self.batch_size, 0, str(self.device), amp=self.amp_mode)
-                for m in self.detector.net.members
-            ]
-            z = np.stack(
-                [
-                    m.detector.calibrated_logits(
-                        torch.from_numpy(m.logits_for_images(images))
-                    ).numpy()
-                    for m in members
-                ],
-                axis=1,
-            )
-            fused = z @ self.detector.net.weights.numpy() + float(self.detector.net.bias)
-            return fused.astype(np.float32), None
-        tf = eval_transform(self.detector.spec.preprocessing)
-        parts = [
-            self._logits_from_tensors(
-                torch.stack([tf(im) for im in images[i : i + self.batch_size]])
-            )
-            for i in range(0, len(images), self.batch_size)
-        ]
-        logits = np.concatenate([p[0] for p in parts]).astype(np.float32)
-        if parts[0][1] is None:
-            return logits, None
-        return logits, np.concatenate([p[1] for p in parts]).astype(np.float32)
-
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated P(fake) from raw logits."""
-        return torch.sigmoid(
-            self.detector.calibrated_logits(torch.from_numpy(np.asarray(logits)))
-        ).numpy()
+        return self.detector.image_logits(images, self.batch_size, self.amp)
 
     def _row(
         self,
@@ -235,6 +145,10 @@ class Predictor:
             **extra,
         )
 
+    def error_row(self, path: str, reason: str, kind: str = "image", ms: float = 0.0) -> Prediction:
+        """A row with verdict ``error`` for an input that could not be scored, and why."""
+        return self._row(path, kind, None, ms, error=reason)
+
     # ------------------------------------------------------------------------------------ images
     def _score_batch(
         self, paths: Sequence[str], batch: list[dict[str, Any]]
@@ -242,18 +156,16 @@ class Predictor:
         good = [b for b in batch if b["error"] is None]
         t0 = time.perf_counter()
         if good and self.tensor_path:
-            logits, nov = self._logits_from_tensors(torch.stack([b["x"] for b in good]))
+            logits, nov = self.detector.tensor_logits(torch.stack([b["x"] for b in good]), self.amp)
         else:
-            logits, nov = self.logits_and_novelty_for_images(
-                [Image.fromarray(b["x"]) for b in good]
-            )
+            logits, nov = self.image_logits([Image.fromarray(b["x"]) for b in good])
         model_ms = (time.perf_counter() - t0) * 1000 / max(len(good), 1)
-        scores = iter(self.probabilities(logits)) if len(good) else iter(())
+        scores = iter(self.detector.probabilities(logits)) if len(good) else iter(())
         novelties = iter(nov) if nov is not None else None
         for b in batch:
             path = paths[b["i"]]
             if b["error"] is not None:
-                yield self._row(path, "image", None, b["ms"], error=b["error"])
+                yield self.error_row(path, b["error"], "image", b["ms"])
                 continue
             row = self._row(
                 path,
@@ -316,30 +228,21 @@ class Predictor:
             return None
 
     # ------------------------------------------------------------------------------------ videos
-    def predict_video(self, path: str) -> Prediction:
-        """One row for a video: aggregated score, verdict, per-frame timeline."""
-        from fakescope.data.video import VideoError, sample_frames
-        from fakescope.infer.video import aggregate
+    def predict_video(self, path: str, video: VideoOptions | None = None) -> Prediction:
+        """One row for a video: aggregated score, verdict, per-frame timeline.
 
-        t0, v = time.perf_counter(), self.video
+        Args:
+            path: the video (or animated GIF/WebP) file.
+            video: sampling and aggregation for this call (default: the predictor's own).
+        """
+
+        t0, v = time.perf_counter(), video or self.video
         try:
-            frames = list(
-                sample_frames(
-                    path, mode=v.sample, n=v.frames, every_s=v.every_s, max_frames=v.max_frames
-                )
-            )
-        except VideoError as e:
-            return self._row(path, "video", None, (time.perf_counter() - t0) * 1000, error=e.reason)
-        except Exception as e:  # unknown decoder failures are per-item errors too
-            return self._row(
-                path,
-                "video",
-                None,
-                (time.perf_counter() - t0) * 1000,
-                error=f"could not decode video: {type(e).__name__}: {e}",
-            )
-        logits, nov = self.logits_and_novelty_for_images([f.image for f in frames])
-        probs = self.probabilities(logits)
+            frames = self._video_frames(path, v)
+        except Exception as e:  # every decoder failure is a per-item error
+            return self.error_row(path, _video_reason(e), "video", (time.perf_counter() - t0) * 1000)
+        logits, nov = self.image_logits([f.image for f in frames])
+        probs = self.detector.probabilities(logits)
         rows = [
             {"index": f.index, "time_s": round(f.time_s, 3), "score": float(p)}
             for f, p in zip(frames, probs, strict=True)
@@ -358,16 +261,34 @@ class Predictor:
             aggregate=v.aggregate,
             frames=rows,
         )
-        row.timeline = self._timeline(path, rows)
+        row.timeline = self._timeline(path, rows, v)
         return row
 
-    def _timeline(self, path: str, rows: list[dict[str, Any]]) -> str | None:
-        if not self.video.timeline_dir:
+    def _video_frames(self, path: str, v: VideoOptions) -> list[Any]:
+        """Sampled frames, after checking the frame size against the pixel limit."""
+        from fakescope.data.video import VideoError, probe_video, sample_frames
+
+        info = probe_video(path)
+        pixels = info.width * info.height
+        if self.max_pixels and pixels > self.max_pixels:
+            raise VideoError(
+                path,
+                f"video frames are {info.width}x{info.height} = {pixels:,} pixels, over the "
+                f"limit of {self.max_pixels:,} (possible decompression bomb)"
+            )
+        return list(
+            sample_frames(
+                path, mode=v.sample, n=v.frames, every_s=v.every_s, max_frames=v.max_frames
+            )
+        )
+
+    def _timeline(self, path: str, rows: list[dict[str, Any]], v: VideoOptions) -> str | None:
+        if not v.timeline_dir:
             return None
         from fakescope.infer.video import plot_timeline
 
         spec = self.detector.spec
-        out = Path(self.video.timeline_dir) / f"{_stem_id(path)}-timeline.png"
+        out = Path(v.timeline_dir) / f"{_stem_id(path)}-timeline.png"
         plot_timeline(
             [r["time_s"] for r in rows],
             [r["score"] for r in rows],
@@ -379,6 +300,29 @@ class Predictor:
         return str(out)
 
     # -------------------------------------------------------------------------------- mixed input
+    def predict_file(
+        self, path: str, name: str | None = None, video: VideoOptions | None = None
+    ) -> Prediction:
+        """One row for one file, image or video (an error row when it cannot be scored).
+
+        Args:
+            path: the file.
+            name: what the row calls it (default ``path``; a server names uploads this way).
+            video: sampling and aggregation if it is a video (default: the predictor's own).
+        """
+        from fakescope.data.video import is_video
+
+        if is_video(path):
+            row = self.predict_video(path, video)
+        else:
+            tf = eval_transform(self.detector.spec.preprocessing) if self.tensor_path else None
+            (row,) = self._score_batch([path], [_Decode([path], tf, self.max_pixels)[0]])
+        if name is not None:
+            row.path = name
+            if row.error:
+                row.error = row.error.replace(str(path), name)
+        return row
+
     def predict_paths(self, paths: Iterable[str], chunk: int = 1024) -> Iterator[Prediction]:
         """Rows for any mix of image and video paths, streamed in chunks of ``chunk`` paths."""
         from fakescope.data.video import is_video
@@ -406,14 +350,22 @@ class Predictor:
             to_rgb(Image.fromarray(np.asarray(im)) if not isinstance(im, Image.Image) else im)
             for im in images
         ]
-        logits, nov = self.logits_and_novelty_for_images(pil)
-        probs = self.probabilities(logits)
+        logits, nov = self.image_logits(pil)
+        probs = self.detector.probabilities(logits)
         novelty = [None] * len(pil) if nov is None else [float(v) for v in nov]
         ms = (time.perf_counter() - t0) * 1000 / max(len(pil), 1)
         return [
             self._row(n, "image", p, ms, novelty=d, width=im.size[0], height=im.size[1])
             for n, p, d, im in zip(names, probs, novelty, pil, strict=True)
         ]
+
+
+def _video_reason(e: Exception) -> str:
+    from fakescope.data.video import VideoError
+
+    if isinstance(e, VideoError):
+        return e.reason
+    return f"could not decode video: {type(e).__name__}: {e}"
 
 
 def _stem_id(path: str) -> str:

@@ -1,4 +1,4 @@
-"""Video scores: combine per-frame P(fake) into one score per clip, and plot a timeline.
+"""Video scoring options, and what becomes of frame scores: one score per clip, and a timeline.
 
 Frames come from :mod:`fakescope.data.video`; this module works on the scores a detector gives them.
 """
@@ -7,16 +7,56 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fakescope.data.video import Frame
+from fakescope.data.video import SAMPLING_MODES, Frame
 
 logger = logging.getLogger(__name__)
 
 AGGREGATIONS = ("mean", "median", "topk", "max")
+
+
+@dataclass
+class VideoOptions:
+    """How videos are sampled and their frame scores combined.
+
+    Attributes:
+        sample: ``uniform`` (``frames`` evenly spaced), ``interval`` (one every ``every_s`` seconds)
+            or ``keyframes`` (the fast path).
+        frames: frames for ``uniform``.
+        every_s: seconds between frames for ``interval``.
+        max_frames: upper bound on frames per video, whatever the mode (bounded work on long clips).
+        aggregate: ``mean``, ``median``, ``topk`` (mean of the k highest) or ``max``.
+        topk: k for ``topk``.
+        timeline_dir: where to write a score-over-time PNG per video (None: no plot).
+    """
+
+    sample: str = "uniform"
+    frames: int = 16
+    every_s: float = 1.0
+    max_frames: int = 64
+    aggregate: str = "mean"
+    topk: int = 3
+    timeline_dir: str | None = None
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for options that make no sense."""
+        checks = [
+            (self.sample in SAMPLING_MODES, f"video sampling must be one of {SAMPLING_MODES}"),
+            (self.aggregate in AGGREGATIONS, f"video aggregation must be one of {AGGREGATIONS}"),
+            (self.frames >= 1, "video frames must be at least 1"),
+            (self.max_frames >= 1, "the most frames per video must be at least 1"),
+            (self.every_s > 0, "seconds between video frames must be positive"),
+            (self.topk >= 1, "video top-k must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
 
 
 # ---------------------------------------------------------------------------------- aggregation

@@ -1,4 +1,16 @@
-"""One detector interface: any network that maps a batch of images to one logit each.
+"""One detector interface: whatever the family, images in, one logit (and a verdict) each out.
+
+Every scorer in fakescope calls :meth:`Detector.image_logits` (RGB images) or, on the fast path,
+:meth:`Detector.tensor_logits` (a batch already preprocessed with the detector's own
+:class:`~fakescope.data.transforms.Preprocessing`). What a family is made of is declared here, in
+a few properties, so that no caller needs to know the family's name:
+
+* :attr:`Detector.members`: the detectors a combination (fusion) is made of; such a detector
+  scores images, not one tensor, because each member preprocesses in its own way;
+* :attr:`Detector.embedder`: a frozen embedding stage whose outputs may be cached (probes), with
+  :meth:`Detector.head_logits` to finish from cached embeddings;
+* :attr:`Detector.torch_network`: the whole detector is one torch network (a fine-tuned timm
+  model): it runs under autocast, exports to ONNX and has layers for Grad-CAM.
 
 Score convention (everywhere in fakescope): label 1 = fake, and ``score = P(fake)`` in [0, 1],
 obtained as ``sigmoid(a * logit + b)`` where ``a, b`` come from the stored calibration (1, 0 if none).
@@ -6,14 +18,21 @@ obtained as ``sigmoid(a * logit + b)`` where ``a, b`` come from the stored calib
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from fakescope.data.transforms import Preprocessing
+from fakescope.data.transforms import Preprocessing, eval_transform
+
+#: Raw logits ``[B]`` and the out-of-depth guard's distances ``[B]`` (None without a guard).
+LogitsAndNovelty = tuple[np.ndarray, np.ndarray | None]
 
 CLASSES = ("real", "fake")
 
@@ -67,6 +86,30 @@ class Detector(nn.Module):
         self.meta: dict[str, Any] = {}
         self.input_filter = make_input_filter(spec.input_filter)
 
+    # ----------------------------------------------------------------------- what it is made of
+    @property
+    def members(self) -> Sequence[Detector]:
+        """The detectors this one combines (a fusion); empty for a single detector."""
+        return getattr(self.net, "members", ())
+
+    @property
+    def embedder(self) -> Any | None:
+        """The frozen, cacheable embedding stage (a probe's backbone), or None.
+
+        It has ``embed(batch)`` and a ``cache_id``; :meth:`head_logits` turns its embeddings into
+        logits, so scoring a known file twice need not embed it twice.
+        """
+        return getattr(self.net, "backbone", None)
+
+    @property
+    def torch_network(self) -> bool:
+        """Whether the detector is one torch network end to end (autocast, ONNX, Grad-CAM)."""
+        return self.spec.kind == "timm"
+
+    def set_member(self, i: int, member: Detector) -> None:
+        """Replace member ``i`` of a combination (e.g. by its ONNX-backed version)."""
+        self.net.members[i] = member
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (uncalibrated) logits, shape ``[B]``."""
         out = self.net(self.input_filter(x))
@@ -94,6 +137,84 @@ class Detector(nn.Module):
         """Whether a guard distance is past the threshold (the input is unlike the training data)."""
         t = self.novelty_threshold
         return novelty is not None and t is not None and not novelty <= t
+
+    # ------------------------------------------------------------------------------- scoring
+    def _device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def tensor_logits(self, x: torch.Tensor, amp: torch.dtype | None = None) -> LogitsAndNovelty:
+        """Raw logits and guard distances of a preprocessed batch, as float32 arrays.
+
+        Args:
+            x: ``[B, 3, H, W]``, made with ``eval_transform(self.spec.preprocessing)``.
+            amp: an autocast dtype, used by torch networks only (None: fp32).
+
+        Raises:
+            TypeError: for a combination, which scores images (:meth:`image_logits`).
+        """
+        if self.members:
+            raise TypeError("a fusion detector scores images: use Detector.image_logits")
+        x = x.to(self._device())
+        use_amp = amp is not None and self.torch_network
+        ctx = torch.autocast(x.device.type, dtype=amp) if use_amp else contextlib.nullcontext()
+        with ctx:
+            out, nov = self.logits_and_novelty(x)
+        novelty = None if nov is None else nov.float().cpu().numpy().astype(np.float32)
+        return out.float().cpu().numpy().astype(np.float32), novelty
+
+    def image_logits(
+        self,
+        images: Sequence[Image.Image],
+        batch_size: int = 32,
+        amp: torch.dtype | None = None,
+    ) -> LogitsAndNovelty:
+        """Raw logits and guard distances of RGB images: the one scoring method of every family.
+
+        A single detector preprocesses the images its own way and scores them ``batch_size`` at
+        a time; a combination scores them with each member and combines the members' calibrated
+        logits (:meth:`combine`).
+        """
+        if not images:
+            return np.zeros(0, dtype=np.float32), None
+        if self.members:
+            z = np.stack(
+                [m.calibrated(m.image_logits(images, batch_size, amp)[0]) for m in self.members],
+                axis=1,
+            )
+            return self.combine(z), None
+        tf = eval_transform(self.spec.preprocessing)
+        parts = [
+            self.tensor_logits(torch.stack([tf(im) for im in images[i : i + batch_size]]), amp)
+            for i in range(0, len(images), max(1, batch_size))
+        ]
+        logits = np.concatenate([p[0] for p in parts])
+        if parts[0][1] is None:
+            return logits, None
+        return logits, np.concatenate([p[1] for p in parts])
+
+    def combine(self, z: np.ndarray) -> np.ndarray:
+        """A combination's logit from its members' calibrated logits ``[rows, members]``."""
+        return self.net.combine(np.asarray(z, dtype=np.float32)).astype(np.float32)
+
+    def head_logits(self, feats: np.ndarray) -> np.ndarray:
+        """Raw logits ``[B]`` from :attr:`embedder` embeddings ``[B, D]`` (cached or fresh)."""
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+            return self.net.head_logits(x)[:, 0].cpu().numpy().astype(np.float32)
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated logits of raw ``logits`` as a float32 array."""
+        z = self.calibrated_logits(torch.from_numpy(np.asarray(logits, dtype=np.float32)))
+        return z.numpy().astype(np.float32)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated P(fake) of raw ``logits``."""
+        return torch.sigmoid(torch.from_numpy(self.calibrated(logits))).numpy()
 
     def calibrated_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply the stored Platt scaling (identity when there is none)."""

@@ -177,5 +177,5 @@ def build_from_spec(spec: DetectorSpec, backbone_path: str | None = None) -> Det
     if spec.kind == "fusion":
         from fakescope.models.fusion import build_fusion_from_spec
 
-        return build_fusion_from_spec(spec)
+        return build_fusion_from_spec(spec, lambda s: build_from_spec(s, backbone_path))
     raise ValueError(f"unknown detector kind {spec.kind!r}")

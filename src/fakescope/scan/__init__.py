@@ -1,7 +1,7 @@
 """Distributed scoring on Ray Data: ``fakescope scan`` writes predict's rows as Parquet parts.
 
 The work is in :mod:`fakescope.scan.ray_scan`; its public names are re-exported here lazily, so
-wiring :mod:`fakescope.scan.cli` into the command line imports neither torch nor Ray.
+building the command line (:mod:`fakescope.cli.scan`) imports neither torch nor Ray.
 """
 
 from __future__ import annotations

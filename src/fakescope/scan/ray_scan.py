@@ -19,6 +19,7 @@ whole parts. A re-run skips parts whose file exists and whose path list is uncha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,8 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fakescope.infer.backends import DetectorRef, open_detector
 from fakescope.infer.predictor import VideoOptions
 from fakescope.utils import atomic_write, atomic_write_text
+from fakescope.zoo import builtin_path, is_builtin
 
 logger = logging.getLogger(__name__)
 
@@ -240,42 +243,35 @@ class ScorerActor:
     """A Ray Data actor: loads the detector once, then scores batches of paths like predict.
 
     Args:
-        checkpoint: the detector file.
-        backend: ``torch`` or ``onnx`` (see :func:`fakescope.infer.backends.load_for_inference`).
-        precision: ``auto``, ``fp32``, ``bf16`` or ``int8``.
+        detector: which detector and how it runs (opened by
+            :func:`fakescope.infer.backends.open_detector`).
         batch_size: images per model call.
         device: ``auto``, ``cpu``, ``cuda``...
         video: :class:`VideoOptions` fields.
         threads: torch intra-op threads (None: leave torch's default).
-        backbone_path: for probe detectors, where the frozen backbone file is.
     """
 
     def __init__(
         self,
-        checkpoint: str,
-        backend: str = "torch",
-        precision: str = "auto",
+        detector: DetectorRef,
         batch_size: int = 16,
         device: str = "auto",
         video: dict[str, Any] | None = None,
         threads: int | None = None,
-        backbone_path: str | None = None,
     ) -> None:
         import torch
 
-        from fakescope.infer.backends import load_for_inference
         from fakescope.infer.predictor import Predictor
 
         if threads:
             torch.set_num_threads(threads)
-        det, amp = load_for_inference(checkpoint, backend, precision, backbone_path)
         self.predictor = Predictor(
-            det,
+            open_detector(detector),
             batch_size=batch_size,
             workers=0,
             device=device,
             video=VideoOptions(**(video or {})),
-            amp=amp,
+            amp=detector.amp,
         )
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
@@ -348,6 +344,20 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, **quiet)
     return True
+
+
+def _driver_ref(
+    detector: DetectorRef | str | Path, backend: str, precision: str, backbone_path: str | None
+) -> DetectorRef:
+    """The detector reference with its files made absolute, so actors anywhere find them."""
+    ref = (
+        detector
+        if isinstance(detector, DetectorRef)
+        else DetectorRef(str(detector), backend, precision, backbone_path)
+    )
+    path = ref.ref if is_builtin(ref.ref) else _absolute(ref.ref)
+    bb = _absolute(ref.backbone_path) if ref.backbone_path else None
+    return dataclasses.replace(ref, ref=path, backbone_path=bb)
 
 
 def _absolute(path: str) -> str:
@@ -436,7 +446,7 @@ def _collect(
 def scan(
     inputs: str | Path | Iterable[str | Path],
     output: str | Path,
-    detector: str | Path,
+    detector: DetectorRef | str | Path,
     address: str | None = None,
     actors: int = 2,
     batch_size: int = 16,
@@ -456,7 +466,8 @@ def scan(
     Args:
         inputs: folders, globs, files, or CSV/Parquet manifests with a ``path`` column.
         output: the output folder (part files plus ``_scan.json``).
-        detector: the checkpoint (.safetensors, or .onnx).
+        detector: a :class:`DetectorRef`, or a checkpoint (.safetensors, .onnx, builtin:NAME)
+            run with ``backend``, ``precision`` and ``backbone_path``.
         address: a Ray cluster (``HOST:6379``, ``auto``, ``ray://HOST:10001``); None starts a local
             cluster for this call (a Ray session already open in this process is used as is).
         actors: size of the actor pool; each actor holds one copy of the model.
@@ -477,16 +488,16 @@ def scan(
     """
     if actors < 1 or batch_size < 1:
         raise ValueError("--actors and --batch-size must be at least 1")
-    from fakescope.infer.backends import load_for_inference
-
     t0 = time.perf_counter()
-    load_for_inference(detector, backend, precision, backbone_path)  # fail early; export ONNX once
+    ref = _driver_ref(detector, backend, precision, backbone_path)
+    open_detector(ref)  # fail early; export ONNX once
     video = video or VideoOptions()
     parts = plan_parts(list_inputs(inputs), part_size)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"backend": backend, "precision": precision, "video": asdict(video)}
-    todo, state = pending_parts(out, parts, fingerprint(detector, settings), force)
+    settings = {"backend": ref.backend, "precision": ref.precision, "video": asdict(video)}
+    checkpoint = builtin_path(ref.ref) if is_builtin(ref.ref) else ref.ref
+    todo, state = pending_parts(out, parts, fingerprint(checkpoint, settings), force)
     _write_state(out, state)
     logger.info("%d part(s) to score, %d already done", len(todo), len(parts) - len(todo))
     written, verdicts, t1 = 0, {}, time.perf_counter()
@@ -496,14 +507,11 @@ def scan(
         started = connect(address, cpus)
         t1 = time.perf_counter()
         kwargs = {
-            "checkpoint": _absolute(str(detector)),
-            "backend": backend,
-            "precision": precision,
+            "detector": ref,
             "batch_size": batch_size,
             "device": device,
             "video": asdict(video),
             "threads": max(1, int(cpus_per_actor)),
-            "backbone_path": backbone_path,
         }
         ray_args: dict[str, Any] = {"num_cpus": cpus_per_actor}
         if gpus_per_actor:

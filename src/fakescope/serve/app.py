@@ -126,7 +126,7 @@ def _api_routes(service: DetectService, gate: Gate, settings: ServeSettings) -> 
         request: Request,
         explain: bool = Query(False, description="add a heatmap overlay (images)"),
         frames: int | None = Query(
-            None, ge=1, description=f"video frames to sample (default {settings.video_frames})"
+            None, ge=1, description=f"video frames to sample (default {settings.video.frames})"
         ),
     ) -> JSONResponse:
         video = service.video_options(frames)
@@ -151,7 +151,7 @@ def _api_routes(service: DetectService, gate: Gate, settings: ServeSettings) -> 
     async def detect_batch(
         request: Request,
         frames: int | None = Query(
-            None, ge=1, description=f"video frames to sample (default {settings.video_frames})"
+            None, ge=1, description=f"video frames to sample (default {settings.video.frames})"
         ),
     ) -> JSONResponse:
         video = service.video_options(frames)

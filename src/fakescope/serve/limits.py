@@ -15,18 +15,17 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from fakescope.data.images import DEFAULT_MAX_PIXELS
+from fakescope.infer.video import VideoOptions
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 MB = 1024 * 1024
-SAMPLING_MODES = ("uniform", "interval", "keyframes")
-AGGREGATIONS = ("mean", "median", "topk", "max")
 
 
 @dataclass
@@ -36,14 +35,11 @@ class ServeSettings:
     Attributes:
         max_upload_mb: largest accepted file, in MiB (bigger uploads get 413).
         max_pixels: largest accepted image (or video frame) in pixels (bigger ones get 422).
-        max_video_frames: most frames scored per video; asking for more gets 422.
         max_concurrency: model jobs running at once.
         max_queue: requests allowed to wait for a model slot; one more gets 503.
         timeout_s: deadline of one request, upload and model work included (504 past it).
-        video_frames: frames sampled per video unless the request asks for another number.
-        video_sample: ``uniform``, ``interval`` or ``keyframes``.
-        video_every_s: seconds between frames for ``interval`` sampling.
-        video_aggregate: ``mean``, ``median``, ``topk`` or ``max``.
+        video: how videos are sampled and scored; ``video.frames`` is the default a request may
+            change, ``video.max_frames`` the most it may ask for (more gets 422).
         max_batch_files: most files in one batch request (more gets 413).
         batch_size: images per model call.
         device: ``auto``, ``cpu``, ``cuda``...
@@ -54,14 +50,10 @@ class ServeSettings:
 
     max_upload_mb: float = 50.0
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_video_frames: int = 64
     max_concurrency: int = 2
     max_queue: int = 8
     timeout_s: float = 60.0
-    video_frames: int = 16
-    video_sample: str = "uniform"
-    video_every_s: float = 1.0
-    video_aggregate: str = "mean"
+    video: VideoOptions = field(default_factory=VideoOptions)
     max_batch_files: int = 16
     batch_size: int = 16
     device: str = "auto"
@@ -79,23 +71,17 @@ class ServeSettings:
         checks = [
             (self.max_upload_mb > 0, "max_upload_mb must be positive"),
             (self.max_pixels > 0, "max_pixels must be positive"),
-            (self.max_video_frames >= 1, "max_video_frames must be at least 1"),
             (self.max_concurrency >= 1, "max_concurrency must be at least 1"),
             (self.max_queue >= 0, "max_queue must be 0 or more"),
             (self.timeout_s > 0, "timeout_s must be positive"),
             (
-                1 <= self.video_frames <= self.max_video_frames,
-                "video_frames must be between 1 and max_video_frames",
-            ),
-            (self.video_sample in SAMPLING_MODES, f"video_sample must be one of {SAMPLING_MODES}"),
-            (self.video_every_s > 0, "video_every_s must be positive"),
-            (
-                self.video_aggregate in AGGREGATIONS,
-                f"video_aggregate must be one of {AGGREGATIONS}",
+                self.video.frames <= self.video.max_frames,
+                "video frames must be at most the most frames per video (max_frames)",
             ),
             (self.max_batch_files >= 1, "max_batch_files must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
         ]
+        self.video.validate()
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

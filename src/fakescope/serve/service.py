@@ -8,7 +8,6 @@ Scoring threads share the model; a heatmap takes it alone (see
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import logging
 import time
@@ -17,8 +16,8 @@ from typing import Any
 
 from PIL import Image
 
-from fakescope.data.images import ImageLoadError, check_dimensions, load_image
-from fakescope.infer.predictor import Prediction, Predictor, VideoOptions
+from fakescope.data.images import load_image
+from fakescope.infer.predictor import Predictor, VideoOptions
 from fakescope.models.detector import Detector
 from fakescope.serve.limits import ApiError, ServeSettings, SharedExclusiveLock
 from fakescope.serve.uploads import Upload
@@ -40,13 +39,7 @@ class DetectService:
     def __init__(self, detector: Detector, settings: ServeSettings) -> None:
         self.detector = detector
         self.settings = settings
-        self.video = VideoOptions(
-            sample=settings.video_sample,
-            frames=settings.video_frames,
-            every_s=settings.video_every_s,
-            max_frames=settings.max_video_frames,
-            aggregate=settings.video_aggregate,
-        )
+        self.video = settings.video
         self.predictor = Predictor(
             detector,
             batch_size=settings.batch_size,
@@ -67,7 +60,7 @@ class DetectService:
         """
         if frames is None:
             return self.video
-        limit = self.settings.max_video_frames
+        limit = self.video.max_frames
         if frames > limit:
             raise ApiError(
                 422,
@@ -96,7 +89,13 @@ class DetectService:
         if up.path is None or up.media is None:  # pragma: no cover - receive_files prevents it
             raise ApiError(400, "bad_request", f"{up.name} was not received")
         t0 = time.perf_counter()
-        row = self._video(up, video) if self._is_video(up) else self._image(up, explain)
+        with self.lock.shared():
+            pred = self.predictor.predict_file(str(up.path), name=up.name, video=video)
+        if pred.error is not None:
+            raise _refusal(pred.kind, up.name, pred.error)
+        row = pred.to_dict()
+        if explain and pred.kind == "image":
+            row.update(self._heatmap(up.name, load_image(up.path, self.settings.max_pixels)))
         row["time_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         return row
 
@@ -112,45 +111,8 @@ class DetectService:
 
     def error_row(self, up: Upload, reason: str) -> dict[str, Any]:
         """A row with verdict ``error`` for a file that could not be scored."""
-        spec = self.detector.spec
         kind = up.media.kind if up.media is not None else "unknown"
-        return Prediction(
-            path=up.name,
-            kind=kind,
-            score=None,
-            verdict="error",
-            threshold=spec.threshold,
-            uncertain_band=spec.uncertain_band,
-            model=spec.arch,
-            time_ms=0.0,
-            error=reason,
-        ).to_dict()
-
-    @staticmethod
-    def _is_video(up: Upload) -> bool:
-        assert up.media is not None and up.path is not None
-        if up.media.kind == "video":
-            return True
-        if up.media.name in ("gif", "webp"):
-            from fakescope.data.video import is_video
-
-            return is_video(up.path)
-        return False
-
-    # ----------------------------------------------------------------------------------- images
-    def _image(self, up: Upload, explain: bool) -> dict[str, Any]:
-        assert up.path is not None
-        try:
-            img = load_image(up.path, max_pixels=self.settings.max_pixels)
-            check_dimensions(img, up.name)
-        except ImageLoadError as e:
-            raise _image_error(up.name, e.reason) from None
-        with self.lock.shared():
-            (pred,) = self.predictor.predict_images([img], names=[up.name])
-        row = pred.to_dict()
-        if explain:
-            row.update(self._heatmap(up.name, img))
-        return row
+        return self.predictor.error_row(up.name, reason, kind).to_dict()
 
     def _heatmap(self, name: str, img: Image.Image) -> dict[str, Any]:
         """``heatmap_png`` (base64 PNG overlay on the image the model saw) and its method."""
@@ -169,34 +131,6 @@ class DetectService:
             "heatmap_png": base64.b64encode(buf.getvalue()).decode("ascii"),
             "heatmap_method": expl.method,
         }
-
-    # ----------------------------------------------------------------------------------- videos
-    def _video(self, up: Upload, video: VideoOptions) -> dict[str, Any]:
-        from fakescope.data.video import VideoError, probe_video
-
-        assert up.path is not None
-        try:
-            info = probe_video(up.path)
-        except VideoError as e:
-            raise _video_error(up.name, e.reason) from None
-        except Exception as e:  # unknown decoder failures
-            raise _video_error(up.name, f"could not read the video ({type(e).__name__})") from None
-        pixels, limit = info.width * info.height, self.settings.max_pixels
-        if pixels > limit:
-            raise ApiError(
-                422,
-                "too_many_pixels",
-                f"{up.name}: video frames are {info.width}x{info.height} = {pixels:,} pixels, "
-                f"over the limit of {limit:,}",
-            )
-        predictor = copy.copy(self.predictor)  # shares the model; own video options
-        predictor.video = video
-        with self.lock.shared():
-            pred = predictor.predict_video(str(up.path))
-        if pred.error is not None:
-            raise _video_error(up.name, pred.error.replace(str(up.path), up.name))
-        pred.path = up.name
-        return pred.to_dict()
 
     # ------------------------------------------------------------------------------------- info
     def model_info(self) -> dict[str, Any]:
@@ -217,7 +151,7 @@ class DetectService:
             "limits": {
                 "max_upload_mb": s.max_upload_mb,
                 "max_pixels": s.max_pixels,
-                "max_video_frames": s.max_video_frames,
+                "max_video_frames": self.video.max_frames,
                 "max_batch_files": s.max_batch_files,
                 "max_concurrency": s.max_concurrency,
                 "max_queue": s.max_queue,
@@ -232,14 +166,13 @@ class DetectService:
         }
 
 
-def _image_error(name: str, reason: str) -> ApiError:
-    """422 for an image that cannot be used; ``too_many_pixels`` for the pixel limit."""
-    code = "too_many_pixels" if "decompression bomb" in reason else "invalid_image"
+def _refusal(kind: str, name: str, reason: str) -> ApiError:
+    """422 for a file that cannot be used: ``too_many_pixels`` for the pixel limit, else
+    ``invalid_video`` or ``invalid_image``."""
+    if "decompression bomb" in reason:
+        return ApiError(422, "too_many_pixels", f"{name}: {reason}")
+    code = "invalid_video" if kind == "video" else "invalid_image"
     return ApiError(422, code, f"{name}: {reason}")
-
-
-def _video_error(name: str, reason: str) -> ApiError:
-    return ApiError(422, "invalid_video", f"{name}: {reason}")
 
 
 def _at_least(img: Image.Image, side: int) -> Image.Image:

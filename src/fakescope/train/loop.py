@@ -1,4 +1,7 @@
-"""The inner loops: one training epoch, and scoring a loader (for validation, test and predict)."""
+"""The inner training loop: one epoch, on one process or one rank of several (and gathering ranks' scores).
+
+Scoring a loader is :func:`fakescope.eval.scoring.score_loader`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from fakescope.eval.scoring import Scores
+
 
 @dataclass
 class EpochStats:
@@ -22,26 +27,6 @@ class EpochStats:
     acc: float = float("nan")
     n: int = 0
     failures: list[tuple[int, str]] = field(default_factory=list)
-
-
-@dataclass
-class Scores:
-    """Raw logits and labels per manifest row index, from :func:`score_loader`."""
-
-    idx: np.ndarray
-    logits: np.ndarray
-    labels: np.ndarray
-    failures: list[tuple[int, str]] = field(default_factory=list)
-
-    def loss_and_acc(self) -> tuple[float, float]:
-        """Binary cross-entropy and accuracy at logit 0 (uncalibrated), over labelled rows."""
-        if len(self.logits) == 0:
-            return float("nan"), float("nan")
-        logits = torch.from_numpy(self.logits.astype(np.float32))
-        labels = torch.from_numpy(self.labels.astype(np.float32))
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
-        acc = float(((self.logits >= 0).astype(int) == self.labels).mean())
-        return loss, acc
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -175,31 +160,6 @@ def _train_one_epoch_ddp(
     return EpochStats(
         loss=total_loss / max(n, 1), acc=correct / max(n, 1), n=int(n), failures=failures
     )
-
-
-@torch.no_grad()
-def score_loader(
-    detector: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-    desc: str = "score",
-) -> Scores:
-    """Raw logits for every loadable image in ``loader`` (in loader order)."""
-    detector.eval()
-    idx, logits, labels, failures = [], [], [], []
-    for batch in _bar(loader, desc, progress):
-        failures += batch["failures"]
-        if batch["x"].numel() == 0:
-            continue
-        with _autocast(device, amp_dtype):
-            out = detector(batch["x"].to(device, non_blocking=True))
-        logits.append(out.float().cpu().numpy())
-        idx.append(batch["idx"].numpy())
-        labels.append(batch["y"].numpy().astype(np.int64))
-    cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dtype=dt)  # noqa: E731
-    return Scores(cat(idx, np.int64), cat(logits, np.float32), cat(labels, np.int64), failures)
 
 
 def gather_scores(scores: Scores) -> Scores:

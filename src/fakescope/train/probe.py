@@ -97,8 +97,8 @@ def _rows(df: pd.DataFrame, x: np.ndarray, split: str) -> tuple[np.ndarray, np.n
 
 def fit_probe(cfg: TrainConfig, run_dir: Path, df: pd.DataFrame) -> Path:
     """Embed ``df`` (with a split column), fit the head, save ``best.safetensors`` in ``run_dir``."""
+    from fakescope.data.skipped import add_failures
     from fakescope.embed.backbones import open_backbone_arg
-    from fakescope.train.run import add_failures
 
     if not cfg.backbone:
         raise DataError(

@@ -26,18 +26,17 @@ from torch import nn
 from fakescope import dist
 from fakescope.config import TrainConfig, save_config
 from fakescope.data.manifest import DataError, summarize
+from fakescope.data.skipped import add_failures, write_skipped
 from fakescope.data.splits import load_dataset, load_splits, save_splits, validate_splits
 from fakescope.data.transforms import AugmentConfig, eval_transform, train_transform
+from fakescope.eval.scoring import score_loader
 from fakescope.models.checkpoint import read_tensors, save_checkpoint, save_tensors
 from fakescope.models.detector import Detector, make_input_filter
 from fakescope.models.registry import create_detector
-from fakescope.train.loop import gather_scores, score_loader, train_one_epoch
+from fakescope.train.loop import gather_scores, train_one_epoch
 from fakescope.utils import autocast_dtype, is_interactive, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
-
-SKIPPED_COLUMNS = ["path", "label", "reason"]
-
 
 @dataclass
 class TrainState:
@@ -68,30 +67,6 @@ def prepare_data(cfg: TrainConfig, run_dir: Path) -> tuple[pd.DataFrame, pd.Data
     validate_splits(good)
     save_splits(good, run_dir / "splits.csv")
     return good.reset_index(drop=True), skipped
-
-
-def write_skipped(path: Path, skipped: pd.DataFrame) -> None:
-    """Write the skipped-files table (always, so an empty one says "nothing skipped")."""
-    cols = [c for c in SKIPPED_COLUMNS if c in skipped.columns]
-    out = skipped[cols] if len(skipped) else pd.DataFrame(columns=SKIPPED_COLUMNS)
-    out.to_csv(path, index=False)
-
-
-def add_failures(run_dir: Path, df: pd.DataFrame, failures: list[tuple[int, str]]) -> None:
-    """Append files that failed at load time during training to ``skipped.csv`` (no duplicates)."""
-    if not failures:
-        return
-    path = run_dir / "skipped.csv"
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=SKIPPED_COLUMNS)
-    new = pd.DataFrame(
-        [
-            {"path": df["path"].iloc[i], "label": df["label"].iloc[i], "reason": r}
-            for i, r in failures
-        ]
-    )
-    both = pd.concat([old, new], ignore_index=True).drop_duplicates(subset=["path"])
-    both.to_csv(path, index=False)
-    logger.warning("%d file(s) failed to load during training; listed in %s", len(new), path)
 
 
 def build_detector(cfg: TrainConfig) -> Detector:
@@ -548,7 +523,7 @@ def report_run(
 def calibrate_run(run_dir: Path, cfg: TrainConfig) -> None:
     """Fit Platt scaling and the threshold on the validation split; store both in best.safetensors."""
     from fakescope.eval.calibration import apply_calibration, fit_platt, threshold_for_fpr
-    from fakescope.eval.evaluate import score_frame
+    from fakescope.eval.scoring import score_frame
     from fakescope.models.checkpoint import load_detector
 
     if cfg.calibrate == "none" and cfg.target_fpr is None:

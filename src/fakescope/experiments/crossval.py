@@ -128,7 +128,7 @@ def _train_fold(cfg: TrainConfig, splits: pd.DataFrame, fold_dir: Path) -> Path:
 
 def _score_fold(run_dir: Path, test: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFrame, float]:
     """Scores of the held-out rows by the fold's best checkpoint, and its threshold."""
-    from fakescope.eval.evaluate import score_frame
+    from fakescope.eval.scoring import score_frame
     from fakescope.models.checkpoint import load_detector
 
     det = load_detector(run_dir / "best.safetensors")

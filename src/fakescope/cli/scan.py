@@ -1,10 +1,4 @@
-"""``fakescope scan``: score a large input on a Ray cluster into a resumable Parquet dataset.
-
-Wire it into the main parser with::
-
-    from fakescope.scan.cli import add_scan_parser
-    add_scan_parser(sub)
-"""
+"""``fakescope scan``: score a large input on a Ray cluster into a resumable Parquet dataset."""
 
 from __future__ import annotations
 
@@ -13,10 +7,24 @@ import logging
 import os
 import sys
 
+from fakescope.cli.common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    add_detector_arguments,
+    add_video_arguments,
+    detector_ref,
+    video_options,
+)
+
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_PARTIAL = 0, 3
+
 LOCAL = ""  # ``--ray`` given without an address: a local cluster
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``scan``."""
+    add_scan_parser(sub)
 
 
 def add_scan_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,7 +47,6 @@ def add_scan_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="Ray cluster (HEAD:6379, auto, ray://HEAD:10001); alone or absent: a local cluster. "
         "Write --ray=ADDRESS to keep it apart from INPUT.",
     )
-    from fakescope.cli import add_detector_arguments, add_video_arguments
 
     add_detector_arguments(p)
     p.add_argument("--actors", type=int, default=2, help="actors in the pool (default 2)")
@@ -72,28 +79,24 @@ def split_items(ray: str | None, items: list[str]) -> tuple[str | None, list[str
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Run ``fakescope scan``; 0 when every input was scored, 3 when some rows are errors."""
-    from fakescope.cli import detector_ref, video_options
     from fakescope.scan import scan
 
-    ckpt = detector_ref(args)
+    ref = detector_ref(args)
     address, inputs, output = split_items(args.ray, list(args.items))
     video = video_options(args)
     result = scan(
         inputs,
         output,
-        ckpt,
+        ref,
         address=address,
         actors=args.actors,
         batch_size=args.batch_size,
         part_size=args.part_size,
         device=args.device,
-        backend=args.backend,
-        precision=args.precision,
         video=video,
         cpus_per_actor=args.cpus_per_actor,
         gpus_per_actor=args.gpus_per_actor,
         num_cpus=args.num_cpus,
-        backbone_path=args.backbone_path,
         force=args.force,
     )
     print(result.summary(), file=sys.stderr)

@@ -1,9 +1,4 @@
-"""The ``serve`` subcommand: run the HTTP API and web page with uvicorn.
-
-Wire it into ``fakescope.cli.build_parser`` with::
-
-    from fakescope.serve.cli import add_serve_parser
-    add_serve_parser(sub)
+"""``fakescope serve``: run the HTTP API and web page with uvicorn.
 
 Nothing here imports FastAPI or torch until the command runs, so ``fakescope --help`` stays fast
 and works without the ``serve`` extra.
@@ -18,13 +13,27 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from fakescope.cli.common import (
+    add_detector_arguments,
+    add_video_arguments,
+    detector_ref,
+    video_options,
+)
+
 if TYPE_CHECKING:
     from fakescope.serve.limits import ServeSettings
 
 logger = logging.getLogger(__name__)
 
+
 DEFAULT_HOST = "127.0.0.1"
+
 DEFAULT_PORT = 8000
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``serve``."""
+    add_serve_parser(sub)
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,7 +59,6 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The ``serve`` options (shared by the subcommand and ``python -m fakescope.serve``)."""
-    from fakescope.cli import add_detector_arguments
 
     add_detector_arguments(p)
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
@@ -61,9 +69,6 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--max-pixels",
         type=int,
         help="largest image or video frame in pixels (default 120,000,000, as predict)",
-    )
-    p.add_argument(
-        "--max-video-frames", type=int, default=64, help="most frames per video (default 64)"
     )
     p.add_argument("--max-concurrency", type=int, default=2, help="model jobs at once (default 2)")
     p.add_argument(
@@ -84,22 +89,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=64,
         help="open connections before uvicorn answers 503 itself (default 64)",
     )
-    p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
-    p.add_argument(
-        "--sample",
-        choices=["uniform", "interval", "keyframes"],
-        default="uniform",
-        help="video frame sampling (default uniform)",
-    )
-    p.add_argument(
-        "--every", type=float, default=1.0, help="seconds between frames for interval sampling"
-    )
-    p.add_argument(
-        "--aggregate",
-        choices=["mean", "median", "topk", "max"],
-        default="mean",
-        help="how frame scores make a video score (default mean)",
-    )
+    add_video_arguments(p)  # --frames is the default a request may change, --max-frames its cap
     p.add_argument("--tmp-dir", help="where per-request upload folders go (default: system temp)")
 
 
@@ -110,9 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ValueError: the ``serve`` extra missing, or bad limits.
         FileNotFoundError: the detector, or its backbone file, is not where it is looked for.
     """
-    from fakescope.cli import detector_ref
-
-    ckpt = detector_ref(args)
+    ref = detector_ref(args)
     try:
         import uvicorn
 
@@ -122,20 +110,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"serve needs FastAPI and uvicorn ({e.name or e} is missing): "
             "pip install fastapi uvicorn python-multipart"
         ) from None
-    from fakescope.infer.backends import load_for_inference
+    from fakescope.infer.backends import open_detector
 
     settings = settings_from_args(args)
+    settings.amp = ref.amp
     settings.validate()
-    detector, settings.amp = load_for_inference(
-        ckpt, args.backend, args.precision, args.backbone_path
-    )
+    detector = open_detector(ref)
     app = create_app(detector, settings)
     if not _is_loopback(args.host):
         logger.warning(
             "serving on %s: the API has no authentication; anyone who can reach it can use it",
             args.host,
         )
-    logger.info("serving %s on http://%s:%d/", ckpt, args.host, args.port)
+    logger.info("serving %s on http://%s:%d/", ref.ref, args.host, args.port)
     uvicorn.run(
         app,
         host=args.host,
@@ -156,14 +143,10 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS,
-        max_video_frames=args.max_video_frames,
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
         timeout_s=args.timeout,
-        video_frames=args.frames,
-        video_sample=args.sample,
-        video_every_s=args.every,
-        video_aggregate=args.aggregate,
+        video=video_options(args),
         max_batch_files=args.max_batch_files,
         device=args.device,
         tmp_root=args.tmp_dir,

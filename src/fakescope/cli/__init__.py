@@ -1,0 +1,72 @@
+"""The ``fakescope`` command line: thin commands over the library, one module per command group.
+
+==============  ===========================================================
+``train``       train, demo, fuse: commands that make detectors
+``evaluate``    evaluate, robustness, protocol, report
+``experiments`` loso, crossval (train several detectors, test each)
+``predict``     predict
+``models``      models, info, export
+``serve``       serve (also ``python -m fakescope.serve``)
+``scan``        scan (Ray)
+``audit``       audit
+==============  ===========================================================
+
+Options that several commands share are defined once, in :mod:`fakescope.cli.common`; no
+command module imports another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fakescope.cli import audit, evaluate, experiments, models, predict, scan, serve, train
+from fakescope.cli.common import EXIT_ERROR
+
+COMMANDS = (train, evaluate, experiments, predict, models, serve, scan, audit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    from fakescope.version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fakescope", description="Tell AI-generated images from real ones."
+    )
+    parser.add_argument("--version", action="version", version=f"fakescope {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse ``argv``, run the subcommand, turn known errors into one clear line."""
+    from fakescope.data.manifest import DataError
+    from fakescope.models.checkpoint import CheckpointError
+    from fakescope.models.registry import WeightsError
+    from fakescope.utils import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return args.func(args)
+    except (
+        DataError,
+        WeightsError,
+        CheckpointError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
+        print(f"fakescope: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(
+            "fakescope: interrupted; completed epochs are saved, continue with --resume",
+            file=sys.stderr,
+        )
+        return 130

@@ -1,0 +1,322 @@
+"""What several commands share: exit codes, and the options for the detector, videos,
+``--normalise``, training and data splits, each defined once.
+
+Nothing here imports torch, so building the parser (``fakescope --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from fakescope.data.video import SAMPLING_MODES
+from fakescope.infer.backends import BACKENDS, PRECISIONS, DetectorRef
+from fakescope.infer.video import AGGREGATIONS, VideoOptions
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def csv_list(text: str) -> list[str]:
+    """``"a, b"`` to ``["a", "b"]``."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def ratios(text: str) -> list[float]:
+    """Three split ratios ``train,val,test``."""
+    try:
+        vals = [float(t) for t in csv_list(text)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"--split wants three numbers like 0.7,0.15,0.15, got {text!r}"
+        ) from e
+    if len(vals) != 3:
+        raise argparse.ArgumentTypeError(
+            f"--split wants three numbers (train,val,test), got {text!r}"
+        )
+    return vals
+
+
+# ---------------------------------------------------------------------------------- detector
+
+
+def add_detector_arguments(p: argparse.ArgumentParser) -> None:
+    """Which detector and how it runs, shared by ``predict``, ``serve`` and ``scan``."""
+    p.add_argument(
+        "--detector",
+        help="checkpoint (.safetensors, .onnx) or builtin:NAME; default $FAKESCOPE_DETECTOR, "
+        "else builtin:clip-layers",
+    )
+    p.add_argument(
+        "--backbone-path", help="for probe detectors: where the frozen backbone file is now"
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
+        help="torch, or onnxruntime (exported on first use and cached, beside the checkpoint "
+        "or under ~/.cache/fakescope/onnx)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bf16 autocast where the CPU supports it (torch), fp32 (onnx); int8 needs "
+        "--backend onnx and calibration images (see fakescope export)",
+    )
+
+
+def detector_ref(args: argparse.Namespace) -> DetectorRef:
+    """What :func:`add_detector_arguments` options name: ``--detector``, else
+    ``$FAKESCOPE_DETECTOR``, else the default built-in detector, with its backend, precision and
+    backbone path. Open it with :func:`fakescope.infer.backends.open_detector`."""
+    from fakescope.zoo import DEFAULT_DETECTOR
+
+    name = args.detector or os.environ.get("FAKESCOPE_DETECTOR") or DEFAULT_DETECTOR
+    return DetectorRef(name, args.backend, args.precision, args.backbone_path)
+
+
+def checkpoint_ref(args: argparse.Namespace) -> DetectorRef:
+    """The positional ``checkpoint`` of evaluate, robustness, export and info, run on torch."""
+    return DetectorRef(args.checkpoint, backbone_path=getattr(args, "backbone_path", None))
+
+
+# ------------------------------------------------------------------------------------- video
+
+
+def add_video_arguments(p: argparse.ArgumentParser) -> None:
+    """How videos are sampled and their frame scores combined (predict, serve and scan)."""
+    d = VideoOptions()
+    p.add_argument(
+        "--sample",
+        choices=SAMPLING_MODES,
+        default=d.sample,
+        help="video frame sampling (default uniform)",
+    )
+    p.add_argument(
+        "--frames", type=int, default=d.frames, help="frames per video for uniform sampling"
+    )
+    p.add_argument(
+        "--every",
+        type=float,
+        default=d.every_s,
+        help="seconds between frames for interval sampling",
+    )
+    p.add_argument(
+        "--max-frames",
+        "--max-video-frames",
+        dest="max_frames",
+        type=int,
+        default=d.max_frames,
+        help=f"cap on frames per video (default {d.max_frames})",
+    )
+    p.add_argument(
+        "--aggregate",
+        choices=AGGREGATIONS,
+        default=d.aggregate,
+        help="how frame scores make a video score (default mean)",
+    )
+    p.add_argument("--topk", type=int, default=d.topk, help="k for --aggregate topk")
+
+
+def video_options(args: argparse.Namespace, timeline_dir: str | None = None) -> VideoOptions:
+    """The :class:`VideoOptions` that :func:`add_video_arguments` options describe."""
+    return VideoOptions(
+        sample=args.sample,
+        frames=args.frames,
+        every_s=args.every,
+        max_frames=args.max_frames,
+        aggregate=args.aggregate,
+        topk=args.topk,
+        timeline_dir=timeline_dir,
+    )
+
+
+# --------------------------------------------------------------------------------- normalise
+
+
+def add_normalise_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--normalise``, ``--normalise-size`` and ``--normalise-quality`` (once) to a parser."""
+    if "--normalise" in p._option_string_actions:
+        return
+    p.add_argument(
+        "--normalise",
+        action="store_true",
+        help="re-encode every image through one pipeline first (short side to --normalise-size, "
+        "centre square, JPEG --normalise-quality) to remove format and size shortcuts",
+    )
+    p.add_argument(
+        "--normalise-size", type=int, default=512, help="side of the normalised images (512)"
+    )
+    p.add_argument(
+        "--normalise-quality",
+        type=int,
+        default=90,
+        help="JPEG quality of the normalised images (90)",
+    )
+
+
+def normalised_data(args: argparse.Namespace, data: str, workers: int = 0) -> str:
+    """``data`` itself, or with ``--normalise`` the path of a normalised manifest CSV."""
+    if not getattr(args, "normalise", False):
+        return data
+    from fakescope.data.normalise import normalise_data_arg
+
+    return normalise_data_arg(data, args.normalise_size, args.normalise_quality, workers=workers)
+
+
+def normalised_config(args: argparse.Namespace, cfg: Any) -> Any:
+    """``cfg`` itself, or with ``--normalise`` a copy that trains on normalised images."""
+    if not getattr(args, "normalise", False):
+        return cfg
+    from fakescope.data.normalise import normalise_train_config
+
+    return normalise_train_config(cfg, args.normalise_size, args.normalise_quality)
+
+
+# -------------------------------------------------------------------------------------- data
+
+
+def select_split(df: Any, split: str, data: str) -> Any:
+    """Rows of ``split`` (all rows for ``all`` or when there is no split column)."""
+    from fakescope.data.manifest import DataError
+
+    if split == "all":
+        return df
+    if "split" not in df.columns:
+        raise DataError(f"{data}: has no split column, so --split {split} cannot apply")
+    part = df[df["split"] == split].reset_index(drop=True)
+    if part.empty:
+        raise DataError(f"{data}: no rows in split {split!r}")
+    return part
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+
+    add_normalise_arguments(p)
+    p.add_argument("data", help="folder tree, manifest (.csv/.parquet) or a saved splits.csv")
+    p.add_argument("--model", help="timm model name or registered detector (default resnet50)")
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=None,
+        help="start from timm hub weights (online)",
+    )
+    p.add_argument("--weights", help="local timm-format weights file to start from (offline)")
+    p.add_argument("--out", help="run directory (default runs/<model>)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW, cosine)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--img-size", type=int, help="input size (default: the model's own)")
+    p.add_argument(
+        "--resize-mode",
+        choices=["resize", "crop"],
+        help="resize+centre-crop (default) or crop at native resolution",
+    )
+    p.add_argument("--augment", type=csv_list, help="comma list from flip,blur,jpeg (default flip)")
+    p.add_argument(
+        "--aug-prob", type=float, help="chance of blur and of JPEG per image (default 0.1)"
+    )
+    p.add_argument("--split", type=ratios, help="train,val,test ratios (default 0.7,0.15,0.15)")
+    p.add_argument("--splits", help="reuse a saved splits.csv instead of making a new split")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int, help="early stop after N epochs without better val loss")
+    p.add_argument("--workers", type=int, help="data-loading processes (default 2)")
+    p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument(
+        "--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto)"
+    )
+    p.add_argument("--fake-names", type=csv_list, help="folder names meaning fake (comma list)")
+    p.add_argument("--real-names", type=csv_list, help="folder names meaning real (comma list)")
+    p.add_argument(
+        "--input-filter",
+        choices=["npr"],
+        help="fixed input filter (npr: neighbouring-pixel residual)",
+    )
+    p.add_argument(
+        "--calibrate", choices=["platt", "none"], help="fit Platt scaling on val (default platt)"
+    )
+    p.add_argument(
+        "--target-fpr", type=float, help="threshold for this false-positive rate on val reals"
+    )
+    p.add_argument(
+        "--detector",
+        choices=["finetune", "probe"],
+        help="finetune a timm network (default) or fit a probe on frozen embeddings",
+    )
+    p.add_argument(
+        "--backbone", help="probe backbone: an .onnx image encoder or timm name[:weights]"
+    )
+    p.add_argument(
+        "--pool",
+        choices=["embed", "cls", "patch_mean", "cls_patch", "multi", "layers"],
+        help="probe features: final embedding (default), CLS token, patch mean, both; multi: "
+        "pooled timm layers; layers: the CLS token after every block of an ONNX ViT",
+    )
+    p.add_argument(
+        "--probe-c", type=float, help="probe L2 inverse strength (default: chosen on val)"
+    )
+    p.add_argument(
+        "--probe-l2",
+        action="store_true",
+        default=None,
+        help="L2-normalise probe embeddings instead of standardising them (UnivFD's set-up)",
+    )
+    p.add_argument(
+        "--cache-dir", help="embedding cache (default $FAKESCOPE_CACHE or ~/.cache/fakescope)"
+    )
+    p.add_argument("--config", help="YAML file of config keys (flags given here win)")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="delete an existing run in --out and start over"
+    )
+
+
+_TRAIN_KEYS = (
+    "data",
+    "model",
+    "pretrained",
+    "weights",
+    "out",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "img_size",
+    "resize_mode",
+    "augment",
+    "aug_prob",
+    "split",
+    "splits",
+    "seed",
+    "patience",
+    "workers",
+    "device",
+    "amp",
+    "fake_names",
+    "real_names",
+    "input_filter",
+    "calibrate",
+    "target_fpr",
+    "detector",
+    "backbone",
+    "pool",
+    "probe_c",
+    "probe_l2",
+    "cache_dir",
+)
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    """Defaults, then ``--config`` YAML, then ``--set`` overrides, then explicit flags."""
+    from fakescope.config import TrainConfig, load_yaml, merge_config, parse_overrides
+
+    flags = {k: getattr(args, k) for k in _TRAIN_KEYS}
+    yaml_layer = load_yaml(args.config) if args.config else {}
+    return merge_config(TrainConfig().to_dict(), yaml_layer, parse_overrides(args.set), flags)

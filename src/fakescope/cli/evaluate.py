@@ -1,0 +1,212 @@
+"""``fakescope evaluate``, ``robustness``, ``protocol`` and ``report``: measure detectors on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fakescope.cli.common import (
+    EXIT_OK,
+    add_normalise_arguments,
+    checkpoint_ref,
+    csv_list,
+    normalised_data,
+    select_split,
+)
+
+PERTURBATION_NAMES = (
+    "jpeg95",
+    "jpeg75",
+    "jpeg50",
+    "jpeg30",
+    "down0.5",
+    "down0.25",
+    "up2",
+    "blur1",
+    "blur2",
+    "centercrop",
+    "noise",
+    "social",
+    "png",
+)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``evaluate``, ``robustness``, ``protocol`` and ``report``."""
+    _add_evaluate(sub)
+    _add_robustness(sub)
+    _add_protocol(sub)
+    p = sub.add_parser("report", help="rebuild report.html from a report directory's saved files")
+    p.add_argument("dir", help="a directory holding metrics.json and predictions.csv")
+    p.set_defaults(func=cmd_report)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on one or more labelled datasets and write reports",
+        description="Evaluate a checkpoint. With several datasets it prints one row per dataset "
+        "(AUC, AP, accuracy, real and fake accuracy, with 95% intervals) and writes a report each.",
+    )
+    p.add_argument("checkpoint", help="a .safetensors checkpoint written by fakescope train")
+    p.add_argument("data", nargs="+", help="folder trees, manifests or splits.csv files")
+    p.add_argument(
+        "--split",
+        default="all",
+        help="train, val, test or all (default all); data without a split column is used whole",
+    )
+    p.add_argument(
+        "--out", help="report directory (default: eval-<data name> beside the checkpoint)"
+    )
+    p.add_argument("--backbone-path", help="for probes: where the frozen backbone file is now")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
+
+    add_normalise_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fakescope.eval.generalise import evaluate_many, format_table
+    from fakescope.infer.backends import open_detector
+
+    det = open_detector(checkpoint_ref(args))
+    default = f"eval-{Path(args.data[0]).stem}" if len(args.data) == 1 else "eval"
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / default
+    data = [normalised_data(args, d, args.workers) for d in args.data]
+    rows = evaluate_many(
+        det,
+        data,
+        out,
+        split=args.split,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        n_boot=args.n_boot,
+    )
+    print("\n" + format_table(rows))
+    print(f"reports: {out}  (summary.csv)")
+    return EXIT_OK
+
+
+def _add_robustness(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "robustness",
+        help="evaluate a checkpoint under JPEG, resizing, blur, crop, noise and sharing",
+        description="Score a labelled set clean and under each perturbation "
+        f"({', '.join(PERTURBATION_NAMES)}); write robustness.csv, robustness.png, robustness.html and "
+        "a Robustness section in report.html when the output folder has one.",
+    )
+    p.add_argument("checkpoint", help="a .safetensors checkpoint")
+    p.add_argument("data", help="folder tree, manifest or splits.csv (e.g. the run's splits.csv)")
+    p.add_argument(
+        "--split", default="test", help="with a split column: train, val, test or all (test)"
+    )
+    p.add_argument(
+        "--out", help="output folder (default: the checkpoint's report/ folder, beside it)"
+    )
+    p.add_argument("--only", type=csv_list, help="comma list of perturbations (default: all)")
+    p.add_argument("--backbone-path", help="for probes: where the frozen backbone file is now")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for intervals")
+    add_normalise_arguments(p)
+    p.set_defaults(func=cmd_robustness)
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    """Run ``fakescope robustness``."""
+    from fakescope.data.images import verify_files
+    from fakescope.data.manifest import build_manifest
+    from fakescope.eval.robustness import run_robustness
+    from fakescope.infer.backends import open_detector
+
+    det = open_detector(checkpoint_ref(args))
+    data = normalised_data(args, args.data, args.workers)
+    df = select_split(build_manifest(data), args.split, args.data)
+    good, skipped = verify_files(df, workers=args.workers)
+    if len(skipped):
+        print(f"skipped {len(skipped)} unreadable file(s)", flush=True)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "report"
+    run_robustness(
+        det,
+        good,
+        out,
+        perturbations=args.only,
+        n_boot=args.n_boot,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        device=args.device,
+        meta={"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split},
+    )
+    print(f"robustness: {out / 'robustness.html'}", flush=True)
+    return EXIT_OK
+
+
+def _add_protocol(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "protocol",
+        help="score detectors on the selection protocol: sets that image content cannot win",
+        description="Score detectors on the selection protocol: frames of AI and real videos of "
+        "the same scenes, photographic fakes against photos only, and two shortcut controls "
+        "(real photos against painterly or squashed copies of themselves). Prints AUC per set "
+        "with 95% intervals that resample clips, prompts or photo pairs, the mean over the test "
+        "sets, and a penalty when a control's AUC strays more than 0.1 from 0.5. Build the sets "
+        "once with --video and/or --pool.",
+    )
+    p.add_argument("sets", help="the protocol folder (its manifest.csv); written when building")
+    p.add_argument(
+        "--detector",
+        action="append",
+        help="a checkpoint or builtin:NAME; repeat to compare (default: the default built-in)",
+    )
+    p.add_argument("--video", help="build: a folder with fake/ and real/ clips of the same scenes")
+    p.add_argument("--pool", help="build: the multi-generator pool (shared/tools/build_pool.py)")
+    p.add_argument("--backbone-path", help="for probe detectors: where the backbone file is now")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_protocol)
+
+
+def cmd_protocol(args: argparse.Namespace) -> int:
+    from fakescope.eval import protocol as proto
+    from fakescope.infer.backends import DetectorRef, open_detector
+    from fakescope.zoo import DEFAULT_DETECTOR
+
+    if args.video or args.pool:
+        from fakescope.data.protocol_sets import build_protocol_sets
+
+        df = build_protocol_sets(args.sets, args.video, args.pool)
+        print(f"built {len(df)} images in {args.sets}", file=sys.stderr)
+    manifest = proto.read_protocol_manifest(args.sets)
+    table, notes = {}, []
+    for ref in args.detector or [DEFAULT_DETECTOR]:
+        det = open_detector(DetectorRef(ref, backbone_path=args.backbone_path))
+        scores = proto.detector_scores(det, manifest, workers=args.workers)
+        table[ref] = proto.score_manifest(manifest, scores, n_boot=args.n_boot)
+        notes += proto.seen_set_notes(ref, det.meta)
+    print(proto.format_table(table))
+    for note in notes:
+        print(f"note: {note}")
+    if args.json:
+        from fakescope.utils import atomic_write_text
+
+        doc = {
+            ref: {"sets": [r.to_dict() for r in rows], **proto.summarise(rows)}
+            for ref, rows in table.items()
+        }
+        atomic_write_text(args.json, json.dumps(doc, indent=2))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fakescope.eval.report import rebuild_report
+
+    print(f"report: {rebuild_report(args.dir)}")
+    return EXIT_OK

@@ -1,0 +1,105 @@
+"""``fakescope models``, ``info`` and ``export``: list, inspect and export detectors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fakescope.cli.common import EXIT_OK, checkpoint_ref
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``models``, ``info`` and ``export``."""
+    p = sub.add_parser("models", help="list model names")
+    p.add_argument("pattern", nargs="?", help="glob filter, e.g. 'vit_*'")
+    p.add_argument("--all", action="store_true", help="include every timm model name")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=cmd_info)
+    _add_export(sub)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fakescope.models.registry import list_models
+
+    print("\n".join(list_models(args.pattern, include_timm=args.all)))
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from fakescope.models.checkpoint import read_meta
+
+    print(json.dumps(read_meta(args.checkpoint), indent=2))
+    return EXIT_OK
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a checkpoint to ONNX (fp32 or int8) for fast CPU inference"
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--int8", action="store_true", help="quantise to int8 with onnxruntime")
+    p.add_argument(
+        "--calibration",
+        help="images (folder, glob or manifest CSV; no labels needed) for static int8 "
+        "calibration (default: the training split of the run that made the checkpoint)",
+    )
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="with --int8: dynamic (weights-only) quantisation, no calibration; it suits "
+        "transformer MatMuls but is slower than fp32 on CNNs",
+    )
+    p.add_argument("--calibration-count", type=int, default=128, help="how many calibration images")
+    p.add_argument("--out", help="output .onnx (default: beside the checkpoint)")
+    p.set_defaults(func=cmd_export)
+
+
+def _calibration_paths(source: str, n: int) -> list[str]:
+    """Up to ``n`` image paths (seeded sample) from a folder, a glob or a manifest CSV; no labels needed."""
+    from fakescope.data.video import VIDEO_EXTENSIONS
+    from fakescope.infer.inputs import expand_inputs
+    from fakescope.models.onnx_export import sample_paths
+
+    if not Path(source).exists() and not any(c in source for c in "*?["):
+        raise ValueError(f"{source}: calibration images not found (no such file or folder)")
+    if source.lower().endswith(".csv") and Path(source).is_file():
+        from fakescope.data.manifest import build_manifest
+
+        paths = build_manifest(source)["path"].astype(str).tolist()
+    else:
+        paths = [
+            p for p in expand_inputs([source]) if Path(p).suffix.lower() not in VIDEO_EXTENSIONS
+        ]
+    return sample_paths(paths, n)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fakescope.infer.backends import onnx_path_for, open_detector
+    from fakescope.models.onnx_export import calibration_images, export_onnx
+
+    det = open_detector(checkpoint_ref(args))
+    calib = None
+    if args.int8 and args.calibration:
+        calib = _calibration_paths(args.calibration, args.calibration_count)
+        if not calib:
+            raise ValueError(f"{args.calibration}: no images found for int8 calibration")
+    elif args.int8 and not args.dynamic:
+        calib = calibration_images(det, n=args.calibration_count)
+        if not calib:
+            raise ValueError(
+                f"{args.checkpoint}: static int8 needs calibration images and the training "
+                "images of its run are not on disk: pass --calibration DATA (or --dynamic)"
+            )
+    if args.dynamic and (not args.int8 or args.calibration):
+        raise ValueError("--dynamic goes with --int8 and without --calibration")
+    out = args.out or onnx_path_for(args.checkpoint, "int8" if args.int8 else "fp32")
+    export_onnx(det, out, int8=args.int8, calibration=calib)
+    how = ""
+    if args.int8:
+        how = f" (static int8 on {len(calib)} images)" if calib else " (dynamic int8)"
+    print(f"exported {args.checkpoint} -> {out}{how}")
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""Experiments that train: cross-validation and leave-one-source-out, above :mod:`fakescope.train`."""
