@@ -26,7 +26,7 @@ from fakescope.models.checkpoint import read_tensors
 
 from .conftest import make_seed_layout
 
-EPOCHS = 5
+EPOCHS = 3
 FAST = [
     "--model",
     "test_convnext",

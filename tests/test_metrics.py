@@ -21,6 +21,8 @@ from fakescope.eval.metrics import (
     bootstrap_ci,
     compute_metrics,
     exact_binomial_ci,
+    fast_auc,
+    fast_average_precision,
     format_summary,
 )
 
@@ -175,3 +177,27 @@ def test_metrics_does_not_import_matplotlib() -> None:
     code = "import sys, fakescope.eval.metrics; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_fast_auc_matches_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.random(200), 1)  # with ties
+    assert fast_auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    with pytest.raises(ValueError):
+        fast_auc(np.ones(5), s[:5])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_metrics_equal_sklearn_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 300))
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    s = np.round(rng.random(n), int(rng.integers(1, 4)))  # many ties
+    assert fast_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert fast_average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    with pytest.raises(ValueError):
+        fast_average_precision(np.zeros(4), s[:4])

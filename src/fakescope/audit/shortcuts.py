@@ -20,7 +20,6 @@ interval, and a flag on fewer than 30 images per class says it may be chance.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,12 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 
 from fakescope.audit.metadata import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from fakescope.eval.metrics import bootstrap_ci
+from fakescope.eval.metrics import bootstrap_ci, fast_auc
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +136,7 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
     """ROC-AUC, or None for one class."""
     if np.unique(y).size < 2:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(roc_auc_score(y, s))
+    return fast_auc(y, s)
 
 
 def _two_sided(y: np.ndarray, s: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fakescope.eval.metrics import grouped_bootstrap_ci
+from fakescope.eval.metrics import fast_auc, grouped_bootstrap_ci
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ class SetResult:
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, s))
+    return fast_auc(y, s)
 
 
 def set_groups(rows: pd.DataFrame) -> np.ndarray:

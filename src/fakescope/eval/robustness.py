@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFilter
 
-from fakescope.eval.metrics import compute_metrics
+from fakescope.eval.metrics import compute_metrics, fast_auc
 from fakescope.eval.scoring import Perturbation, raw_logits
 from fakescope.models.detector import Detector
 
@@ -180,18 +180,6 @@ def resolve_perturbations(names: Sequence[str] | None) -> dict[str, Perturbation
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------
-
-
-def fast_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC-AUC from ranks (ties get half credit); raises ValueError for one class."""
-    from scipy.stats import rankdata
-
-    n_pos = int((y == 1).sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUC needs both classes")
-    ranks = rankdata(s)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _accuracy(threshold: float) -> Callable[[np.ndarray, np.ndarray], float]:
