@@ -83,6 +83,24 @@ def test_api_matches_batch_scoring(ckpt: Path, folder: Path) -> None:
     )
 
 
+def test_api_takes_the_commands_choices(ckpt: Path, folder: Path) -> None:
+    """``fakescope.predict`` opens detectors through the same door as the CLI."""
+    from fakescope.infer.backends import DetectorRef
+
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    torch_rows = fakescope.predict(paths, detector=ckpt, precision="fp32")
+    onnx_rows = fakescope.predict(paths, detector=ckpt, backend="onnx", precision="fp32")
+    by_ref = fakescope.predict(paths, detector=DetectorRef(str(ckpt), "onnx", "fp32"))
+    np.testing.assert_allclose(
+        [r.score for r in onnx_rows], [r.score for r in torch_rows], rtol=1e-4, atol=1e-5
+    )
+    assert [r.score for r in by_ref] == [r.score for r in onnx_rows]
+    with pytest.raises(ValueError, match="int8 runs on the onnx backend"):
+        fakescope.predict(paths, detector=ckpt, precision="int8")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fakescope.predict(paths, detector=ckpt, backend="tensorrt")
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
 def test_cli_formats(ckpt: Path, folder: Path, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"out.{fmt}"

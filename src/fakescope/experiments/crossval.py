@@ -129,9 +129,9 @@ def _train_fold(cfg: TrainConfig, splits: pd.DataFrame, fold_dir: Path) -> Path:
 def _score_fold(run_dir: Path, test: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFrame, float]:
     """Scores of the held-out rows by the fold's best checkpoint, and its threshold."""
     from fakescope.eval.scoring import score_frame
-    from fakescope.models.checkpoint import load_detector
+    from fakescope.infer.backends import open_detector
 
-    det = load_detector(run_dir / "best.safetensors")
+    det = open_detector(run_dir / "best.safetensors")
     scored, failures = score_frame(
         det, test.reset_index(drop=True), cfg.batch_size, cfg.workers, cfg.device
     )

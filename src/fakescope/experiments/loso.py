@@ -17,7 +17,7 @@ from fakescope.data.manifest import DataError, build_manifest
 from fakescope.data.splits import make_splits, save_splits
 from fakescope.eval.evaluate import evaluate_frame
 from fakescope.eval.generalise import summary_row
-from fakescope.models.checkpoint import load_detector
+from fakescope.infer.backends import open_detector
 from fakescope.train.run import calibrate_run, fit
 
 
@@ -62,7 +62,7 @@ def leave_one_source_out(
         )
         run_dir = fit(fcfg, force=True)
         calibrate_run(run_dir, fcfg)
-        det = load_detector(run_dir / "best.safetensors")
+        det = open_detector(run_dir / "best.safetensors")
         m = evaluate_frame(
             det, held, fold / "report", meta={"held_out": source, "note": note}, **eval_kwargs
         )
