@@ -84,7 +84,7 @@ class Family:
 
 
 def _probe(pool: str) -> dict[str, Any]:
-    return {"detector": "probe", "model": "clip_vit_b16", "backbone": str(CLIP), "pool": pool}
+    return {"family": "probe", "model": "clip_vit_b16", "backbone": str(CLIP), "pool": pool}
 
 
 EFFNET_FIELDS = {

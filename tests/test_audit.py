@@ -335,7 +335,7 @@ def test_cli_parsers_accept_the_documented_options(tmp_path: Path) -> None:
 
     parser = build_parser()
     args = parser.parse_args(
-        ["crossval", "data", "--folds", "3", "--model", "m", "--detector", "finetune"]
+        ["crossval", "data", "--folds", "3", "--model", "m", "--family", "finetune"]
         + ["--epochs", "1", "--img-size", "32", "--resize-mode", "crop", "--workers", "0"]
         + ["--out", "o", "--normalise", "--normalise-size", "256"]
     )

@@ -17,7 +17,7 @@ from fakescope.models import (
     register_detector,
     save_checkpoint,
 )
-from fakescope.models.checkpoint import read_meta
+from fakescope.models.header import read_meta
 from fakescope.models.registry import RECOMMENDED
 
 from .conftest import TINY_MODEL

@@ -198,7 +198,7 @@ def guarded_probe(tmp_path: Path) -> Path:
     df = make_splits(df, seed=0)
     run = tmp_path / "run"
     run.mkdir()
-    cfg = TrainConfig(detector="probe", backbone=str(enc), probe_l2=True, probe_c=10.0, workers=0)
+    cfg = TrainConfig(family="probe", backbone=str(enc), probe_l2=True, probe_c=10.0, workers=0)
     fit_probe(cfg, run, df)
     return run / "best.safetensors"
 
@@ -270,7 +270,7 @@ def test_layers_probe_trains_saves_and_reloads_with_the_same_scores(tmp_path: Pa
     df = make_splits(pd.DataFrame({"path": paths, "label": [0] * 30 + [1] * 30, "group": "g"}))
     (tmp_path / "run").mkdir()
     cfg = TrainConfig(
-        detector="probe", backbone=str(vit), pool="layers", probe_l2=True, probe_c=1.0, workers=0
+        family="probe", backbone=str(vit), pool="layers", probe_l2=True, probe_c=1.0, workers=0
     )
     fit_probe(cfg, tmp_path / "run", df)
     det = load_detector(tmp_path / "run" / "best.safetensors")

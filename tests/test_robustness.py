@@ -283,7 +283,7 @@ def test_crossval_works_for_probes(tmp_path: Path) -> None:
     data = make_seed_layout(tmp_path / "d", n_per_group=3)
     onnx_path = build_tiny_encoder(tmp_path / "enc" / "tiny.onnx")
     cfg = TrainConfig(
-        data=str(data), detector="probe", backbone=str(onnx_path), workers=0, device="cpu"
+        data=str(data), family="probe", backbone=str(onnx_path), workers=0, device="cpu"
     )
     metrics = cross_validate(cfg, 3, tmp_path / "cv", n_boot=20)
     oof = pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")

@@ -174,12 +174,16 @@ def test_config_layers(tmp_path: Path) -> None:
             "0.5",
             "--set",
             "batch_size=8",
+            "--set",
             "seed=3",
         ]
     )
     cfg = train_config_from_args(args)
     assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed) == (7, 0.5, 8, 3)
     assert cfg.augment == ["blur", "jpeg"] and cfg.model == "resnet50"
+    # --set takes one KEY=VALUE each time, so it never swallows DATA after it
+    late = build_parser().parse_args(["train", "--set", "epochs=2", "data"])
+    assert late.data == "data" and train_config_from_args(late).epochs == 2
     bad = build_parser().parse_args(["train", "data", "--set", "epoch=3"])
     with pytest.raises(ValueError, match="unknown config key"):
         train_config_from_args(bad)

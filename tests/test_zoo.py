@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 import fakescope
 from fakescope.models import load_detector
-from fakescope.models.checkpoint import read_meta
+from fakescope.models.header import read_meta
 from fakescope.models.novelty import REASON
 from fakescope.zoo import BUILTINS, DEFAULT_DETECTOR, builtin_path
 

@@ -43,7 +43,7 @@ class TrainConfig:
         calibrate: ``platt`` (fit on the validation split after training) or ``none``.
         target_fpr: pick the threshold for this false-positive rate on validation reals
             (None: 0.5 on the calibrated probability).
-        detector: ``finetune`` (train a timm network end to end) or ``probe`` (a logistic head on a
+        family: ``finetune`` (train a timm network end to end) or ``probe`` (a logistic head on a
             frozen backbone's embeddings).
         backbone: for probes, an ``.onnx`` image encoder or a timm ``name[:weights-file]``.
         pool: for probes, which embedding: ``embed``, ``cls``, ``patch_mean``, ``cls_patch``
@@ -80,7 +80,7 @@ class TrainConfig:
     input_filter: str | None = None
     calibrate: str = "platt"
     target_fpr: float | None = None
-    detector: str = "finetune"
+    family: str = "finetune"
     backbone: str | None = None
     pool: str = "embed"
     probe_c: float | None = None
@@ -99,6 +99,8 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a mapping, rejecting unknown keys with a clear message."""
         names = {f.name for f in dataclasses.fields(cls)}
+        if "detector" in d and "family" not in d:  # the key's name before 0.2 (runs still resume)
+            d = {("family" if k == "detector" else k): v for k, v in d.items()}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(names)}")

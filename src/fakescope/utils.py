@@ -1,4 +1,7 @@
-"""Small shared helpers: seeding, device choice, atomic file writes, logging set-up."""
+"""Small shared helpers: seeding, device choice, atomic file writes, digests, logging set-up.
+
+torch is imported inside the functions that need it, so the command line starts fast.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +13,20 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so a run can be repeated."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -26,6 +34,8 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Pick CUDA, then MPS, then CPU for ``"auto"``; otherwise use the name given."""
+    import torch
+
     if name != "auto":
         return torch.device(name)
     if torch.cuda.is_available():
@@ -52,6 +62,8 @@ def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | Non
         device: where the model runs.
         amp: ``"auto"`` (bf16 where the hardware supports it), ``"bf16"``, ``"fp16"`` or ``"off"``.
     """
+    import torch
+
     if amp == "off":
         return None
     if amp == "bf16":

@@ -40,33 +40,59 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parsers(sub)
+    summaries = {a.dest: a.help for a in sub._choices_actions}
+    for name, p in sub.choices.items():
+        p.formatter_class = HelpFormatter
+        p.description = p.description or summaries.get(name)
     return parser
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = action.default in (None, False, [], "", argparse.SUPPRESS)
+        if not action.option_strings or quiet or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "fix your input", printed as one line. Checked after the fact, so the
+    parser never imports torch: an error class whose module was never imported cannot have
+    been raised."""
+    errors: list[type[BaseException]] = [FileExistsError, FileNotFoundError, ValueError]
+    for module, name in (
+        ("fakescope.data.images", "DataError"),
+        ("fakescope.models.header", "CheckpointError"),
+        ("fakescope.models.registry", "WeightsError"),
+    ):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv``, run the subcommand, turn known errors into one clear line."""
-    from fakescope.data.manifest import DataError
-    from fakescope.models.checkpoint import CheckpointError
-    from fakescope.models.registry import WeightsError
     from fakescope.utils import setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
     try:
         return args.func(args)
-    except (
-        DataError,
-        WeightsError,
-        CheckpointError,
-        FileExistsError,
-        FileNotFoundError,
-        ValueError,
-    ) as e:
-        print(f"fakescope: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print(
             "fakescope: interrupted; completed epochs are saved, continue with --resume",
             file=sys.stderr,
         )
         return 130
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
+        print(f"fakescope: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
+from fakescope.config import TrainConfig
 from fakescope.data.video import SAMPLING_MODES
 from fakescope.infer.backends import BACKENDS, PRECISIONS, DetectorRef
 from fakescope.infer.video import AGGREGATIONS, VideoOptions
@@ -70,18 +72,49 @@ def detector_ref(args: argparse.Namespace) -> DetectorRef:
     """What :func:`add_detector_arguments` options name: ``--detector``, else
     ``$FAKESCOPE_DETECTOR``, else the default built-in detector, with its backend, precision and
     backbone path. Open it with :func:`fakescope.infer.backends.open_detector`."""
-    from fakescope.zoo import DEFAULT_DETECTOR
-
-    name = args.detector or os.environ.get("FAKESCOPE_DETECTOR") or DEFAULT_DETECTOR
+    name = args.detector or default_detector()
     return DetectorRef(name, args.backend, args.precision, args.backbone_path)
 
 
-def checkpoint_ref(args: argparse.Namespace) -> DetectorRef:
-    """The positional ``checkpoint`` of evaluate, robustness, export and info, run on torch."""
-    return DetectorRef(args.checkpoint, backbone_path=getattr(args, "backbone_path", None))
+def default_detector() -> str:
+    """``$FAKESCOPE_DETECTOR``, else the default built-in detector."""
+    from fakescope.zoo import DEFAULT_DETECTOR
+
+    return os.environ.get("FAKESCOPE_DETECTOR") or DEFAULT_DETECTOR
+
+
+def looks_like_detector(text: str) -> bool:
+    """A checkpoint, an exported model or a built-in name (not a dataset)."""
+    return text.startswith("builtin:") or text.lower().endswith((".safetensors", ".onnx"))
+
+
+def detector_first(args: argparse.Namespace, field: str) -> None:
+    """Accept the older form ``COMMAND CHECKPOINT DATA...``: a detector given as the first
+    positional moves to ``--detector`` (when ``--detector`` is not given)."""
+    items = getattr(args, field)
+    if args.detector is None and len(items) > 1 and looks_like_detector(items[0]):
+        args.detector = items[0]
+        setattr(args, field, items[1:])
+
+
+def out_beside(ref: DetectorRef, name: str) -> Path:
+    """``name`` beside the detector's file; in the working folder for a built-in detector."""
+    if ref.ref.startswith("builtin:"):
+        return Path(name)
+    return Path(ref.ref).parent / name
 
 
 # ------------------------------------------------------------------------------------- video
+
+
+def add_run_arguments(
+    p: argparse.ArgumentParser, batch_size: int = 32, threads: bool = False
+) -> None:
+    """``--batch-size``, ``--workers`` and ``--device``, for commands that score data."""
+    p.add_argument("--batch-size", type=int, default=batch_size, help="images per model call")
+    what = "decoding threads" if threads else "decoding processes"
+    p.add_argument("--workers", type=int, default=2, help=what)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
 
 def add_video_arguments(p: argparse.ArgumentParser) -> None:
@@ -194,6 +227,9 @@ def select_split(df: Any, split: str, data: str) -> Any:
 # ---------------------------------------------------------------------------------- training
 
 
+_D = TrainConfig()  # the defaults the training options fall back on
+
+
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
 
     add_normalise_arguments(p)
@@ -207,10 +243,14 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", help="local timm-format weights file to start from (offline)")
     p.add_argument("--out", help="run directory (default runs/<model>)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int, help=f"training epochs (default {_D.epochs})")
+    p.add_argument(
+        "--batch-size", type=int, help=f"images per step, all processes (default {_D.batch_size})"
+    )
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW, cosine)")
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument(
+        "--weight-decay", type=float, help=f"AdamW weight decay (default {_D.weight_decay})"
+    )
     p.add_argument("--img-size", type=int, help="input size (default: the model's own)")
     p.add_argument(
         "--resize-mode",
@@ -223,7 +263,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--split", type=ratios, help="train,val,test ratios (default 0.7,0.15,0.15)")
     p.add_argument("--splits", help="reuse a saved splits.csv instead of making a new split")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help=f"seed for the split and training (default {_D.seed})")
     p.add_argument("--patience", type=int, help="early stop after N epochs without better val loss")
     p.add_argument("--workers", type=int, help="data-loading processes (default 2)")
     p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
@@ -244,10 +284,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         "--target-fpr", type=float, help="threshold for this false-positive rate on val reals"
     )
     p.add_argument(
-        "--detector",
+        "--family",
         choices=["finetune", "probe"],
-        help="finetune a timm network (default) or fit a probe on frozen embeddings",
+        help="what to train: finetune a timm network (default) or fit a probe on frozen embeddings",
     )
+    p.add_argument("--detector", type=_not_a_family, help=argparse.SUPPRESS)
     p.add_argument(
         "--backbone", help="probe backbone: an .onnx image encoder or timm name[:weights]"
     )
@@ -271,7 +312,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", help="YAML file of config keys (flags given here win)")
     p.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override; repeat for several (--set epochs=3 --set lr=1e-3)",
     )
     p.add_argument(
         "--force", action="store_true", help="delete an existing run in --out and start over"
@@ -304,13 +349,21 @@ _TRAIN_KEYS = (
     "input_filter",
     "calibrate",
     "target_fpr",
-    "detector",
+    "family",
     "backbone",
     "pool",
     "probe_c",
     "probe_l2",
     "cache_dir",
 )
+
+
+def _not_a_family(value: str) -> str:
+    """``--detector`` always names a detector to score with; training chooses ``--family``."""
+    raise argparse.ArgumentTypeError(
+        f"--detector names a detector to score with (a checkpoint or builtin:NAME); to choose "
+        f"what to train, use --family {value if value in ('finetune', 'probe') else 'finetune|probe'}"
+    )
 
 
 def train_config_from_args(args: argparse.Namespace) -> Any:

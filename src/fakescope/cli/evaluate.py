@@ -9,10 +9,14 @@ from pathlib import Path
 
 from fakescope.cli.common import (
     EXIT_OK,
+    add_detector_arguments,
     add_normalise_arguments,
-    checkpoint_ref,
+    add_run_arguments,
     csv_list,
+    detector_first,
+    detector_ref,
     normalised_data,
+    out_beside,
     select_split,
 )
 
@@ -46,12 +50,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a checkpoint on one or more labelled datasets and write reports",
-        description="Evaluate a checkpoint. With several datasets it prints one row per dataset "
-        "(AUC, AP, accuracy, real and fake accuracy, with 95% intervals) and writes a report each.",
+        help="evaluate a detector on one or more labelled datasets and write reports",
+        description="Evaluate a detector. With several datasets it prints one row per dataset "
+        "(AUC, AP, accuracy, real and fake accuracy, with 95% intervals) and writes a report each. "
+        "(The older form `evaluate CHECKPOINT DATA...` still works.)",
     )
-    p.add_argument("checkpoint", help="a .safetensors checkpoint written by fakescope train")
     p.add_argument("data", nargs="+", help="folder trees, manifests or splits.csv files")
+    add_detector_arguments(p)
     p.add_argument(
         "--split",
         default="all",
@@ -60,10 +65,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", help="report directory (default: eval-<data name> beside the checkpoint)"
     )
-    p.add_argument("--backbone-path", help="for probes: where the frozen backbone file is now")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    add_run_arguments(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
 
     add_normalise_arguments(p)
@@ -74,9 +76,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fakescope.eval.generalise import evaluate_many, format_table
     from fakescope.infer.backends import open_detector
 
-    det = open_detector(checkpoint_ref(args))
+    detector_first(args, "data")
+    ref = detector_ref(args)
+    det = open_detector(ref)
     default = f"eval-{Path(args.data[0]).stem}" if len(args.data) == 1 else "eval"
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / default
+    out = Path(args.out) if args.out else out_beside(ref, default)
     data = [normalised_data(args, d, args.workers) for d in args.data]
     rows = evaluate_many(
         det,
@@ -96,13 +100,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_robustness(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "robustness",
-        help="evaluate a checkpoint under JPEG, resizing, blur, crop, noise and sharing",
+        help="evaluate a detector under JPEG, resizing, blur, crop, noise and sharing",
         description="Score a labelled set clean and under each perturbation "
         f"({', '.join(PERTURBATION_NAMES)}); write robustness.csv, robustness.png, robustness.html and "
-        "a Robustness section in report.html when the output folder has one.",
+        "a Robustness section in report.html when the output folder has one. (The older form "
+        "`robustness CHECKPOINT DATA` still works.)",
     )
-    p.add_argument("checkpoint", help="a .safetensors checkpoint")
-    p.add_argument("data", help="folder tree, manifest or splits.csv (e.g. the run's splits.csv)")
+    p.add_argument(
+        "data",
+        nargs="+",
+        help="folder tree, manifest or splits.csv (e.g. the run's splits.csv)",
+    )
+    add_detector_arguments(p)
     p.add_argument(
         "--split", default="test", help="with a split column: train, val, test or all (test)"
     )
@@ -110,10 +119,7 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
         "--out", help="output folder (default: the checkpoint's report/ folder, beside it)"
     )
     p.add_argument("--only", type=csv_list, help="comma list of perturbations (default: all)")
-    p.add_argument("--backbone-path", help="for probes: where the frozen backbone file is now")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    add_run_arguments(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for intervals")
     add_normalise_arguments(p)
     p.set_defaults(func=cmd_robustness)
@@ -126,13 +132,18 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from fakescope.eval.robustness import run_robustness
     from fakescope.infer.backends import open_detector
 
-    det = open_detector(checkpoint_ref(args))
-    data = normalised_data(args, args.data, args.workers)
-    df = select_split(build_manifest(data), args.split, args.data)
+    detector_first(args, "data")
+    if len(args.data) != 1:
+        raise ValueError(f"robustness takes one dataset, got {len(args.data)}: {args.data}")
+    (source,) = args.data
+    ref = detector_ref(args)
+    det = open_detector(ref)
+    data = normalised_data(args, source, args.workers)
+    df = select_split(build_manifest(data), args.split, source)
     good, skipped = verify_files(df, workers=args.workers)
     if len(skipped):
         print(f"skipped {len(skipped)} unreadable file(s)", flush=True)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "report"
+    out = Path(args.out) if args.out else out_beside(ref, "report")
     run_robustness(
         det,
         good,
@@ -142,7 +153,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
         device=args.device,
-        meta={"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split},
+        meta={"checkpoint": ref.ref, "data": source, "split": args.split},
     )
     print(f"robustness: {out / 'robustness.html'}", flush=True)
     return EXIT_OK
@@ -168,7 +179,7 @@ def _add_protocol(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", help="build: a folder with fake/ and real/ clips of the same scenes")
     p.add_argument("--pool", help="build: the multi-generator pool (shared/tools/build_pool.py)")
     p.add_argument("--backbone-path", help="for probe detectors: where the backbone file is now")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=cmd_protocol)

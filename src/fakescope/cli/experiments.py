@@ -41,7 +41,7 @@ def cmd_loso(args: argparse.Namespace) -> int:
 
     cfg = train_config_from_args(args)
     cfg = dataclasses.replace(cfg, data=normalised_data(args, cfg.data, cfg.workers))
-    family = cfg.model if cfg.detector == "finetune" else "probe"
+    family = cfg.model if cfg.family == "finetune" else "probe"
     out = Path(cfg.out) if cfg.out else Path("runs") / f"loso-{family}"
     rows = leave_one_source_out(
         cfg, out, sources=args.sources, workers=cfg.workers, device=cfg.device
@@ -76,7 +76,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from fakescope.experiments.crossval import cross_validate
 
     cfg = train_config_from_args(args)
-    family = cfg.model if cfg.detector == "finetune" else "probe"
+    family = cfg.model if cfg.family == "finetune" else "probe"
     out = Path(cfg.out) if cfg.out else Path("runs") / f"crossval-{family}"
     if args.normalise:
         cfg = dataclasses.replace(cfg, data=normalised_data(args, cfg.data, cfg.workers))

@@ -6,17 +6,21 @@ import argparse
 import json
 from pathlib import Path
 
-from fakescope.cli.common import EXIT_OK, checkpoint_ref
+from fakescope.cli.common import EXIT_OK, default_detector
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``models``, ``info`` and ``export``."""
-    p = sub.add_parser("models", help="list model names")
+    p = sub.add_parser(
+        "models",
+        help="list the built-in detectors (and whether their files are here) and model names",
+    )
     p.add_argument("pattern", nargs="?", help="glob filter, e.g. 'vit_*'")
     p.add_argument("--all", action="store_true", help="include every timm model name")
     p.set_defaults(func=cmd_models)
-    p = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("info", help="print a detector's metadata as JSON (reads the header only)")
+    p.add_argument("checkpoint", nargs="?", metavar="DETECTOR", help="as --detector")
+    _add_detector_option(p)
     p.set_defaults(func=cmd_info)
     _add_export(sub)
 
@@ -28,10 +32,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    from fakescope.models.checkpoint import read_meta
+def _add_detector_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detector",
+        help="checkpoint (.safetensors, .onnx) or builtin:NAME; default $FAKESCOPE_DETECTOR, "
+        "else the default built-in",
+    )
 
-    print(json.dumps(read_meta(args.checkpoint), indent=2))
+
+def _named(args: argparse.Namespace) -> str:
+    """The detector named by the positional or by ``--detector`` (not both), else the default."""
+    if args.checkpoint and args.detector and args.checkpoint != args.detector:
+        raise ValueError("name the detector once: as the argument or with --detector")
+    return args.checkpoint or args.detector or default_detector()
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from fakescope.models.header import read_meta
+
+    print(json.dumps(read_meta(_named(args)), indent=2))
     return EXIT_OK
 
 
@@ -39,8 +58,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="export a checkpoint to ONNX (fp32 or int8) for fast CPU inference"
     )
-    p.add_argument("checkpoint")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument(
+        "checkpoint", nargs="?", metavar="CHECKPOINT", help="a fine-tuned .safetensors checkpoint"
+    )
+    _add_detector_option(p)
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the export format")
     p.add_argument("--int8", action="store_true", help="quantise to int8 with onnxruntime")
     p.add_argument(
         "--calibration",
@@ -78,10 +100,13 @@ def _calibration_paths(source: str, n: int) -> list[str]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fakescope.infer.backends import onnx_path_for, open_detector
+    from fakescope.infer.backends import DetectorRef, onnx_path_for, open_detector
     from fakescope.models.onnx_export import calibration_images, export_onnx
 
-    det = open_detector(checkpoint_ref(args))
+    if not (args.checkpoint or args.detector):
+        raise ValueError("export needs a fine-tuned checkpoint: fakescope export CHECKPOINT")
+    checkpoint = _named(args)
+    det = open_detector(DetectorRef(checkpoint))
     calib = None
     if args.int8 and args.calibration:
         calib = _calibration_paths(args.calibration, args.calibration_count)
@@ -91,15 +116,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         calib = calibration_images(det, n=args.calibration_count)
         if not calib:
             raise ValueError(
-                f"{args.checkpoint}: static int8 needs calibration images and the training "
+                f"{checkpoint}: static int8 needs calibration images and the training "
                 "images of its run are not on disk: pass --calibration DATA (or --dynamic)"
             )
     if args.dynamic and (not args.int8 or args.calibration):
         raise ValueError("--dynamic goes with --int8 and without --calibration")
-    out = args.out or onnx_path_for(args.checkpoint, "int8" if args.int8 else "fp32")
+    out = args.out or onnx_path_for(checkpoint, "int8" if args.int8 else "fp32")
     export_onnx(det, out, int8=args.int8, calibration=calib)
     how = ""
     if args.int8:
         how = f" (static int8 on {len(calib)} images)" if calib else " (dynamic int8)"
-    print(f"exported {args.checkpoint} -> {out}{how}")
+    print(f"exported {checkpoint} -> {out}{how}")
     return EXIT_OK

@@ -10,6 +10,7 @@ from fakescope.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     add_detector_arguments,
+    add_run_arguments,
     add_video_arguments,
     detector_ref,
     video_options,
@@ -41,9 +42,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="skip inputs already in --output and append"
     )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
-    p.add_argument("--device", default="auto")
+    add_run_arguments(p, batch_size=16, threads=True)
     add_video_arguments(p)
     p.add_argument("--timeline", metavar="DIR", help="write a score-over-time plot per video here")
     p.add_argument("--explain", metavar="DIR", help="write a heatmap overlay per image here")

@@ -164,7 +164,7 @@ def _is_loopback(host: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fakescope.serve``: parse the ``serve`` options and run the server."""
-    from fakescope.models.checkpoint import CheckpointError
+    from fakescope.models.header import CheckpointError
     from fakescope.utils import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m fakescope.serve", description=__doc__)

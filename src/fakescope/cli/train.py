@@ -50,10 +50,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "--model", default="resnet18", help="model to train (default resnet18, from scratch)"
     )
     p.add_argument("--weights", help="optional local weights file to start from")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--n-per-class", type=int, default=240)
+    p.add_argument("--epochs", type=int, default=8, help="training epochs")
+    p.add_argument("--n-per-class", type=int, default=240, help="demo images per class")
     p.add_argument("--size", type=int, default=96, help="image size of the demo crops")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.set_defaults(func=cmd_demo)
 
 
@@ -98,7 +98,7 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
         help="stacking: logistic regression on members' logits; mean: averaged logits",
     )
     p.add_argument("--out", required=True, help="the fused checkpoint to write (.safetensors)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
     p.set_defaults(func=cmd_fuse)
 
 

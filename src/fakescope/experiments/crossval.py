@@ -250,8 +250,8 @@ def cross_validate(
     (out / FOLDS_FILE).write_text(json.dumps(per_fold, indent=2), encoding="utf-8")
     meta = {
         "data": cfg.data,
-        "detector": cfg.detector,
-        "model": cfg.model if cfg.detector == "finetune" else cfg.backbone,
+        "family": cfg.family,
+        "model": cfg.model if cfg.family == "finetune" else cfg.backbone,
         "folds": folds,
         "per fold": _fold_text(per_fold),
         "fold AUC mean ± sd": _mean_sd(metrics["fold_auc"]),

@@ -1,23 +1,31 @@
-"""Detectors: one interface, built by name, saved as self-describing checkpoints."""
+"""Detectors: one interface, built by name, saved as self-describing checkpoints.
 
-from fakescope.models.checkpoint import CheckpointError, load_detector, save_checkpoint
-from fakescope.models.detector import Detector, DetectorSpec, Preprocessing
-from fakescope.models.registry import (
-    WeightsError,
-    create_detector,
-    list_models,
-    register_detector,
-)
+Names are imported on first use, so ``import fakescope.models.header`` (``fakescope info``) does
+not pull in torch.
+"""
 
-__all__ = [
-    "CheckpointError",
-    "Detector",
-    "DetectorSpec",
-    "Preprocessing",
-    "WeightsError",
-    "create_detector",
-    "list_models",
-    "load_detector",
-    "register_detector",
-    "save_checkpoint",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "CheckpointError": "fakescope.models.header",
+    "Detector": "fakescope.models.detector",
+    "DetectorSpec": "fakescope.models.detector",
+    "Preprocessing": "fakescope.data.transforms",
+    "WeightsError": "fakescope.models.registry",
+    "create_detector": "fakescope.models.registry",
+    "list_models": "fakescope.models.registry",
+    "load_detector": "fakescope.models.checkpoint",
+    "register_detector": "fakescope.models.registry",
+    "save_checkpoint": "fakescope.models.checkpoint",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'fakescope.models' has no attribute {name!r}")

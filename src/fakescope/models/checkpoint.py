@@ -19,19 +19,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fakescope.models.detector import Detector, DetectorSpec
+from fakescope.models.header import FORMAT, FORMAT_VERSION, META_KEY, CheckpointError
 from fakescope.utils import atomic_write, atomic_write_text
 from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
-
-FORMAT = "fakescope-checkpoint"
-FORMAT_VERSION = 1
-_META_KEY = "fakescope"
-
-
-class CheckpointError(RuntimeError):
-    """A file is not a readable fakescope checkpoint."""
-
 
 def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or non-contiguous storage; clone keeps the values exact.
@@ -40,7 +32,7 @@ def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write ``tensors`` plus JSON ``meta`` to a safetensors file atomically."""
-    header = {_META_KEY: json.dumps(meta, default=_json_default)}
+    header = {META_KEY: json.dumps(meta, default=_json_default)}
     plain = _plain_tensors(tensors)
     return atomic_write(path, lambda tmp: save_file(plain, tmp, metadata=header))
 
@@ -56,9 +48,9 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({e})") from e
-    if _META_KEY not in header:
+    if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
-    return tensors, json.loads(header[_META_KEY])
+    return tensors, json.loads(header[META_KEY])
 
 
 def _json_default(obj: Any) -> Any:
@@ -92,21 +84,6 @@ def save_checkpoint(path: str | Path, detector: Detector, **extra: Any) -> Path:
         Path(path).with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default)
     )
     return Path(path)
-
-
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """Only the JSON metadata of a checkpoint or ``builtin:NAME`` (cheap: reads the header)."""
-    from fakescope.zoo import builtin_path, is_builtin
-
-    path = builtin_path(path) if is_builtin(path) else Path(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = f.metadata() or {}
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a safetensors checkpoint ({e})") from e
-    if _META_KEY not in header:
-        raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
-    return json.loads(header[_META_KEY])
 
 
 def load_detector(

@@ -102,7 +102,7 @@ def fit_probe(cfg: TrainConfig, run_dir: Path, df: pd.DataFrame) -> Path:
 
     if not cfg.backbone:
         raise DataError(
-            "--detector probe needs --backbone (an .onnx file or a timm name[:weights])"
+            "--family probe needs --backbone (an .onnx file or a timm name[:weights])"
         )
     save_config(cfg, run_dir / "config.json")
     backbone = open_backbone_arg(cfg.backbone, pool=cfg.pool)

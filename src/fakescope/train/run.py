@@ -378,13 +378,13 @@ def fit(cfg: TrainConfig, resume: bool = False, force: bool = False) -> Path:
     trains with DistributedDataParallel on each rank's share of every global batch of
     ``cfg.batch_size`` images. The process group is left again before returning.
     """
-    if cfg.detector == "probe":
+    if cfg.family == "probe":
         if not dist.is_main():
             logger.info("probes fit on rank 0 only; rank %d has nothing to do", dist.rank())
             return cfg.run_dir()
         return _fit_probe(cfg, force)
-    if cfg.detector != "finetune":
-        raise ValueError(f"unknown detector family {cfg.detector!r}; use finetune or probe")
+    if cfg.family != "finetune":
+        raise ValueError(f"unknown detector family {cfg.family!r}; use finetune or probe")
     device = resolve_device(cfg.device)
     owned = not dist.is_initialized()
     dist.init_from_env(device.type)
