@@ -66,5 +66,7 @@ def shared_weights() -> Path:
 
 @pytest.fixture(autouse=True)
 def _private_embedding_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own embedding cache, never the user's."""
+    """Every test gets its own cache (embeddings, weights), never the user's, and never
+    downloads: the hub counts as unreachable."""
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "embedding-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -28,8 +28,35 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     from fakescope.models.registry import list_models
 
-    print("\n".join(list_models(args.pattern, include_timm=args.all)))
+    print("built-in detectors (--detector builtin:NAME):")
+    for line in builtin_lines():
+        print(f"  {line}")
+    print("\nmodels to train (timm names; --all lists every one):")
+    print("\n".join(f"  {n}" for n in list_models(args.pattern, include_timm=args.all)))
     return EXIT_OK
+
+
+def builtin_lines() -> list[str]:
+    """One line per built-in detector: name, what it is, and whether its backbone file is here."""
+    from fakescope.embed.weights import RECIPES, cache_dir, find_file
+    from fakescope.models.header import read_meta
+    from fakescope.zoo import BUILTINS, DEFAULT_DETECTOR
+
+    lines = []
+    for name, (_, about) in BUILTINS.items():
+        ref = f"builtin:{name}"
+        backbone = read_meta(ref)["spec"]["model_kwargs"].get("backbone", {})
+        file = Path(str(backbone.get("path", ""))).name
+        found = find_file(file) if file else None
+        if found is not None:
+            where = f"backbone {file}: found ({found})"
+        elif file in RECIPES:
+            where = f"backbone {file}: missing; fetched on first use when online, or put it in {cache_dir()}"
+        else:
+            where = f"backbone {file}: missing; put it in {cache_dir()}"
+        default = " (default)" if ref == DEFAULT_DETECTOR else ""
+        lines.append(f"{ref}{default}: {about.split(';')[0]}\n      {where}")
+    return lines
 
 
 def _add_detector_option(p: argparse.ArgumentParser) -> None:

@@ -42,8 +42,9 @@ _NOT_IDENTITY = frozenset(
     {"path", "weights", "batch_size", "embed_output", "hidden_output", "layer_outputs"}
 )
 # A transformer block's input is what its first LayerNorm reads: HF-exported ViTs (CLIP
-# included) name that node ".../layers.<k>/layer_norm1/ReduceMean".
-_BLOCK_INPUT = re.compile(r"layers\.(\d+)/layer_norm1/ReduceMean$")
+# included) name that node ".../layers.<k>/layer_norm1/ReduceMean", timm ViTs exported with
+# opset 14 (the rebuilt CLIP tower, see fakescope.embed.weights) ".../blocks.<k>/norm1/ReduceMean".
+_BLOCK_INPUT = re.compile(r"(?:layers|blocks)\.(\d+)/(?:layer_norm1|norm1)/ReduceMean$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,33 +602,39 @@ def open_backbone(spec: dict[str, Any], path: str | os.PathLike[str] | None = No
 
 def _missing_file_error(spec: dict[str, Any], where: str) -> FileNotFoundError:
     """The error for a spec whose model file is not there."""
-    sha = spec.get("sha256") or "unknown"
-    return FileNotFoundError(
-        f"the embedding backbone file {where} is missing (sha256 {sha}); "
-        "pass --backbone-path PATH, or set FAKESCOPE_WEIGHTS to a folder holding that file"
-    )
+    from fakescope.embed.weights import missing_message
+
+    return FileNotFoundError(missing_message(where, spec.get("sha256")))
 
 
 def find_weights_file(stored: str | None) -> str | None:
-    """Where a stored weights path points now: as stored, else by file name in ``$FAKESCOPE_WEIGHTS``.
+    """Where a stored weights path points now: as stored, else by file name in the folders of
+    ``$FAKESCOPE_WEIGHTS``, else in the user cache (:func:`fakescope.embed.weights.find_file`).
 
     ``FAKESCOPE_WEIGHTS`` is a folder (or several, separated by ``os.pathsep``) holding model files,
     so a checkpoint made on one machine finds its backbone on another.
     """
+    from fakescope.embed.weights import find_file
+
     if stored is None or Path(stored).is_file():
         return stored
-    for folder in filter(None, os.environ.get("FAKESCOPE_WEIGHTS", "").split(os.pathsep)):
-        candidate = Path(folder) / Path(stored).name
-        if candidate.is_file():
-            return str(candidate)
-    return stored
+    found = find_file(stored)
+    return str(found) if found is not None else stored
 
 
 def _open_onnx_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> OnnxBackbone:
-    """The ONNX half of :func:`open_backbone`."""
-    where = str(path if path is not None else find_weights_file(spec.get("path")))
-    if not Path(where).is_file():
-        raise _missing_file_error(spec, where)
+    """The ONNX half of :func:`open_backbone`: a file not found anywhere is fetched and built
+    when fakescope knows how (:func:`fakescope.embed.weights.ensure_file`)."""
+    from fakescope.embed.weights import ensure_file
+
+    if path is not None:
+        where = str(path)
+        if not Path(where).is_file():
+            raise _missing_file_error(spec, where)
+    else:
+        where = str(find_weights_file(spec.get("path")))
+        if not Path(where).is_file():
+            where = str(ensure_file(where, spec.get("sha256")))
     return OnnxBackbone(
         where,
         pool=spec.get("pool", "embed"),
@@ -667,10 +674,12 @@ def _open_timm_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -
 
 def _check_sha(spec: dict[str, Any], backbone: Backbone) -> None:
     """Raise when the reopened file is not the one the spec was made with."""
+    from fakescope.embed.weights import accepted_sha256
+
     want = spec.get("sha256")
     got = getattr(backbone, "sha256", None)
-    if want and got and want != got:
-        where = getattr(backbone, "path", None) or getattr(backbone, "weights", None)
+    where = getattr(backbone, "path", None) or getattr(backbone, "weights", None)
+    if want and got and want not in accepted_sha256(where, got):
         raise ValueError(
             f"{where} has sha256 {got}, but the embeddings were made with a file of sha256 {want}"
         )
