@@ -7,7 +7,9 @@ is not used.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import re
 import shutil
 import socket
@@ -210,3 +212,326 @@ def test_page_says_why_an_out_of_depth_image_is_uncertain(tmp_path: Path) -> Non
             page.screenshot(path=str(tmp_path / "uncertain.png"), full_page=True)
         finally:
             browser.close()
+
+
+# --------------------------------------------------------------------------- held responses
+@contextlib.contextmanager
+def _page(url: str, width: int = 1100) -> Iterator[tuple[Any, list[str]]]:
+    """A fresh page at ``url`` and the list of page errors it raised."""
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 950})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+            page.goto(url + "/")
+            yield page, errors
+        finally:
+            browser.close()
+
+
+class _Hold:
+    """A ``page.route`` handler that holds the first ``n`` matching requests (to be answered
+    later by the test, out of order) and lets the others through to the server."""
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = n
+        self.held: list[Any] = []
+
+    def __call__(self, route: Any) -> None:
+        if len(self.held) < self.n:
+            self.held.append(route)
+        else:
+            route.continue_()
+
+    def wait(self, page: Any, count: int = 1) -> None:
+        _wait_until(lambda: page.evaluate("1") and len(self.held) >= count)
+
+
+def _is_explain(url: str) -> bool:
+    return "/v1/detect?" in url and "explain=true" in url
+
+
+def _is_detect(url: str) -> bool:
+    return url.split("?")[0].endswith("/v1/detect") and "explain=true" not in url
+
+
+def _row(name: str, **extra: Any) -> dict[str, Any]:
+    """A /v1/detect answer as the server writes it, for answers the test makes up."""
+    row: dict[str, Any] = {
+        "name": name,
+        "kind": "image",
+        "score": 0.97,
+        "verdict": "fake",
+        "threshold": 0.5,
+        "uncertain_band": 0.05,
+        "model": "tiny",
+        "time_ms": 12.0,
+        "width": 96,
+        "height": 96,
+    }
+    row.update(extra)
+    return row
+
+
+def _fulfil_late(route: Any, row: dict[str, Any]) -> None:
+    """Answer a held request; the page may have aborted it meanwhile (then nothing arrives)."""
+    with contextlib.suppress(Exception):
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(row))
+
+
+def _stays(page: Any, cond: Any, seconds: float = 1.0) -> None:
+    """``cond`` holds now and keeps holding for ``seconds`` (time for a late answer to land)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cond()
+        page.wait_for_timeout(50)
+
+
+def test_stale_heatmap_never_lands_in_a_newer_result(server: str, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    first.write_bytes(png_bytes(size=96, seed=1))
+    second.write_bytes(png_bytes(size=80, seed=2))
+    stale_png = base64.b64encode(png_bytes(size=300, seed=3)).decode("ascii")
+    with _page(server) as (page, errors):
+        page.set_input_files("#file-input", str(first))
+        expect(page.locator("#verdict-panel")).to_be_visible()
+        hold = _Hold()
+        page.route(_is_explain, hold)
+        page.check("#heatmap-toggle")  # the heatmap request of first.png is held
+        hold.wait(page)
+
+        page.set_input_files("#file-input", str(second))
+        expect(page.locator("#file-name")).to_have_text("· second.png")
+        expect(page.locator("#verdict-panel")).to_be_visible()
+        expect(page.locator("#status")).to_contain_text("Done in")
+        # now the first file's heatmap answer arrives, late
+        _fulfil_late(
+            hold.held[0],
+            _row("first.png", heatmap_png=stale_png, heatmap_method="occlusion"),
+        )
+        heat = page.locator("#heatmap-image")
+        _stays(page, lambda: not heat.is_visible() and heat.get_attribute("src") is None)
+        expect(page.locator("#file-name")).to_have_text("· second.png")
+        expect(page.locator("#preview-image")).to_be_visible()
+        expect(page.locator("#heatmap-toggle")).not_to_be_checked()
+        expect(page.locator("#heatmap-toggle")).to_be_enabled()
+        expect(page.locator("#heatmap-legend")).to_be_hidden()
+        expect(page.locator("#progress")).to_be_hidden()
+
+        # the second file's own heatmap, from the server, with its colour scale and method
+        page.unroute(_is_explain, hold)
+        page.check("#heatmap-toggle")
+        expect(heat).to_be_visible()
+        assert stale_png not in (heat.get_attribute("src") or "")
+        expect(page.locator("#heatmap-legend")).to_be_visible()
+        expect(page.locator("#heatmap-legend")).to_contain_text("contribution to P(fake)")
+        expect(page.locator("#heatmap-method")).to_contain_text(
+            re.compile(r"Method: (Grad-CAM|occlusion)")
+        )
+        page.screenshot(path=str(tmp_path / "heatmap.png"), full_page=True)
+    assert errors == []
+
+
+def test_stale_detect_answer_is_dropped(server: str, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    first.write_bytes(png_bytes(size=96, seed=1))
+    second.write_bytes(png_bytes(size=80, seed=2))
+    with _page(server) as (page, errors):
+        hold = _Hold()
+        page.route(_is_detect, hold)
+        page.set_input_files("#file-input", str(first))
+        hold.wait(page)
+        page.set_input_files("#file-input", str(second))  # while first.png is still pending
+        expect(page.locator("#file-name")).to_have_text("· second.png")
+        expect(page.locator("#verdict-panel")).to_be_visible()
+        expect(page.locator("#details")).to_contain_text("model " + TINY_MODEL)
+        _fulfil_late(hold.held[0], _row("first.png", model="stale-model", verdict="fake"))
+        details = page.locator("#details")
+        _stays(page, lambda: "stale-model" not in details.text_content())
+        expect(page.locator("#file-name")).to_have_text("· second.png")
+        expect(page.locator("#progress")).to_be_hidden()
+    assert errors == []
+
+
+def test_progress_shows_while_scoring_and_heatmap_run(server: str, tmp_path: Path) -> None:
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes(size=96))
+    with _page(server) as (page, errors):
+        progress = page.locator("#progress")
+        expect(progress).to_be_hidden()
+        hold = _Hold()
+        page.route(_is_detect, hold)
+        page.set_input_files("#file-input", str(image))
+        hold.wait(page)
+        expect(progress).to_be_visible()
+        expect(page.locator("#progress-text")).to_have_text("Scoring the image…")
+        expect(page.locator("#progress-elapsed")).to_have_text(re.compile(r"^[1-9]\d* s$"))
+        expect(page.locator("#result-grid")).to_have_attribute("aria-busy", "true")
+        expect(page.locator("#drop-zone")).to_have_class(re.compile(r"\bbusy\b"))
+        hold.held[0].continue_()
+        expect(page.locator("#verdict-panel")).to_be_visible()
+        expect(progress).to_be_hidden()
+        expect(page.locator("#result-grid")).to_have_attribute("aria-busy", "false")
+
+        # a heatmap: busy with a note on how long it takes, the toggle disabled; then cancelled
+        hold = _Hold()
+        page.route(_is_explain, hold)
+        page.check("#heatmap-toggle")
+        hold.wait(page)
+        expect(progress).to_be_visible()
+        expect(page.locator("#progress-text")).to_have_text("Computing the heatmap…")
+        expect(page.locator("#progress-note")).to_contain_text("up to a minute")
+        page.screenshot(path=str(tmp_path / "busy.png"), full_page=True)
+        expect(page.locator("#heatmap-toggle")).to_be_disabled()
+        page.click("#cancel-button")
+        expect(progress).to_be_hidden()
+        expect(page.locator("#heatmap-toggle")).to_be_enabled()
+        expect(page.locator("#heatmap-toggle")).not_to_be_checked()
+        expect(page.locator("#heatmap-image")).to_be_hidden()
+        expect(page.locator("#verdict-panel")).to_be_visible()
+
+        # and again, answered this time
+        page.unroute(_is_explain, hold)
+        hold = _Hold()
+        page.route(_is_explain, hold)
+        page.check("#heatmap-toggle")
+        hold.wait(page)
+        expect(progress).to_be_visible()
+        hold.held[0].continue_()
+        expect(page.locator("#heatmap-image")).to_be_visible()
+        expect(progress).to_be_hidden()
+    assert errors == []
+
+
+def _overflow(page: Any, selector: str) -> int:
+    """How far the element's content sticks out sideways (0 when it fits)."""
+    return page.evaluate(
+        "s => { const e = document.querySelector(s); return e.scrollWidth - e.clientWidth; }",
+        selector,
+    )
+
+
+def test_long_file_name_wraps_inside_the_card(server: str) -> None:
+    name = "a" * 120 + "_very_long_name_without_spaces_" + "b" * 60 + ".png"
+    with _page(server, width=600) as (page, errors):
+        page.set_input_files(
+            "#file-input",
+            files=[{"name": name, "mimeType": "image/png", "buffer": png_bytes(size=96)}],
+        )
+        expect(page.locator("#verdict-panel")).to_be_visible()
+        expect(page.locator("#file-name")).to_have_text("· " + name)
+        assert _overflow(page, "#result") <= 0
+        assert _overflow(page, "html") <= 0
+    assert errors == []
+
+
+HOSTILE = '<img src=x onerror="window.pwned=1">'
+LONG_MODEL = "probe:clip_vit_b16_openai_visual.int8.onnx/layers+l2" + "_x" * 40
+
+
+def test_provenance_and_reason_are_shown_as_text(server: str, tmp_path: Path) -> None:
+    """The API will add ``provenance``; its answers are made up here with ``page.route``."""
+    name = HOSTILE + "z" * 150 + ".png"
+    declared = _row(
+        name,
+        verdict="fake (declared)",
+        model=LONG_MODEL,
+        provenance={
+            "declared_ai": True,
+            "summary": "declared AI-generated: C2PA manifest (signature valid)",
+            "error": None,
+            "evidence": [
+                {
+                    "source": "c2pa",
+                    "field": "actions.digitalSourceType",
+                    "value": "trainedAlgorithmicMedia" + "_" * 200,
+                    "ai": True,
+                    "means": "made by a generative model",
+                    "signature": "valid (Example Signer)",
+                },
+                {
+                    "source": "xmp",
+                    "field": "CreatorTool",
+                    "value": HOSTILE,
+                    "ai": False,
+                    "means": "the software that wrote the file",
+                    "signature": None,
+                },
+            ],
+        },
+    )
+    nothing = _row(
+        "plain.png",
+        verdict="uncertain",
+        score=0.5,
+        reason="unlike the training data",
+        provenance={
+            "declared_ai": False,
+            "summary": "no provenance metadata found (this proves nothing)",
+            "error": None,
+            "evidence": [],
+        },
+    )
+    answers = [declared, nothing, _row("old.png", verdict="real", score=0.1)]
+
+    def answer(route: Any) -> None:
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(answers.pop(0)))
+
+    with _page(server, width=700) as (page, errors):
+        page.route(_is_detect, answer)
+        page.set_input_files(
+            "#file-input",
+            files=[{"name": name, "mimeType": "image/png", "buffer": png_bytes(size=40)}],
+        )
+        verdict = page.locator("#verdict")
+        expect(verdict).to_have_text("fake (declared)")
+        expect(verdict).to_have_class("verdict fake")
+        fake_colour = page.evaluate(
+            "getComputedStyle(document.querySelector('#verdict')).backgroundColor"
+        )
+        assert fake_colour == "rgb(179, 38, 30)"
+        expect(page.locator("#file-name")).to_have_text("· " + name)
+        expect(page.locator("#details")).to_contain_text("model " + LONG_MODEL)
+        prov = page.locator("#provenance")
+        expect(prov).to_be_visible()
+        expect(page.locator("#provenance-summary")).to_have_text(
+            "declared AI-generated: C2PA manifest (signature valid)"
+        )
+        items = page.locator("#provenance-evidence li")
+        expect(items).to_have_count(2)
+        expect(items.nth(0)).to_contain_text("C2PA")
+        expect(items.nth(0)).to_contain_text("made by a generative model")
+        expect(items.nth(0)).to_contain_text("trainedAlgorithmicMedia")
+        expect(items.nth(0)).to_contain_text("signature: valid (Example Signer)")
+        expect(items.nth(1)).to_contain_text("XMP")
+        expect(items.nth(1).locator("code")).to_have_text(HOSTILE)
+        # attacker-controlled strings are text, never markup
+        assert page.locator("#result img:not(#preview-image):not(#heatmap-image)").count() == 0
+        assert page.evaluate("window.pwned") is None
+        assert _overflow(page, "#result") <= 0
+        assert _overflow(page, "html") <= 0
+        page.screenshot(path=str(tmp_path / "provenance.png"), full_page=True)
+
+        page.set_input_files(
+            "#file-input",
+            files=[{"name": "plain.png", "mimeType": "image/png", "buffer": png_bytes(size=40)}],
+        )
+        expect(verdict).to_have_text("uncertain")
+        expect(verdict).to_have_class("verdict uncertain")
+        expect(page.locator("#verdict-words")).to_contain_text("unlike the training data")
+        expect(page.locator("#provenance-summary")).to_have_text(
+            "no provenance metadata found (this proves nothing)"
+        )
+        expect(page.locator("#provenance-evidence")).to_be_hidden()
+
+        page.set_input_files(
+            "#file-input",
+            files=[{"name": "old.png", "mimeType": "image/png", "buffer": png_bytes(size=40)}],
+        )
+        expect(verdict).to_have_text("real")
+        expect(prov).to_be_hidden()
+    assert errors == []

@@ -12,19 +12,33 @@
     uncertain: "Too close to call: the score is inside the uncertain band.",
   };
 
-  const state = { file: null, objectUrl: null, row: null, heatmap: null, limits: null, busy: false };
+  const VERDICTS = ["fake", "real", "uncertain", "error"];
+  const METHODS = {
+    gradcam: "Grad-CAM (gradient of the score with respect to the network's last feature maps)",
+    occlusion: "occlusion (how much P(fake) drops when each patch is greyed out)",
+  };
+  const MAX_EVIDENCE = 20;
+  const MAX_VALUE = 300;
+
+  // `selection` counts chosen files; a response is used only while its job is `state.job` and
+  // its selection is still the current one, so a late answer can never land in a newer result.
+  const state = {
+    file: null, objectUrl: null, row: null, heatmap: null, limits: null, selection: 0, job: null,
+  };
 
   // ------------------------------------------------------------------------------ helpers
   function show(el, visible) { el.hidden = !visible; }
   function pct(x) { return (100 * x).toFixed(1) + "%"; }
+  function text(x) { return x === null || x === undefined ? "" : String(x); }
+  function clip(s, n) { return s.length > n ? s.slice(0, n - 1) + "…" : s; }
 
-  function showError(text) {
+  function showError(message) {
     const box = $("error");
-    box.textContent = text;
-    show(box, Boolean(text));
+    box.textContent = message;
+    show(box, Boolean(message));
   }
 
-  function setStatus(text) { $("status").textContent = text; }
+  function setStatus(message) { $("status").textContent = message; }
 
   async function readError(resp) {
     let detail = "";
@@ -48,14 +62,14 @@
     return VIDEO_TYPES.test(file.type || "") || VIDEO_NAMES.test(file.name || "");
   }
 
-  // ----------------------------------------------------------------------------- model info
+  // ------------------------------------------------------------------------- model info
   async function loadModelInfo() {
     try {
       const resp = await fetch("/v1/model");
       if (!resp.ok) throw new Error("HTTP " + resp.status);
       const info = await resp.json();
       state.limits = info.limits || null;
-      $("model-info").textContent = "Model: " + info.name + " · threshold " +
+      $("model-info").textContent = "Model: " + text(info.name) + " · threshold " +
         pct(info.threshold) + " ± " + pct(info.uncertain_band) + " uncertain band";
       if (state.limits) {
         $("limits").textContent = "JPEG, PNG, GIF, WebP, BMP, TIFF images; MP4, MOV, WebM, " +
@@ -67,24 +81,88 @@
     }
   }
 
-  // --------------------------------------------------------------------------------- upload
-  async function upload(file, explain) {
+  // ------------------------------------------------------------------------ busy / jobs
+  // One request at a time: a job owns an AbortController and the progress indicator.
+  function startJob(kind, label, note) {
+    cancelJob();
+    const job = {
+      kind: kind, selection: state.selection, controller: new AbortController(),
+      start: Date.now(), timer: 0,
+    };
+    state.job = job;
+    $("progress-text").textContent = label;
+    $("progress-note").textContent = note || "";
+    tick(job);
+    job.timer = setInterval(() => tick(job), 1000);
+    setBusy(true);
+    return job;
+  }
+
+  function tick(job) {
+    $("progress-elapsed").textContent = Math.floor((Date.now() - job.start) / 1000) + " s";
+  }
+
+  function isCurrent(job) { return state.job === job && job.selection === state.selection; }
+
+  function endJob(job) {
+    if (state.job !== job) return;
+    clearInterval(job.timer);
+    state.job = null;
+    setBusy(false);
+  }
+
+  function cancelJob() {
+    const job = state.job;
+    if (!job) return null;
+    clearInterval(job.timer);
+    state.job = null;
+    job.controller.abort();
+    setBusy(false);
+    return job;
+  }
+
+  function setBusy(busy) {
+    show($("progress"), busy);
+    $("result-grid").setAttribute("aria-busy", busy ? "true" : "false");
+    $("drop-zone").classList.toggle("busy", busy);
+    $("heatmap-toggle").disabled = busy;
+    $("drop-help").textContent = busy
+      ? "Working on the current file. Dropping or choosing another file cancels it."
+      : "Drop an image or a video here, or choose one.";
+  }
+
+  function cancelByUser() {
+    const job = cancelJob();
+    if (!job) return;
+    if (job.kind === "heatmap") {
+      $("heatmap-toggle").checked = false;
+      $("heatmap-status").textContent = "Heatmap cancelled.";
+    } else {
+      setStatus("Cancelled. Choose the file again to score it.");
+    }
+  }
+
+  // ----------------------------------------------------------------------------- upload
+  function upload(file, explain, signal) {
     const form = new FormData();
     form.append("file", file, file.name);
     const url = "/v1/detect" + (explain ? "?explain=true" : "");
-    return fetch(url, { method: "POST", body: form });
+    return fetch(url, { method: "POST", body: form, signal: signal });
   }
 
   function resetResult(file) {
     state.row = null;
     state.heatmap = null;
     $("heatmap-toggle").checked = false;
-    $("heatmap-toggle").disabled = false;
     $("heatmap-status").textContent = "";
-    show($("heatmap-image"), false);
+    hideHeatmap();
+    $("heatmap-image").removeAttribute("src");
+    setStatus("");
     show($("verdict-panel"), false);
     show($("timeline-panel"), false);
     show($("heatmap-controls"), false);
+    show($("provenance"), false);
+    $("provenance-evidence").replaceChildren();
     $("file-name").textContent = file ? "· " + file.name : "";
   }
 
@@ -106,8 +184,16 @@
     $("preview-caption").textContent = "";
   }
 
+  function failed(message) {
+    setStatus("");
+    show($("result"), false);
+    showError(message);
+  }
+
   async function analyse(file) {
-    if (!file || state.busy) return;
+    if (!file) return;
+    cancelJob(); // whatever was running belongs to the previous file
+    state.selection += 1;
     state.file = file;
     showError("");
     resetResult(file);
@@ -115,56 +201,111 @@
     showPreview(file);
     const maxMb = state.limits && state.limits.max_upload_mb;
     if (maxMb && file.size > maxMb * 1024 * 1024) {
-      setStatus("");
-      showError(file.name + " is larger than the upload limit of " + maxMb + " MB.");
+      failed(file.name + " is larger than the upload limit of " + maxMb + " MB.");
       return;
     }
-    state.busy = true;
-    setStatus("Analysing " + file.name + "…");
+    const video = isVideo(file);
+    const job = startJob("detect", video ? "Scoring the video…" : "Scoring the image…",
+      video ? "Videos take longer: every sampled frame is scored." : "");
     try {
-      const resp = await upload(file, false);
+      const resp = await upload(file, false, job.controller.signal);
+      if (!isCurrent(job)) return;
       if (!resp.ok) {
-        setStatus("");
-        show($("result"), false);
-        showError(await readError(resp));
+        const message = await readError(resp);
+        if (isCurrent(job)) failed(message);
         return;
       }
       const row = await resp.json();
+      if (!isCurrent(job)) return;
       state.row = row;
       setStatus("Done in " + Math.round(row.time_ms) + " ms.");
       renderRow(row);
     } catch (e) {
-      setStatus("");
-      show($("result"), false);
-      showError("Could not reach the server: " + e.message);
+      if (isCurrent(job)) failed("Could not reach the server: " + e.message);
     } finally {
-      state.busy = false;
+      endJob(job);
     }
   }
 
-  // --------------------------------------------------------------------------------- result
+  // ----------------------------------------------------------------------------- result
+  function verdictClass(verdict) {
+    const first = text(verdict).trim().split(/\s+/)[0].toLowerCase();
+    return VERDICTS.indexOf(first) >= 0 ? first : "other";
+  }
+
   function renderRow(row) {
     const verdict = $("verdict");
-    verdict.textContent = row.verdict;
-    verdict.className = "verdict " + row.verdict;
-    $("verdict-words").textContent = row.reason
-      ? "Uncertain: this image is " + row.reason + ", so the score is not to be trusted."
-      : WORDS[row.verdict] || "";
+    const cls = verdictClass(row.verdict);
+    verdict.textContent = text(row.verdict);
+    verdict.className = "verdict " + cls;
+    const declared = Boolean(row.provenance && row.provenance.declared_ai);
+    const what = row.kind === "video" ? "video" : "image";
+    let words = WORDS[cls] || "";
+    if (row.reason) {
+      words = "Uncertain: this " + what + " is " + text(row.reason) +
+        ", so the score is not to be trusted.";
+    } else if (cls === "fake" && declared) {
+      words = "The file's own metadata declares it AI-generated.";
+    }
+    $("verdict-words").textContent = words;
     $("probability").textContent = pct(row.score);
     renderBar(row);
     const details = [];
     if (row.width && row.height) details.push(row.width + "×" + row.height + " px");
     if (row.kind === "video" && row.n_frames) {
-      details.push(row.n_frames + " frames, " + row.aggregate + " of their scores");
+      details.push(row.n_frames + " frames, " + text(row.aggregate) + " of their scores");
     }
-    details.push("model " + row.model);
+    details.push("model " + text(row.model));
     $("details").textContent = details.join(" · ");
+    renderProvenance(row.provenance);
     show($("verdict-panel"), true);
     show($("heatmap-controls"), row.kind === "image");
     if (row.kind === "video" && row.frames && row.frames.length) {
       show($("timeline-panel"), true);
       drawTimeline(row);
     }
+  }
+
+  // Everything here comes from file metadata, i.e. from whoever made the file: text only.
+  function renderProvenance(prov) {
+    const list = $("provenance-evidence");
+    list.replaceChildren();
+    if (!prov || typeof prov !== "object") {
+      show($("provenance"), false);
+      return;
+    }
+    $("provenance-summary").textContent = text(prov.summary) ||
+      (prov.declared_ai ? "declared AI-generated" : "no provenance metadata found");
+    const evidence = Array.isArray(prov.evidence) ? prov.evidence : [];
+    for (const item of evidence.slice(0, MAX_EVIDENCE)) {
+      if (!item || typeof item !== "object") continue;
+      const li = document.createElement("li");
+      if (item.ai) li.className = "ai";
+      const source = document.createElement("strong");
+      source.textContent = text(item.source).toUpperCase() || "?";
+      li.append(source, " ");
+      const means = text(item.means) || text(item.field);
+      if (means) li.append(means);
+      const value = text(item.value);
+      if (value) {
+        const code = document.createElement("code");
+        code.textContent = clip(value, MAX_VALUE);
+        if (value.length > MAX_VALUE) code.title = value;
+        li.append(" (" + (item.field ? text(item.field) + ": " : ""), code, ")");
+      }
+      if (item.signature) li.append(" · signature: " + text(item.signature));
+      list.append(li);
+    }
+    if (evidence.length > MAX_EVIDENCE) {
+      const li = document.createElement("li");
+      li.textContent = "… and " + (evidence.length - MAX_EVIDENCE) + " more";
+      list.append(li);
+    }
+    show(list, list.childElementCount > 0);
+    $("provenance-error").textContent = prov.error ? "Could not read all metadata: " +
+      text(prov.error) : "";
+    show($("provenance-error"), Boolean(prov.error));
+    show($("provenance"), true);
   }
 
   function renderBar(row) {
@@ -176,59 +317,80 @@
     $("score-band").style.width = pct(hi - lo);
     $("score-threshold").style.left = pct(t);
     $("score-marker").style.left = pct(Math.min(1, Math.max(0, row.score)));
-    const text = "P(fake) " + pct(row.score) + " on a scale from real (0%) to fake (100%); " +
+    const label = "P(fake) " + pct(row.score) + " on a scale from real (0%) to fake (100%); " +
       "threshold " + pct(t) + ", uncertain between " + pct(lo) + " and " + pct(hi) + ".";
-    $("score-bar").setAttribute("aria-label", text);
+    $("score-bar").setAttribute("aria-label", label);
     $("score-legend").textContent = "Line: threshold " + pct(t) + ". Hatched: uncertain band " +
       pct(lo) + "–" + pct(hi) + ". Dot: this file.";
   }
 
-  // -------------------------------------------------------------------------------- heatmap
+  // ---------------------------------------------------------------------------- heatmap
+  function hideHeatmap() {
+    show($("heatmap-image"), false);
+    show($("heatmap-legend"), false);
+    show($("preview-image"), Boolean(state.file) && !isVideo(state.file));
+    $("preview-caption").textContent = "";
+  }
+
+  function drawHeatmap() {
+    const heat = state.heatmap;
+    if (!heat || heat.selection !== state.selection) return;
+    $("heatmap-image").src = "data:image/png;base64," + heat.png;
+    show($("heatmap-image"), true);
+    show($("preview-image"), false);
+    $("preview-caption").textContent = "Heatmap over the part of the image the model saw " +
+      "(resized and cropped). Colours are relative to this image.";
+    $("heatmap-method").textContent = "Method: " + (METHODS[heat.method] || heat.method) + ".";
+    show($("heatmap-legend"), true);
+  }
+
   async function toggleHeatmap() {
-    const on = $("heatmap-toggle").checked;
-    if (!on) {
-      show($("heatmap-image"), false);
-      show($("preview-image"), true);
-      $("preview-caption").textContent = "";
+    const toggle = $("heatmap-toggle");
+    if (!toggle.checked) {
+      hideHeatmap();
       return;
     }
     if (!state.heatmap) {
+      const selection = state.selection;
       await fetchHeatmap();
+      if (selection !== state.selection) return; // another file was chosen meanwhile
       if (!state.heatmap) {
-        $("heatmap-toggle").checked = false;
+        toggle.checked = false;
         return;
       }
+      if (!toggle.checked) return;
     }
-    $("heatmap-image").src = "data:image/png;base64," + state.heatmap.png;
-    show($("heatmap-image"), true);
-    show($("preview-image"), false);
-    $("preview-caption").textContent = "Heatmap (" + state.heatmap.method + ") over the part " +
-      "of the image the model saw (resized and cropped). Warm colours pushed it towards fake.";
+    drawHeatmap();
   }
 
   async function fetchHeatmap() {
-    const toggle = $("heatmap-toggle");
-    toggle.disabled = true;
-    $("heatmap-status").textContent = "Computing heatmap…";
+    const file = state.file;
+    if (!file) return;
+    $("heatmap-status").textContent = "";
+    const job = startJob("heatmap", "Computing the heatmap…",
+      "Heatmaps take up to a minute on a CPU.");
     try {
-      const resp = await upload(state.file, true);
+      const resp = await upload(file, true, job.controller.signal);
+      if (!isCurrent(job)) return;
       if (!resp.ok) {
-        $("heatmap-status").textContent = "";
-        showError(await readError(resp));
+        const message = await readError(resp);
+        if (isCurrent(job)) showError(message);
         return;
       }
       const row = await resp.json();
+      if (!isCurrent(job)) return;
       if (!row.heatmap_png) {
-        $("heatmap-status").textContent = row.heatmap_error || "No heatmap for this model.";
+        $("heatmap-status").textContent = text(row.heatmap_error) || "No heatmap for this model.";
         return;
       }
-      state.heatmap = { png: row.heatmap_png, method: row.heatmap_method || "heatmap" };
-      $("heatmap-status").textContent = "";
+      state.heatmap = {
+        png: String(row.heatmap_png), method: text(row.heatmap_method) || "unknown",
+        selection: job.selection,
+      };
     } catch (e) {
-      $("heatmap-status").textContent = "";
-      showError("Could not reach the server: " + e.message);
+      if (isCurrent(job)) showError("Could not reach the server: " + e.message);
     } finally {
-      toggle.disabled = false;
+      endJob(job);
     }
   }
 
@@ -346,6 +508,7 @@
     window.addEventListener("dragover", (e) => e.preventDefault());
     window.addEventListener("drop", (e) => e.preventDefault());
     $("heatmap-toggle").addEventListener("change", toggleHeatmap);
+    $("cancel-button").addEventListener("click", cancelByUser);
     window.addEventListener("resize", () => {
       if (state.row && state.row.kind === "video" && state.row.frames) drawTimeline(state.row);
     });
