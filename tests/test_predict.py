@@ -406,3 +406,17 @@ def test_rows_say_why_an_input_is_out_of_depth(tmp_path: Path, fmt: str) -> None
     writer.close()
     text = out.read_text()
     assert "unlike the training data" in text and ("0.05" in text or fmt == "table")
+
+
+def test_api_exports_prediction_and_returns_heatmaps_as_arrays(ckpt: Path, folder: Path) -> None:
+    path = sorted(folder.rglob("*.png"))[0]
+    expl = fakescope.explain(path, detector=ckpt, method="occlusion")
+    assert expl.heatmap.dtype == np.float32 and expl.heatmap.ndim == 2
+    assert expl.heatmap.min() >= 0.0 and expl.heatmap.max() <= 1.0
+    (row,) = fakescope.predict(str(path), detector=ckpt)
+    assert isinstance(row, fakescope.Prediction)
+    assert expl.score == pytest.approx(row.score, abs=0.05)  # heatmaps run in fp32
+    same = fakescope.explain(
+        np.asarray(Image.open(path).convert("RGB")), detector=ckpt, method="occlusion"
+    )
+    np.testing.assert_allclose(same.heatmap, expl.heatmap, atol=1e-6)

@@ -2,7 +2,8 @@
 
 The short public API (label 1 = fake, score = P(fake))::
 
-    from fakescope import create_detector, load_detector, list_models, predict
+    from fakescope import predict, explain, Prediction, DetectorRef
+    from fakescope import create_detector, load_detector, list_models
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ from typing import Any
 
 from fakescope.version import __version__
 
-__all__ = ["__version__", "create_detector", "list_models", "load_detector", "predict"]
+__all__ = [
+    "DetectorRef",
+    "Prediction",
+    "__version__",
+    "create_detector",
+    "explain",
+    "list_models",
+    "load_detector",
+    "predict",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,10 +30,18 @@ def __getattr__(name: str) -> Any:
         from fakescope.models import registry
 
         return getattr(registry, name)
-    if name == "predict":
-        from fakescope.infer.api import predict
+    if name in ("predict", "explain"):
+        from fakescope.infer import api
 
-        return predict
+        return getattr(api, name)
+    if name == "Prediction":
+        from fakescope.infer.predictor import Prediction
+
+        return Prediction
+    if name == "DetectorRef":
+        from fakescope.infer.backends import DetectorRef
+
+        return DetectorRef
     if name == "load_detector":
         from fakescope.models.checkpoint import load_detector
 

@@ -1,4 +1,5 @@
-"""``fakescope.predict``: the Python API the CLI's ``predict`` command is a thin layer over."""
+"""``fakescope.predict`` and ``fakescope.explain``: the Python API the CLI's ``predict`` command is
+a thin layer over."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from fakescope.infer.backends import DetectorRef, open_detector
+from fakescope.infer.explain import Explanation
 from fakescope.infer.predictor import Prediction, Predictor, VideoOptions
 from fakescope.models.detector import Detector
 from fakescope.zoo import DEFAULT_DETECTOR
@@ -74,6 +76,40 @@ def predict(
         else:
             out += pred.predict_images(group)
     return out
+
+
+def explain(
+    image: str | Path | Image.Image | np.ndarray,
+    detector: Detector | DetectorRef | str | Path = DEFAULT_DETECTOR,
+    method: str = "auto",
+    backend: str = "torch",
+    precision: str = "auto",
+    backbone_path: str | None = None,
+) -> Explanation:
+    """A heatmap of what made one image look fake, as arrays (nothing written).
+
+    Returns:
+        An :class:`~fakescope.infer.explain.Explanation`: ``heatmap`` (float32 ``[H, W]`` in
+        ``[0, 1]`` at the model's input size), ``method``, ``score`` (P(fake)) and
+        ``input_image`` (the image as the model saw it).
+    """
+    from fakescope.data.images import load_image, to_rgb
+    from fakescope.infer.explain import explain_image
+
+    if not isinstance(detector, Detector):
+        ref = (
+            detector
+            if isinstance(detector, DetectorRef)
+            else DetectorRef(str(detector), backend, precision, backbone_path)
+        )
+        detector = open_detector(ref)
+    if isinstance(image, (str, Path)):
+        img = load_image(image)
+    else:
+        img = to_rgb(
+            image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        )
+    return explain_image(detector, img, method=method)
 
 
 def _runs(items: Iterable[Any]) -> list[list[Any]]:
