@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fakescope.embed.weights import RECIPES, reference_path, write_reference
+from fakescope.embed.fetch import reference_path, write_reference
+from fakescope.embed.weights import RECIPES
 from fakescope.utils import file_digest
 
 SIDE = 64

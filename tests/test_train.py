@@ -58,7 +58,8 @@ def test_train_evaluate_report_in_process(seed_layout: Path, tmp_path: Path, cap
     ):
         assert (run / name).is_file(), name
     html = (run / "report" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5  # curves, confusion, ROC, PR, grid
+    # curves, confusion, ROC (linear and log-FPR), PR, reliability, score histograms, grid
+    assert html.count("data:image/png;base64,") == 7
     hist = _history(run)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from fakescope.embed import fetch as F
 from fakescope.embed import weights as W
 from fakescope.embed.backbones import open_backbone
 from fakescope.utils import file_digest
@@ -46,9 +47,9 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> W.Recipe:
         pretrained_file=str(_tiny_weights(root / "tiny.safetensors", seed=0)),
     )
     built = root / "built.onnx"
-    W.build_clip_onnx(recipe, built)
+    F.build_clip_onnx(recipe, built)
     images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
-    W.write_reference(built, images, Path(recipe.reference))
+    F.write_reference(built, images, Path(recipe.reference))
     return recipe
 
 
@@ -57,15 +58,15 @@ def test_found_in_weights_folders_then_the_cache(tmp_path: Path, monkeypatch) ->
     shelf.mkdir()
     cache.mkdir(parents=True)
     (cache / "enc.onnx").write_bytes(b"cache")
-    assert W.ensure_file("somewhere/else/enc.onnx", None) == cache / "enc.onnx"
+    assert F.ensure_file("somewhere/else/enc.onnx", None) == cache / "enc.onnx"
     (shelf / "enc.onnx").write_bytes(b"shelf")
     monkeypatch.setenv("FAKESCOPE_WEIGHTS", str(shelf))
-    assert W.ensure_file("enc.onnx", None) == shelf / "enc.onnx"  # FAKESCOPE_WEIGHTS first
+    assert F.ensure_file("enc.onnx", None) == shelf / "enc.onnx"  # FAKESCOPE_WEIGHTS first
 
 
 def test_fetched_built_checked_and_kept(stand_in: W.Recipe, monkeypatch) -> None:
     monkeypatch.setitem(W.RECIPES, stand_in.file, stand_in)
-    path = W.ensure_file(stand_in.file, stand_in.sha256)
+    path = F.ensure_file(stand_in.file, stand_in.sha256)
     assert path == W.cache_dir() / stand_in.file and path.is_file()
     record = json.loads(path.with_name(path.name + ".verified.json").read_text())
     assert record["stands_for_sha256"] == stand_in.sha256 and record["min_cosine"] > 0.999
@@ -75,7 +76,7 @@ def test_fetched_built_checked_and_kept(stand_in: W.Recipe, monkeypatch) -> None
     bb = open_backbone(spec)
     assert bb.embed(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 2 * 48)
     # the next call finds it: no second build
-    assert W.ensure_file(stand_in.file, stand_in.sha256) == path
+    assert F.ensure_file(stand_in.file, stand_in.sha256) == path
 
 
 def test_a_rebuild_that_disagrees_is_refused(stand_in: W.Recipe, tmp_path: Path) -> None:
@@ -83,12 +84,12 @@ def test_a_rebuild_that_disagrees_is_refused(stand_in: W.Recipe, tmp_path: Path)
         stand_in, pretrained_file=str(_tiny_weights(tmp_path / "other.safetensors", seed=1))
     )
     with pytest.raises(ValueError, match="disagrees with the reference embeddings"):
-        W.fetch(other)
+        F.fetch(other)
     assert not (W.cache_dir() / other.file).exists()
     assert not list(W.cache_dir().glob(".*.tmp"))
     # nor does a file of another sha256 pass for the original without a verification record
     spec = {"type": "onnx", "path": str(tmp_path / "x.onnx"), "sha256": "1" * 64}
-    W.build_clip_onnx(stand_in, tmp_path / "x.onnx")
+    F.build_clip_onnx(stand_in, tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="sha256"):
         open_backbone(spec)
 
@@ -101,7 +102,7 @@ def test_offline_message_names_the_file_sha_and_folder(monkeypatch, capsys) -> N
     recipe = W.RECIPES["clip_vit_b16_openai_visual.int8.onnx"]
     t0 = time.perf_counter()
     with pytest.raises(FileNotFoundError) as err:
-        W.ensure_file(recipe.file, recipe.sha256)
+        F.ensure_file(recipe.file, recipe.sha256)
     assert time.perf_counter() - t0 < 3
     msg = str(err.value)
     assert recipe.file in msg and recipe.sha256 in msg and str(W.cache_dir()) in msg
@@ -129,7 +130,7 @@ def test_offline_switch_and_no_network_count_as_offline(monkeypatch) -> None:
 def test_the_original_file_passes_its_own_reference_check() -> None:
     if not CLIP.is_file():
         pytest.skip(f"shared weights not found at {CLIP}")
-    cosines = W.check_reference(CLIP, W.RECIPES[CLIP.name])
+    cosines = F.check_reference(CLIP, W.RECIPES[CLIP.name])
     assert len(cosines) == 8 and min(cosines) > 0.999
 
 

@@ -623,18 +623,11 @@ def find_weights_file(stored: str | None) -> str | None:
 
 
 def _open_onnx_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> OnnxBackbone:
-    """The ONNX half of :func:`open_backbone`: a file not found anywhere is fetched and built
-    when fakescope knows how (:func:`fakescope.embed.weights.ensure_file`)."""
-    from fakescope.embed.weights import ensure_file
-
-    if path is not None:
-        where = str(path)
-        if not Path(where).is_file():
-            raise _missing_file_error(spec, where)
-    else:
-        where = str(find_weights_file(spec.get("path")))
-        if not Path(where).is_file():
-            where = str(ensure_file(where, spec.get("sha256")))
+    """The ONNX half of :func:`open_backbone` (a missing file is :mod:`fakescope.embed.fetch`'s
+    business: callers that may fetch call its ``ensure_file`` first)."""
+    where = str(path if path is not None else find_weights_file(spec.get("path")))
+    if not Path(where).is_file():
+        raise _missing_file_error(spec, where)
     return OnnxBackbone(
         where,
         pool=spec.get("pool", "embed"),

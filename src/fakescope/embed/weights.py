@@ -1,13 +1,14 @@
-"""Backbone files for the built-in detectors: found on this machine, or fetched, built and checked.
+"""Backbone files by name: where they are looked for, which ones fakescope can rebuild, and
+what to say when one is missing.
 
 A built-in probe stores only its head; its frozen encoder is a file found by name, in this order:
 ``--backbone-path``, the folders in ``$FAKESCOPE_WEIGHTS``, then the user cache
 (:func:`cache_dir`, ``~/.cache/fakescope/weights``). When it is in none of them and a
-:class:`Recipe` knows the file, fakescope fetches the reference weights from the Hugging Face hub
-(through timm's hub loading), builds the same encoder locally (ONNX export, then the same dynamic
-int8 quantisation), and checks it against reference embeddings that ship with the package: a few
-small images and what the original file makes of them. A rebuilt file that disagrees is refused.
-Offline, the error names the file, its sha256 and the folder to put it in, within seconds.
+:class:`Recipe` knows the file, :mod:`fakescope.embed.fetch` rebuilds it from the reference
+weights on the Hugging Face hub (through timm's hub loading: ONNX export, then the same dynamic
+int8 quantisation) and checks it against reference embeddings that ship with the package; a
+rebuilt file that disagrees is refused. Offline, the error names the file, its sha256 and the
+folder to put it in, within seconds.
 
 The rebuilt file cannot be byte-identical to the original (another exporter), so its sha256
 differs from the one stored in the detector; a ``<file>.verified.json`` beside it records that it
@@ -20,20 +21,15 @@ import json
 import logging
 import os
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 logger = logging.getLogger(__name__)
 
 HUB_HOST = "huggingface.co"
 #: Each reference image's embedding must be at least this close (cosine) to the original's.
 MIN_COSINE = 0.98
-_ZOO = Path(__file__).resolve().parents[1] / "zoo"
 
 
 @dataclass(frozen=True)
@@ -91,11 +87,11 @@ def find_file(name: str) -> Path | None:
 
 def missing_message(name: str, sha256: str | None, reason: str | None = None) -> str:
     """What to do when a backbone file is not here: the file, its sha256 and where to put it."""
-    why = f" ({reason})" if reason else ""
+    fetched = f" and could not be fetched ({reason})" if reason else ""
     return (
         f"the backbone file {Path(name).name} (sha256 {sha256 or 'unknown'}) is not on this "
-        f"machine and could not be fetched{why}. Put it in {cache_dir()} (or in a folder named "
-        "by FAKESCOPE_WEIGHTS), or pass --backbone-path FILE"
+        f"machine{fetched}. Put it in {cache_dir()} (or in a folder named by "
+        "FAKESCOPE_WEIGHTS), or pass --backbone-path PATH"
     )
 
 
@@ -113,55 +109,6 @@ def online(host: str = HUB_HOST, timeout: float = 2.0) -> bool:
         return False
 
 
-def ensure_file(name: str, sha256: str | None) -> Path:
-    """The backbone file called ``name``: found, or fetched, built and checked (see the module).
-
-    Raises:
-        FileNotFoundError: not found, and no recipe or no network; the message says what to do.
-        ValueError: a rebuilt file that disagrees with the reference embeddings.
-    """
-    found = find_file(name)
-    if found is not None:
-        return found
-    recipe = RECIPES.get(Path(name).name)
-    if recipe is None:
-        raise FileNotFoundError(missing_message(name, sha256))
-    if recipe.pretrained_file is None and not online():
-        raise FileNotFoundError(missing_message(name, sha256, f"{HUB_HOST} cannot be reached"))
-    return fetch(recipe)
-
-
-def fetch(recipe: Recipe, build: Callable[[Recipe, Path], None] | None = None) -> Path:
-    """Build ``recipe``'s file in the cache from hub weights, check it, and keep it if it passes.
-
-    Raises:
-        FileNotFoundError: the hub weights could not be had.
-        ValueError: the rebuilt file disagrees with the reference embeddings (it is not kept).
-    """
-    out = cache_dir() / recipe.file
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    t0 = time.perf_counter()
-    logger.warning("%s is not here: building it from %s (once)", recipe.file, recipe.timm_name)
-    try:
-        (build or build_clip_onnx)(recipe, tmp)
-        cosines = check_reference(tmp, recipe)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
-    record = {
-        "stands_for_sha256": recipe.sha256,
-        "file_sha256": _digest(out),
-        "source": recipe.timm_name,
-        "min_cosine": float(min(cosines)),
-        "built_s": round(time.perf_counter() - t0, 1),
-    }
-    out.with_name(out.name + ".verified.json").write_text(json.dumps(record, indent=2))
-    logger.warning("built %s (reference check: cosine >= %.4f)", out, record["min_cosine"])
-    return out
-
-
 def accepted_sha256(path: str | os.PathLike[str], file_sha256: str) -> set[str]:
     """The stored sha256 values a file may stand for: its own, plus the original it was checked
     against when it is a verified rebuild (see :func:`fetch`)."""
@@ -174,150 +121,3 @@ def accepted_sha256(path: str | os.PathLike[str], file_sha256: str) -> set[str]:
     if data.get("file_sha256") == file_sha256 and data.get("stands_for_sha256"):
         ok.add(str(data["stands_for_sha256"]))
     return ok
-
-
-def _digest(path: Path) -> str:
-    from fakescope.utils import file_digest
-
-    return file_digest(path)
-
-
-# --------------------------------------------------------------------------------------------
-# Reference embeddings
-# --------------------------------------------------------------------------------------------
-
-
-def reference_path(recipe: Recipe) -> Path:
-    """The reference ``.npz``: shipped in ``fakescope/zoo``, or an absolute path."""
-    return _ZOO / recipe.reference  # an absolute ``reference`` replaces the folder
-
-
-def reference_features(path: str | os.PathLike[str], images: np.ndarray) -> dict[str, np.ndarray]:
-    """What an ONNX image encoder makes of ``images`` (uint8 ``[N, H, W, 3]``): the final
-    embedding and the CLS token after every block (the features the built-in detectors use)."""
-    from PIL import Image
-
-    from fakescope.embed.backbones import OnnxBackbone
-
-    out = {}
-    for pool in ("embed", "layers"):
-        bb = OnnxBackbone(path, pool=pool)
-        from fakescope.data.transforms import eval_transform
-
-        tf = eval_transform(bb.preprocessing)
-        x = np.stack([tf(Image.fromarray(im)).numpy() for im in images])
-        out[pool] = np.asarray(bb.embed(x), dtype=np.float32)
-    return out
-
-
-def write_reference(onnx_file: str | os.PathLike[str], images: np.ndarray, dest: Path) -> Path:
-    """Store ``images`` and what ``onnx_file`` makes of them (float16), for :func:`check_reference`."""
-    feats = reference_features(onnx_file, images)
-    np.savez_compressed(
-        dest, images=images, **{k: v.astype(np.float16) for k, v in feats.items()}
-    )
-    return dest
-
-
-def check_reference(onnx_file: str | os.PathLike[str], recipe: Recipe) -> list[float]:
-    """Cosine similarity, per reference image and feature, of ``onnx_file`` against the original.
-
-    Raises:
-        ValueError: any below :data:`MIN_COSINE`, or features of another shape.
-    """
-    ref = np.load(reference_path(recipe))
-    got = reference_features(onnx_file, ref["images"])
-    cosines: list[float] = []
-    for key in ("embed", "layers"):
-        want = ref[key].astype(np.float32)
-        if got[key].shape != want.shape:
-            raise ValueError(
-                f"the rebuilt {recipe.file} gives {key} features of shape {got[key].shape}, "
-                f"the original {want.shape}: refusing it"
-            )
-        num = (got[key] * want).sum(axis=1)
-        den = np.linalg.norm(got[key], axis=1) * np.linalg.norm(want, axis=1) + 1e-12
-        cosines += (num / den).tolist()
-    if min(cosines) < MIN_COSINE:
-        raise ValueError(
-            f"the rebuilt {recipe.file} disagrees with the reference embeddings shipped with "
-            f"fakescope (lowest cosine {min(cosines):.4f} < {MIN_COSINE}): refusing it; get the "
-            f"original file (sha256 {recipe.sha256}) and put it in {cache_dir()}"
-        )
-    return cosines
-
-
-# --------------------------------------------------------------------------------------------
-# Building the CLIP image tower
-# --------------------------------------------------------------------------------------------
-
-
-def build_clip_onnx(recipe: Recipe, dest: Path) -> None:
-    """Export the CLIP image tower from timm hub weights and quantise it like the original.
-
-    Outputs match the original file: ``image_embeds`` (projected embedding) and the last hidden
-    state before the final LayerNorm (``[B, tokens, width]``). Opset 14 keeps each LayerNorm as
-    ``ReduceMean`` nodes, which is how the ``layers`` pooling finds the blocks. Weights are
-    quantised dynamically to int8 with onnxruntime, as the original was.
-    """
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    model = _load_timm(recipe).eval()
-    fp32 = dest.with_name(dest.name + ".fp32")
-    size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                _ClipTower(model),
-                torch.zeros(1, 3, size, size),
-                str(fp32),
-                input_names=["pixel_values"],
-                output_names=["image_embeds", "last_hidden_state"],
-                dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
-                opset_version=14,
-                dynamo=False,
-            )
-        quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8)
-    finally:
-        fp32.unlink(missing_ok=True)
-
-
-def _load_timm(recipe: Recipe) -> Any:
-    """The timm model with its pretrained weights (the hub, or ``recipe.pretrained_file``)."""
-    import timm
-
-    overlay = {"file": recipe.pretrained_file} if recipe.pretrained_file else None
-    if overlay and "num_classes" in recipe.model_kwargs:  # keep the file's head, not a new one
-        overlay["num_classes"] = recipe.model_kwargs["num_classes"]
-    try:
-        return timm.create_model(
-            recipe.timm_name, pretrained=True, pretrained_cfg_overlay=overlay, **recipe.model_kwargs
-        )
-    except Exception as e:  # hub and network failures come in many types
-        raise FileNotFoundError(
-            missing_message(recipe.file, recipe.sha256, f"{type(e).__name__}: {str(e)[:200]}")
-        ) from e
-
-
-def _clip_tower_class() -> type:
-    from torch import nn
-
-    class ClipTower(nn.Module):
-        """A timm CLIP ViT as the original export: projected embedding and pre-norm hidden state."""
-
-        def __init__(self, vit: nn.Module) -> None:
-            super().__init__()
-            self.vit = vit
-
-        def forward(self, x: Any) -> tuple[Any, Any]:
-            v = self.vit
-            x = v.norm_pre(v._pos_embed(v.patch_embed(x)))
-            hidden = v.blocks(x)
-            return v.forward_head(v.norm(hidden)), hidden
-
-    return ClipTower
-
-
-def _ClipTower(vit: Any) -> Any:  # noqa: N802 (a factory that reads like the class it builds)
-    return _clip_tower_class()(vit)

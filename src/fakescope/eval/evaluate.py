@@ -53,6 +53,7 @@ def evaluate_frame(
         groups=groups,
         n_boot=n_boot,
         seed=seed,
+        uncertain_band=detector.spec.uncertain_band,
     )
     metrics["n_skipped"] = len(skipped_rows)
     meta = {**(meta or {}), "skipped": skipped_rows}

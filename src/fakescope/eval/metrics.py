@@ -24,7 +24,20 @@ LABELS = (0, 1)
 TARGET_NAMES = ("real", "fake")
 SMALL_N = 200
 SMALL_CLASS_N = 30
+MIN_GROUP_N = 10
+
+
+def small_groups_key(min_group_n: int = MIN_GROUP_N) -> str:
+    """Name of the breakdown cell that pools the groups with fewer than ``min_group_n`` images."""
+    return f"(small groups, n<{min_group_n} each)"
+
+
+SMALL_GROUPS_KEY = small_groups_key()
+FPR_TARGETS = (("tpr_at_fpr_1", 0.01), ("tpr_at_fpr_5", 0.05))
+_TPR_NAMES = tuple((key, f"TPR at {100 * fpr:.0f}% FPR") for key, fpr in FPR_TARGETS)
+ECE_BINS = 10
 _LOG_EPS = 1e-7
+_FPR_EPS = 1e-9
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -98,6 +111,125 @@ def fast_average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
     precision = tps / (ends + 1)
     recall = tps / tps[-1]
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def tpr_at_fprs(
+    y_true: Sequence[int] | np.ndarray,
+    score: Sequence[float] | np.ndarray,
+    targets: Sequence[float],
+) -> np.ndarray:
+    """True-positive rate at each target false-positive rate (see :func:`tpr_at_fpr`).
+
+    One sort serves every target. Raises ValueError for one-class input or a target outside
+    ``[0, 1]``.
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(score, dtype=float)
+    pos = y == 1
+    n_pos = int(pos.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("TPR at a given FPR needs both classes")
+    fpr_targets = np.asarray(targets, dtype=float)
+    if ((fpr_targets < 0) | (fpr_targets > 1)).any():
+        raise ValueError(f"target FPRs must lie in [0, 1], got {list(targets)}")
+    order = np.argsort(-s, kind="mergesort")
+    s_desc = s[order]
+    ends = np.r_[np.flatnonzero(np.diff(s_desc)), len(s) - 1]  # last row of each tie run
+    tps = np.cumsum(pos[order])[ends]  # fakes at or above each distinct score
+    fps = ends + 1 - tps  # reals at or above it; both non-decreasing
+    allowed = np.floor(fpr_targets * n_neg + _FPR_EPS)  # reals that may be flagged
+    k = np.searchsorted(fps, allowed, side="right")  # thresholds within the budget
+    best = np.where(k > 0, tps[np.maximum(k - 1, 0)], 0)  # none fit: threshold above all scores
+    return best / n_pos
+
+
+def tpr_at_fpr(
+    y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, target_fpr: float
+) -> float:
+    """The highest true-positive rate reachable with a false-positive rate of at most ``target_fpr``.
+
+    Definition: a score is called fake when ``score >= t``. The candidate thresholds ``t`` are the
+    distinct scores plus one above every score (nothing flagged, FPR = TPR = 0), so the value is
+    ``max{TPR(t) : FPR(t) <= target_fpr}`` over the empirical ROC points. It is the same as
+    ``max(tpr[fpr <= target_fpr])`` over scikit-learn's
+    ``roc_curve(y_true, score, drop_intermediate=False)``. No interpolation between ROC points:
+    every value is the rate of a threshold one could actually use.
+
+    With ``n_real`` real images the achievable FPRs are ``0, 1/n_real, 2/n_real, ...``. When
+    ``1/n_real > target_fpr`` (fewer than 100 reals for 1%), the only admissible point is FPR = 0,
+    and the value is the TPR with no real image flagged: defined, but it measures a stricter
+    operating point than the name says; :func:`compute_metrics` warns about it.
+
+    Pure numpy and vectorised (one sort), for use inside the bootstrap.
+
+    Raises:
+        ValueError: For one-class input or ``target_fpr`` outside ``[0, 1]``.
+    """
+    return float(tpr_at_fprs(y_true, score, [target_fpr])[0])
+
+
+def _tpr_at(target_fpr: float) -> MetricFn:
+    """Build a TPR-at-FPR metric for the bootstrap."""
+
+    def metric(y_true: np.ndarray, score: np.ndarray) -> float:
+        return tpr_at_fpr(y_true, score, target_fpr)
+
+    return metric
+
+
+def reliability_bins(
+    y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, n_bins: int = ECE_BINS
+) -> dict[str, np.ndarray]:
+    """Equal-width bins of P(fake) for a reliability diagram.
+
+    Bin ``k`` holds scores in ``[k/n_bins, (k+1)/n_bins)``; the last bin also holds 1.0.
+    Scores must lie in ``[0, 1]``.
+
+    Returns:
+        ``edges`` (``n_bins + 1``), and per bin ``count``, ``mean_score`` (mean predicted P(fake))
+        and ``frac_fake`` (observed fraction of fakes); the last two are NaN for empty bins.
+
+    Raises:
+        ValueError: If a score lies outside ``[0, 1]`` or ``n_bins < 1``.
+    """
+    y = np.asarray(y_true, dtype=float).reshape(-1)
+    s = np.asarray(score, dtype=float).reshape(-1)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    if ((s < 0) | (s > 1)).any():
+        raise ValueError("reliability bins need scores in [0, 1]")
+    idx = np.clip(np.floor(s * n_bins).astype(int), 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_score = np.bincount(idx, weights=s, minlength=n_bins) / count
+        frac_fake = np.bincount(idx, weights=y, minlength=n_bins) / count
+    return {
+        "edges": np.linspace(0.0, 1.0, n_bins + 1),
+        "count": count,
+        "mean_score": mean_score,
+        "frac_fake": frac_fake,
+    }
+
+
+def expected_calibration_error(
+    y_true: Sequence[int] | np.ndarray, score: Sequence[float] | np.ndarray, n_bins: int = ECE_BINS
+) -> float:
+    """Expected calibration error over equal-width bins (see :func:`reliability_bins`).
+
+    ``ECE = sum_k (n_k / n) * |mean P(fake) in bin k - fraction of fakes in bin k|``; empty bins
+    count zero. With few images per bin, sampling noise alone makes it larger than zero.
+
+    Raises:
+        ValueError: On empty input or scores outside ``[0, 1]``.
+    """
+    bins = reliability_bins(y_true, score, n_bins)
+    n = int(bins["count"].sum())
+    if n == 0:
+        raise ValueError("ECE needs at least one score")
+    full = bins["count"] > 0
+    gaps = np.abs(bins["mean_score"][full] - bins["frac_fake"][full])
+    return float(np.sum(bins["count"][full] * gaps) / n)
 
 
 def _accuracy_at(threshold: float) -> MetricFn:
@@ -275,11 +407,13 @@ def _subset_summary(y: np.ndarray, s: np.ndarray, pred: np.ndarray) -> dict[str,
         auc: float | None = _roc_auc(y, s)
     except ValueError:
         auc = None
+    correct = int((pred == y).sum())
     return {
         "n": len(y),
         "n_real": int((y == 0).sum()),
         "n_fake": int((y == 1).sum()),
-        "accuracy": float((pred == y).mean()),
+        "accuracy": correct / len(y),
+        "accuracy_exact_ci": list(exact_binomial_ci(correct, len(y))),
         "roc_auc": auc,
         "real_acc": _class_rate(cm, 0),
         "fake_acc": _class_rate(cm, 1),
@@ -287,18 +421,41 @@ def _subset_summary(y: np.ndarray, s: np.ndarray, pred: np.ndarray) -> dict[str,
 
 
 def _breakdown(
-    y: np.ndarray, s: np.ndarray, pred: np.ndarray, groups: Mapping[str, Sequence[Any]]
+    y: np.ndarray,
+    s: np.ndarray,
+    pred: np.ndarray,
+    groups: Mapping[str, Sequence[Any]],
+    min_group_n: int = MIN_GROUP_N,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per-value metric summaries for each grouping column."""
+    """Per-value metric summaries for each grouping column.
+
+    Every cell carries the exact (Clopper–Pearson) 95% interval of its accuracy. Values with
+    fewer than ``min_group_n`` images are pooled into one cell, named by
+    :func:`small_groups_key` (:data:`SMALL_GROUPS_KEY` by default) and placed last, whose
+    ``n_groups`` and ``groups`` say which values it holds: a per-group number from a handful of
+    images is noise, and a table of such rows invites reading it as signal.
+    """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, values in groups.items():
         keys = np.array([_group_key(v) for v in values], dtype=object)
         if len(keys) != len(y):
             raise ValueError(f"groups[{name!r}] has {len(keys)} values, expected {len(y)}")
-        out[str(name)] = {
-            key: _subset_summary(y[keys == key], s[keys == key], pred[keys == key])
-            for key in sorted(set(keys.tolist()))
-        }
+        cells: dict[str, dict[str, Any]] = {}
+        small: list[str] = []
+        for key in sorted(set(keys.tolist())):
+            mask = keys == key
+            if int(mask.sum()) < min_group_n:
+                small.append(key)
+                continue
+            cells[key] = _subset_summary(y[mask], s[mask], pred[mask])
+        if small:
+            mask = np.isin(keys, small)
+            cells[small_groups_key(min_group_n)] = {
+                **_subset_summary(y[mask], s[mask], pred[mask]),
+                "n_groups": len(small),
+                "groups": small,
+            }
+        out[str(name)] = cells
     return out
 
 
@@ -362,14 +519,69 @@ def _interval_warnings(m: Mapping[str, Any]) -> list[str]:
             "No bootstrap interval for ROC-AUC: fewer than half of the resamples contained "
             "both classes."
         )
+    for key, name in (("average_precision", "Average precision"),) + _TPR_NAMES:
+        value, ci = m.get(key), m.get(f"{key}_ci")
+        if value is not None and is_zero_width(ci):
+            out.append(
+                f"{name} is {value:.3f} with a bootstrap interval of zero width "
+                f"[{ci[0]:.3f}, {ci[1]:.3f}]: every resample gave the same value, which shows "
+                "that this sample cannot measure the uncertainty, not that there is none."
+            )
+    return out
+
+
+def is_zero_width(ci: Sequence[float] | None) -> bool:
+    """True for an interval ``[lo, hi]`` with ``lo == hi`` (e.g. ``[1.000, 1.000]``)."""
+    return ci is not None and len(ci) == 2 and abs(float(ci[1]) - float(ci[0])) < 1e-12
+
+
+def _tpr_warnings(m: Mapping[str, Any]) -> list[str]:
+    """Warnings when a target FPR is finer than one real image can resolve."""
+    n_real = m["n_real"]
+    out: list[str] = []
+    for (key, fpr), (_, name) in zip(FPR_TARGETS, _TPR_NAMES, strict=True):
+        if m.get(key) is None or n_real * fpr >= 1 - _FPR_EPS:
+            continue
+        out.append(
+            f"{name}: with {n_real} real images the smallest non-zero FPR is "
+            f"1/{n_real} = {_pct(1 / n_real)}, above {100 * fpr:.0f}%, so the value "
+            f"({m[key]:.3f}) is the TPR with no real image flagged (FPR 0); at least "
+            f"{math.ceil(1 / fpr)} reals are needed to measure this operating point."
+        )
     return out
 
 
 def _score_warnings(s: np.ndarray) -> list[str]:
     """Warnings about scores that are not probabilities."""
     if ((s < 0) | (s > 1)).any():
-        return ["Some scores lie outside [0, 1]; log_loss and brier assume probabilities."]
+        return [
+            "Some scores lie outside [0, 1]; log_loss and brier assume probabilities, and "
+            "ECE is not computed."
+        ]
     return []
+
+
+def _tpr_metrics(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """TPR at each target FPR with bootstrap intervals (None for one class)."""
+    out: dict[str, Any] = {}
+    try:
+        values = tpr_at_fprs(y, s, [fpr for _, fpr in FPR_TARGETS])
+    except ValueError:
+        values = [None] * len(FPR_TARGETS)
+    for (key, fpr), value in zip(FPR_TARGETS, values, strict=True):
+        ci = None if value is None else bootstrap_ci(y, s, _tpr_at(fpr), n_boot=n_boot, seed=seed)
+        out[key] = None if value is None else float(value)
+        out[f"{key}_ci"] = list(ci) if ci is not None else None
+    return out
+
+
+def _calibration_metrics(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
+    """Expected calibration error (None when scores are not probabilities)."""
+    try:
+        ece: float | None = expected_calibration_error(y, s, ECE_BINS)
+    except ValueError:
+        ece = None
+    return {"ece": ece, "ece_bins": ECE_BINS}
 
 
 def _ranking_metrics(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
@@ -422,6 +634,8 @@ def compute_metrics(
     groups: Mapping[str, Sequence[Any]] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    uncertain_band: float | None = None,
+    min_group_n: int = MIN_GROUP_N,
 ) -> dict[str, Any]:
     """Compute a JSON-serialisable metric report for binary real/fake predictions.
 
@@ -430,13 +644,19 @@ def compute_metrics(
         score: P(fake) per image; predictions are ``score >= threshold``.
         threshold: Decision threshold on ``score``.
         groups: Optional grouping columns (e.g. ``{"source": [...]}``), each aligned
-            with ``y_true``; produces the ``breakdown`` entry.
+            with ``y_true``; produces the ``breakdown`` entry. Values with fewer than
+            ``min_group_n`` images are pooled into one cell (see :func:`small_groups_key`).
         n_boot: Bootstrap resamples for the intervals.
         seed: Seed for the bootstrap.
+        uncertain_band: The detector's uncertain half-width around ``threshold``, stored as
+            ``uncertain_band`` (for the report's score histograms) when given.
+        min_group_n: Smallest group shown on its own in ``breakdown``.
 
     Returns:
         A dict of plain Python values (NaN replaced by None); see the module docs
-        for the keys. ``warnings`` lists plain-language caveats.
+        for the keys. ``warnings`` lists plain-language caveats. Besides accuracy, AUC and
+        AP it holds ``tpr_at_fpr_1`` / ``tpr_at_fpr_5`` (see :func:`tpr_at_fpr`) with
+        bootstrap intervals ``*_ci``, and ``ece`` over ``ece_bins`` equal-width bins.
 
     Raises:
         ValueError: On empty or misaligned input, labels other than 0/1, or NaN scores.
@@ -458,13 +678,19 @@ def compute_metrics(
     classification = _classification_metrics(y, pred)
     m["balanced_accuracy"] = classification.pop("balanced_accuracy")
     m.update(ranking)
+    m.update(_tpr_metrics(y, s, n_boot, seed))
     m["real_acc"] = classification.pop("real_acc")
     m["fake_acc"] = classification.pop("fake_acc")
     m["log_loss"] = _log_loss(y, s)
     m["brier"] = float(np.mean((s - y) ** 2))
+    m.update(_calibration_metrics(y, s))
+    if uncertain_band is not None:
+        m["uncertain_band"] = float(uncertain_band)
     m.update(classification)
-    m["breakdown"] = _breakdown(y, s, pred, groups) if groups else {}
-    m["warnings"] = _interval_warnings(m) + _class_warnings(m) + _score_warnings(s)
+    m["breakdown"] = _breakdown(y, s, pred, groups, min_group_n) if groups else {}
+    m["warnings"] = (
+        _interval_warnings(m) + _class_warnings(m) + _tpr_warnings(m) + _score_warnings(s)
+    )
     for text in m["warnings"]:
         logger.debug("metrics warning: %s", text)
     return _jsonable(m)
@@ -476,8 +702,11 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _fmt_ci(ci: Sequence[float] | None) -> str:
-    """Format an interval as `` [lo, hi]`` or an empty string."""
-    return "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    """Format an interval as `` [lo, hi]`` (flagged when of zero width) or an empty string."""
+    if ci is None:
+        return ""
+    flag = " (zero width: see warnings)" if is_zero_width(ci) else ""
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]{flag}"
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:
@@ -505,7 +734,12 @@ def format_summary(metrics: Mapping[str, Any]) -> str:
         f"threshold {_fmt(m.get('threshold'), 2)}  "
         f"(real {m.get('n_real')}, fake {m.get('n_fake')})"
     )
-    lines = [head, second]
+    third = (
+        f"TPR@1%FPR {_fmt(m.get('tpr_at_fpr_1'))}{_fmt_ci(m.get('tpr_at_fpr_1_ci'))}  "
+        f"TPR@5%FPR {_fmt(m.get('tpr_at_fpr_5'))}{_fmt_ci(m.get('tpr_at_fpr_5_ci'))}  "
+        f"ECE {_fmt(m.get('ece'))}"
+    )
+    lines = [head, second, third]
     report = m.get("classification_report_text")
     if report:
         lines += ["", report.rstrip()]

@@ -14,6 +14,14 @@ from typing import Any
 import pandas as pd
 
 from fakescope.eval import plots
+from fakescope.eval.metrics import (
+    FPR_TARGETS,
+    MIN_GROUP_N,
+    SMALL_GROUPS_KEY,
+    SMALL_N,
+    exact_binomial_ci,
+    is_zero_width,
+)
 from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -36,7 +44,11 @@ th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: ta
 .warnings { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
             padding: 0.6em 1em; margin: 1em 0; }
 .warnings li { margin: 0.3em 0; }
-.plots img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.4em 0.4em 0.4em 0; }
+.plots img { max-width: 100%; border: 1px solid #d0d7de; }
+.plots figure { display: inline-block; vertical-align: top; max-width: 100%;
+                margin: 0.4em 0.8em 0.8em 0; }
+.plots figcaption { font-size: 0.88em; color: #424a53; max-width: 620px; }
+.caveat { color: #7d4e00; background: #fff8c5; padding: 0 0.2em; }
 code { background: #f6f8fa; padding: 0 0.2em; }
 """
 
@@ -45,8 +57,19 @@ PLOT_FILES = {
     "confusion_matrix": "confusion_matrix.png",
     "roc": "roc.png",
     "pr": "pr.png",
+    "reliability": "reliability.png",
+    "score_histograms": "score_histograms.png",
     "grid": "predictions_grid.png",
 }
+ZERO_WIDTH_NOTE = (
+    "zero-width interval: every bootstrap resample gave the same value, so this sample cannot "
+    "show the uncertainty; it is not certainty"
+)
+MAX_FOLDED_NAMES = 8
+
+
+class _Raw(str):
+    """A table cell or caption already in HTML (not escaped again)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -71,7 +94,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         cells = []
         for cell in row:
             cls = ' class="num"' if isinstance(cell, (int, float)) or cell is None else ""
-            cells.append(f"<td{cls}>{escape(_fmt(cell))}</td>")
+            text = cell if isinstance(cell, _Raw) else escape(_fmt(cell))
+            cells.append(f"<td{cls}>{text}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -95,24 +119,107 @@ def _meta_section(meta: Mapping[str, Any]) -> str:
     return "<h2>Run</h2>" + _table(["key", "value"], rows)
 
 
+def _caveat(text: str) -> _Raw:
+    """A highlighted inline caveat."""
+    return _Raw(f"<span class='caveat'><strong>Caveat:</strong> {escape(text)}</span>")
+
+
+def _tpr_name(fpr: float) -> str:
+    """``TPR at 1% FPR``."""
+    return f"TPR at {100 * fpr:.0f}% FPR"
+
+
+def _few_reals_note(m: Mapping[str, Any], fpr: float) -> str | None:
+    """Why a TPR at ``fpr`` is measured at FPR 0: too few reals to flag a fraction ``fpr``."""
+    n_real = m.get("n_real")
+    if not isinstance(n_real, int) or n_real <= 0 or n_real * fpr >= 1 - 1e-9:
+        return None
+    return (
+        f"with {n_real} reals the smallest non-zero FPR is 1/{n_real}, above {100 * fpr:.0f}%: "
+        "this is the TPR with no real flagged (FPR 0)"
+    )
+
+
+def _notes(m: Mapping[str, Any], key: str, extra: Sequence[str | None] = ()) -> _Raw:
+    """Caveats for one metric row: a zero-width interval, plus any ``extra`` notes."""
+    texts = [ZERO_WIDTH_NOTE] if is_zero_width(m.get(f"{key}_ci")) else []
+    texts += [e for e in extra if e]
+    return _Raw(" ".join(_caveat(x) for x in texts))
+
+
+def _exact_note(m: Mapping[str, Any]) -> str | None:
+    """Point to the exact accuracy interval when the bootstrap one has zero width."""
+    if is_zero_width(m.get("accuracy_ci")) and m.get("accuracy_exact_ci"):
+        return f"read the exact interval {_ci(m.get('accuracy_exact_ci'))} instead"
+    return None
+
+
+def _ece_note(m: Mapping[str, Any]) -> str | None:
+    """Caveat for an ECE from few images."""
+    n = m.get("n")
+    if m.get("ece") is None or not isinstance(n, int) or n >= SMALL_N:
+        return None
+    return f"only {n} images over {m.get('ece_bins', 10)} bins: sampling noise alone inflates ECE"
+
+
 def _headline_section(m: Mapping[str, Any]) -> str:
-    """Headline metrics with their intervals."""
+    """Headline metrics with their intervals and, next to them, caveats about those intervals."""
     rows = [
-        ["accuracy", m.get("accuracy"), _ci(m.get("accuracy_ci")), _ci(m.get("accuracy_exact_ci"))],
-        ["ROC-AUC", m.get("roc_auc"), _ci(m.get("roc_auc_ci")), ""],
-        ["average precision", m.get("average_precision"), _ci(m.get("average_precision_ci")), ""],
-        ["balanced accuracy", m.get("balanced_accuracy"), "", ""],
-        ["real accuracy (TNR)", m.get("real_acc"), "", ""],
-        ["fake accuracy (TPR)", m.get("fake_acc"), "", ""],
-        ["log loss", m.get("log_loss"), "", ""],
-        ["Brier score", m.get("brier"), "", ""],
+        [
+            "accuracy",
+            m.get("accuracy"),
+            _ci(m.get("accuracy_ci")),
+            _ci(m.get("accuracy_exact_ci")),
+            _notes(m, "accuracy", [_exact_note(m)]),
+        ],
+        ["ROC-AUC", m.get("roc_auc"), _ci(m.get("roc_auc_ci")), "", _notes(m, "roc_auc")],
+        [
+            "average precision",
+            m.get("average_precision"),
+            _ci(m.get("average_precision_ci")),
+            "",
+            _notes(m, "average_precision"),
+        ],
     ]
-    header = ["metric", "value", "bootstrap 95% CI", "exact 95% CI (Clopper–Pearson)"]
+    for key, fpr in FPR_TARGETS:
+        rows.append(
+            [
+                _tpr_name(fpr),
+                m.get(key),
+                _ci(m.get(f"{key}_ci")),
+                "",
+                _notes(m, key, [_few_reals_note(m, fpr) if m.get(key) is not None else None]),
+            ]
+        )
+    rows += [
+        ["balanced accuracy", m.get("balanced_accuracy"), "", "", ""],
+        ["real accuracy (TNR)", m.get("real_acc"), "", "", ""],
+        ["fake accuracy (TPR)", m.get("fake_acc"), "", "", ""],
+        ["log loss", m.get("log_loss"), "", "", ""],
+        ["Brier score", m.get("brier"), "", "", ""],
+        [
+            f"expected calibration error ({m.get('ece_bins', 10)} bins)",
+            m.get("ece"),
+            "",
+            "",
+            _notes(m, "ece", [_ece_note(m)]),
+        ],
+    ]
+    header = ["metric", "value", "bootstrap 95% CI", "exact 95% CI (Clopper–Pearson)", "note"]
     counts = (
         f"n = {m.get('n')} ({m.get('n_real')} real, {m.get('n_fake')} fake); "
         f"threshold {_fmt(m.get('threshold'), 2)} on P(fake)"
     )
-    return f"<h2>Metrics</h2><p class='headline'>{escape(counts)}</p>" + _table(header, rows)
+    defs = (
+        "TPR at x% FPR: the highest share of fakes caught by any threshold that flags at most "
+        "x% of the reals (no interpolation). ECE: the image-weighted mean gap between mean "
+        "P(fake) and the fraction of fakes over equal-width bins of P(fake)."
+    )
+    return (
+        f"<h2>Metrics</h2><p class='headline'>{escape(counts)}</p>"
+        + _table(header, rows)
+        + f"<p class='muted'>{escape(defs)}</p>"
+    )
 
 
 def _warnings_section(m: Mapping[str, Any]) -> str:
@@ -147,16 +254,51 @@ def _classification_section(m: Mapping[str, Any]) -> str:
     return out
 
 
+def _group_label(value: str, stats: Mapping[str, Any]) -> str:
+    """Row label of a breakdown cell; the pooled small-groups cell names what it holds."""
+    if "n_groups" not in stats:
+        return value
+    names = [str(x) for x in stats.get("groups") or []]
+    shown = ", ".join(names[:MAX_FOLDED_NAMES]) + (", …" if len(names) > MAX_FOLDED_NAMES else "")
+    k = stats.get("n_groups", len(names))
+    return f"{value}: {k} group{'' if k == 1 else 's'} pooled ({shown})"
+
+
+def _group_exact_ci(stats: Mapping[str, Any]) -> str:
+    """The cell's exact accuracy interval (computed from n and accuracy for older files)."""
+    ci = stats.get("accuracy_exact_ci")
+    n, acc = stats.get("n"), stats.get("accuracy")
+    if ci is None and isinstance(n, int) and n > 0 and acc is not None:
+        ci = exact_binomial_ci(round(acc * n), n)
+    return _ci(ci)
+
+
 def _breakdown_section(m: Mapping[str, Any]) -> str:
-    """One table per breakdown key (e.g. group, source)."""
+    """One table per breakdown key (e.g. group, source), small groups pooled into one row."""
     breakdown = m.get("breakdown") or {}
     if not breakdown:
         return ""
-    keys = ("n", "n_real", "n_fake", "accuracy", "roc_auc", "real_acc", "fake_acc")
+    before = ("n", "n_real", "n_fake", "accuracy")
+    after = ("roc_auc", "real_acc", "fake_acc")
     out = "<h2>Breakdown</h2>"
+    out += (
+        "<p class='muted'>Values with too few images to read alone (by default fewer than "
+        f"{MIN_GROUP_N}) are pooled into one row, &ldquo;{escape(SMALL_GROUPS_KEY)}&rdquo;: a "
+        "number from a handful of images is noise. Accuracy intervals are exact "
+        "(Clopper–Pearson); AUC is n/a for a one-class row.</p>"
+    )
     for name, cells in breakdown.items():
-        rows = [[value, *(stats.get(k) for k in keys)] for value, stats in cells.items()]
-        out += f"<h3>by {escape(str(name))}</h3>" + _table([name, *keys], rows)
+        rows = [
+            [
+                _group_label(value, stats),
+                *(stats.get(k) for k in before),
+                _group_exact_ci(stats),
+                *(stats.get(k) for k in after),
+            ]
+            for value, stats in cells.items()
+        ]
+        header = [name, *before, "accuracy exact 95% CI", *after]
+        out += f"<h3>by {escape(str(name))}</h3>" + _table(header, rows)
     return out
 
 
@@ -166,10 +308,100 @@ def _img_tag(path: Path, alt: str) -> str:
     return f"<img src='data:image/png;base64,{data}' alt='{escape(alt)}'>"
 
 
-def _plots_section(images: Mapping[str, Path]) -> str:
-    """All plots inlined as data URIs."""
-    tags = "".join(_img_tag(path, name) for name, path in images.items())
-    return f"<h2>Plots</h2><div class='plots'>{tags}</div>"
+def _plots_section(images: Mapping[str, Path], captions: Mapping[str, str] | None = None) -> str:
+    """All plots inlined as data URIs, each in a figure with its caption (HTML) when given."""
+    captions = captions or {}
+    figures = []
+    for name, path in images.items():
+        caption = captions.get(name)
+        cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+        figures.append(f"<figure>{_img_tag(path, name)}{cap}</figure>")
+    return f"<h2>Plots</h2><div class='plots'>{''.join(figures)}</div>"
+
+
+def _band(metrics: Mapping[str, Any], meta: Mapping[str, Any]) -> float | None:
+    """The uncertain band's half-width from the metrics or the run metadata, if recorded."""
+    for source in (metrics, meta):
+        value = source.get("uncertain_band")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _interval_caveats(m: Mapping[str, Any], keys: Sequence[tuple[str, str]]) -> str:
+    """Caveats (HTML) for the zero-width intervals among ``keys`` (metric key, display name)."""
+    out = []
+    for key, name in keys:
+        ci = m.get(f"{key}_ci")
+        if m.get(key) is not None and is_zero_width(ci):
+            out.append(_caveat(f"{name} interval {_ci(ci)}: {ZERO_WIDTH_NOTE}."))
+    return " ".join(out)
+
+
+def _join(*parts: str) -> str:
+    """Join the non-empty caption parts with spaces."""
+    return " ".join(p for p in parts if p)
+
+
+def _captions(
+    m: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]] | None,
+) -> dict[str, str]:
+    """HTML captions per plot, with the caveats that belong next to each figure."""
+    t = m.get("threshold")
+    at_t = f"the operating threshold {_fmt(t, 2)}" if t is not None else "the threshold (unknown)"
+    best = plots.best_epoch(history or [])
+    best_text = (
+        f"Dotted line: best epoch {best[0]:g} (lowest val loss, {best[1]:.3f})."
+        if best
+        else "No val loss recorded: no best epoch marked."
+    )
+    tprs = "; ".join(
+        f"{_tpr_name(fpr)} {_fmt(m.get(key))} {_ci(m.get(f'{key}_ci'))}".rstrip()
+        for key, fpr in FPR_TARGETS
+    )
+    roc_keys = [("roc_auc", "ROC-AUC")] + [(k, _tpr_name(f)) for k, f in FPR_TARGETS]
+    few_reals = [
+        _caveat(f"{_tpr_name(fpr)}: {note}.")
+        for key, fpr in FPR_TARGETS
+        if m.get(key) is not None and (note := _few_reals_note(m, fpr))
+    ]
+    ece_note = _ece_note(m)
+    band = _band(m, meta)
+    band_text = (
+        f"shaded: the uncertain band ±{band:.2f}"
+        if band
+        else "no uncertain band recorded in metrics.json or meta.json, so only the threshold"
+    )
+    return {
+        "training_curves": escape(f"Loss and accuracy per epoch, train vs val. {best_text}"),
+        "confusion_matrix": escape(f"Confusion matrix at {at_t}."),
+        "roc": _join(
+            escape(
+                f"ROC on a linear and a log false-positive axis; the dot is {at_t}, the squares "
+                f"TPR at 1% and 5% FPR ({tprs})."
+            ),
+            _interval_caveats(m, roc_keys),
+            *few_reals,
+        ),
+        "pr": _join(
+            escape(f"Precision-recall, fake = positive; the dot is {at_t}."),
+            _interval_caveats(m, [("average_precision", "Average precision")]),
+        ),
+        "reliability": _join(
+            escape(
+                "Reliability diagram: mean predicted P(fake) against the observed fraction of "
+                "fakes per bin (numbers: images per bin; whiskers: exact 95% intervals); "
+                f"ECE {_fmt(m.get('ece'))}."
+            ),
+            _caveat(ece_note) if ece_note else "",
+        ),
+        "score_histograms": escape(
+            f"P(fake) for real and for fake images; dashed line: {at_t}; {band_text}."
+        ),
+        "grid": escape("Example predictions, mistakes first (most confident mistakes first)."),
+    }
 
 
 def _skipped_section(meta: Mapping[str, Any]) -> str:
@@ -187,7 +419,11 @@ def _skipped_section(meta: Mapping[str, Any]) -> str:
 
 
 def _render_html(
-    title: str, metrics: Mapping[str, Any], meta: Mapping[str, Any], images: Mapping[str, Path]
+    title: str,
+    metrics: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    images: Mapping[str, Path],
+    captions: Mapping[str, str] | None = None,
 ) -> str:
     """Assemble the full HTML document."""
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -200,7 +436,7 @@ def _render_html(
             _warnings_section(metrics),
             _classification_section(metrics),
             _breakdown_section(metrics),
-            _plots_section(images),
+            _plots_section(images, captions),
             _skipped_section(meta),
             f"<p class='muted'>{escape(footer)}</p>",
         ]
@@ -218,6 +454,7 @@ def _make_plots(
     predictions: pd.DataFrame,
     history: Sequence[Mapping[str, Any]] | None,
     image_loader: Callable[[str], Any] | None,
+    band: float | None = None,
 ) -> dict[str, Path]:
     """Write every PNG into ``out`` and return them by name, in display order."""
     images: dict[str, Path] = {}
@@ -230,8 +467,16 @@ def _make_plots(
         cm, out / PLOT_FILES["confusion_matrix"]
     )
     y, s = predictions["label"].to_numpy(), predictions["score"].to_numpy(dtype=float)
-    images["roc"] = plots.plot_roc(y, s, out / PLOT_FILES["roc"])
-    images["pr"] = plots.plot_pr(y, s, out / PLOT_FILES["pr"])
+    t = metrics.get("threshold")
+    threshold = float(t) if t is not None else None
+    images["roc"] = plots.plot_roc(y, s, out / PLOT_FILES["roc"], threshold=threshold)
+    images["pr"] = plots.plot_pr(y, s, out / PLOT_FILES["pr"], threshold=threshold)
+    images["reliability"] = plots.plot_reliability(
+        y, s, out / PLOT_FILES["reliability"], n_bins=int(metrics.get("ece_bins") or 10)
+    )
+    images["score_histograms"] = plots.plot_score_histograms(
+        y, s, out / PLOT_FILES["score_histograms"], threshold=threshold, band=band
+    )
     images["grid"] = plots.plot_prediction_grid(
         predictions, out / PLOT_FILES["grid"], image_loader=image_loader
     )
@@ -248,9 +493,12 @@ def _render(
     image_loader: Callable[[str], Any] | None,
 ) -> Path:
     """Write the plots and ``report.html`` (not the data files) into ``out``."""
-    images = _make_plots(out, metrics, predictions, history, image_loader)
+    meta = meta or {}
+    band = _band(metrics, meta)
+    images = _make_plots(out, metrics, predictions, history, image_loader, band)
+    captions = _captions(metrics, meta, history)
     report = out / REPORT_FILE
-    report.write_text(_render_html(title, metrics, meta or {}, images), encoding="utf-8")
+    report.write_text(_render_html(title, metrics, meta, images, captions), encoding="utf-8")
     logger.info("wrote report %s", report)
     return report
 

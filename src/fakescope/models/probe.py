@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,8 +74,6 @@ class ProbeNet(nn.Module):
 
 def probe_arch(backbone_spec: dict[str, Any]) -> str:
     """A readable architecture name, e.g. ``probe:clip_vit_b16_openai_visual.int8.onnx/embed``."""
-    from pathlib import Path
-
     name = backbone_spec.get("name") or Path(str(backbone_spec.get("path", "?"))).name
     return f"probe:{name}/{backbone_spec.get('pool', 'embed')}"
 
@@ -116,9 +115,15 @@ def attach_novelty(detector: Detector, feats: np.ndarray, **fit_kw: Any) -> None
 
 def build_probe_from_spec(spec: DetectorSpec, backbone_path: str | None = None) -> Detector:
     """Rebuild a probe detector's shape from its spec, reopening the referenced backbone."""
-    from fakescope.embed.backbones import open_backbone
+    from fakescope.embed.backbones import find_weights_file, open_backbone
+    from fakescope.embed.fetch import ensure_file
 
     kw = spec.model_kwargs
-    backbone = open_backbone(kw["backbone"], path=backbone_path)
+    bb = kw["backbone"]
+    if backbone_path is None and bb.get("type") == "onnx":
+        stored = find_weights_file(bb.get("path"))
+        if stored and not Path(stored).is_file():  # nowhere here: fetch it if fakescope can
+            backbone_path = str(ensure_file(stored, bb.get("sha256")))
+    backbone = open_backbone(bb, path=backbone_path)
     net = ProbeNet(backbone, int(kw["dim"]), l2=bool(kw.get("l2")), novelty=kw.get("novelty"))
     return Detector(net, spec)
