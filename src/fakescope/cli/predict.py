@@ -46,6 +46,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     add_video_arguments(p)
     p.add_argument("--timeline", metavar="DIR", help="write a score-over-time plot per video here")
     p.add_argument("--explain", metavar="DIR", help="write a heatmap overlay per image here")
+    p.add_argument(
+        "--no-provenance",
+        action="store_true",
+        help="do not read files' provenance metadata (C2PA, IPTC, EXIF/XMP, PNG chunks, watermark)",
+    )
     p.set_defaults(func=cmd_predict)
 
 
@@ -71,6 +76,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         video=video,
         explain_dir=args.explain,
+        provenance=not args.no_provenance,
     )
     paths = (p for p in expand_inputs(args.inputs) if p not in done)
     writer = RowWriter(fmt, args.output, append=args.resume)

@@ -96,9 +96,7 @@ def explain_image(
         raise ValueError(f"unknown explanation method {method!r}; choose from {METHODS}")
     rgb = image.convert("RGB")
     if method == "gradcam" and not detector.torch_network:
-        raise ValueError(
-            f"Grad-CAM needs a timm network; this detector is {detector.spec.kind!r}"
-        )
+        raise ValueError(f"Grad-CAM needs a timm network; this detector is {detector.spec.kind!r}")
     if method == "occlusion" or not detector.torch_network:
         return _occlusion(detector, rgb, grid, batch_size)
     if method == "auto":

@@ -30,9 +30,11 @@ CSV_COLUMNS = (
     "heatmap",
     "novelty",
     "reason",
+    "provenance",
 )
 _VERDICT_STYLE = {
     "fake": "bold red",
+    "fake (declared)": "bold red",
     "real": "bold green",
     "uncertain": "yellow",
     "error": "magenta",
@@ -109,7 +111,7 @@ class RowWriter:
         if self.fmt == "jsonl":
             self.fh.write(json.dumps(row.to_dict()) + "\n")
         elif self.csv is not None:
-            self.csv.writerow({k: v for k, v in row.to_dict().items() if k in CSV_COLUMNS})
+            self.csv.writerow({k: _cell(v) for k, v in row.to_dict().items() if k in CSV_COLUMNS})
         else:
             self._table_row(row)
         self.fh.flush()
@@ -124,6 +126,8 @@ class RowWriter:
             extra += f"  ({row.n_frames} frames, {row.aggregate})"
         if row.reason:
             extra += f"  [yellow]({escape(row.reason)})[/yellow]"
+        if row.provenance and row.provenance.get("evidence"):
+            extra += f"  [cyan]provenance: {escape(row.provenance.get('summary', ''))}[/cyan]"
         self.console.print(
             f"{score:>8}  [{style}]{row.verdict:<9}[/{style}] {row.kind:<5} {row.time_ms:>7.1f}  "
             f"{escape(row.path)}{extra}"
@@ -140,6 +144,11 @@ class RowWriter:
         if self.path:
             os.fsync(self.fh.fileno())
             self.fh.close()
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: nested values (provenance) as JSON text."""
+    return json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:

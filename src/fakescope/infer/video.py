@@ -58,7 +58,6 @@ class VideoOptions:
                 raise ValueError(message)
 
 
-
 # ---------------------------------------------------------------------------------- aggregation
 def aggregate(scores: Sequence[float], method: str = "mean", k: int = 3) -> float:
     """Combine per-frame P(fake) scores into one score for the clip.

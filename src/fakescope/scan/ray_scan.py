@@ -47,7 +47,8 @@ PART_SIZE = 1024
 STATE_FILE = "_scan.json"
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
-#: Predict's row (:class:`fakescope.infer.predictor.Prediction`); ``frames`` is a JSON string.
+#: Predict's row (:class:`fakescope.infer.predictor.Prediction`); ``frames`` and ``provenance``
+#: are JSON strings.
 SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -68,6 +69,7 @@ SCHEMA = pa.schema(
         ("frames", pa.string()),
         ("novelty", pa.float64()),
         ("reason", pa.string()),
+        ("provenance", pa.string()),
     ]
 )
 _KEYS = ("_part", "_i")  # where a row goes: part number and position in the part
@@ -232,9 +234,13 @@ def pending_parts(
 
 # --------------------------------------------------------------------------------------- rows
 def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Prediction dicts as an Arrow table with :data:`SCHEMA` (``frames`` as JSON text)."""
+    """Prediction dicts as an Arrow table with :data:`SCHEMA` (nested fields as JSON text)."""
     fixed = [
-        {**r, "frames": None if r.get("frames") is None else json.dumps(r["frames"])} for r in rows
+        {
+            **r,
+            **{k: None if r.get(k) is None else json.dumps(r[k]) for k in ("frames", "provenance")},
+        }
+        for r in rows
     ]
     return pa.Table.from_pylist(fixed, schema=SCHEMA)
 
@@ -318,10 +324,11 @@ def read_scan(output: str | Path) -> pd.DataFrame:
 
 
 def read_scan_rows(output: str | Path) -> list[dict[str, Any]]:
-    """A scan's rows as predict's dicts (``Prediction.to_dict()``), ``frames`` decoded again."""
+    """A scan's rows as predict's dicts (``Prediction.to_dict()``), JSON columns decoded again."""
     rows = read_scan_table(output).to_pylist()
     for r in rows:
-        r["frames"] = None if r["frames"] is None else json.loads(r["frames"])
+        for key in ("frames", "provenance"):
+            r[key] = None if r.get(key) is None else json.loads(r[key])
     return rows
 
 

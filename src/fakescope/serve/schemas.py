@@ -23,7 +23,7 @@ class DetectResult(BaseModel):
     path: str = Field(description="the uploaded file's name (display only)")
     kind: str = Field(description="image or video")
     score: float | None = Field(description="P(fake) in [0, 1]; null on error")
-    verdict: str = Field(description="fake, real, uncertain or error")
+    verdict: str = Field(description="fake, real, uncertain, error, or 'fake (declared)'")
     threshold: float = Field(description="P(fake) at or above which the verdict is fake")
     uncertain_band: float = Field(description="half-width around the threshold read as uncertain")
     model: str = Field(description="the detector's architecture")
@@ -46,6 +46,12 @@ class DetectResult(BaseModel):
     reason: str | None = Field(
         None,
         description="why the verdict is uncertain beyond the score, e.g. 'unlike the training data'",
+    )
+    provenance: dict[str, Any] | None = Field(
+        None,
+        description="what the file's metadata says about its origin: declared_ai, summary, "
+        "error, evidence (source, field, value, ai, means, signature); a declared AI origin "
+        "makes the verdict 'fake (declared)', absent metadata proves nothing",
     )
 
 
