@@ -55,21 +55,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-
     from fakescope.infer.backends import open_detector
-    from fakescope.infer.inputs import expand_inputs
-    from fakescope.infer.output import RowWriter, completed_paths
-    from fakescope.infer.predictor import Predictor
-    from fakescope.utils import is_interactive
 
     ref = detector_ref(args)
     fmt = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
     if args.resume and not args.output:
         raise ValueError("--resume needs --output FILE (the file to continue)")
+    detector = open_detector(ref)  # first: a missing detector or backbone fails fast
+
+    from fakescope.infer.inputs import expand_inputs
+    from fakescope.infer.output import RowWriter, completed_paths
+    from fakescope.infer.predictor import Predictor
+    from fakescope.utils import is_interactive
+
     done = completed_paths(args.output, fmt) if args.resume else set()
     video = video_options(args, timeline_dir=args.timeline)
     pred = Predictor(
-        open_detector(ref),
+        detector,
         amp=ref.amp,
         batch_size=args.batch_size,
         workers=args.workers,

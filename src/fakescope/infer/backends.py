@@ -103,11 +103,14 @@ def open_detector(ref: DetectorRef | str | Path) -> Detector:
     ``.onnx``. Fusion members without calibration images run as fp32 ONNX, with a warning.
     The detector is in eval mode; run it with ``amp=ref.amp``.
     """
-    from fakescope.models.checkpoint import load_detector
     from fakescope.zoo import builtin_path, is_builtin
 
     ref = ref if isinstance(ref, DetectorRef) else DetectorRef(str(ref))
     checkpoint = builtin_path(ref.ref) if is_builtin(ref.ref) else Path(ref.ref)
+    if checkpoint.suffix.lower() != ".onnx" and ref.backbone_path is None:
+        ref = _with_backbone(ref, checkpoint)  # before torch is imported: a missing file fails fast
+    from fakescope.models.checkpoint import load_detector
+
     if checkpoint.suffix.lower() == ".onnx":
         return load_detector(checkpoint)
     det = load_detector(checkpoint, backbone_path=ref.backbone_path)
@@ -123,6 +126,24 @@ def open_detector(ref: DetectorRef | str | Path) -> Detector:
     if not det.members:
         logger.info("%s: its backbone runs as stored on the onnx backend", det.spec.arch)
     return det
+
+
+def _with_backbone(ref: DetectorRef, checkpoint: Path) -> DetectorRef:
+    """``ref`` with the backbone file of a probe found (or fetched) from its header alone, so a
+    missing file is reported in seconds, without importing torch."""
+    import dataclasses
+
+    from fakescope.embed.fetch import ensure_file
+    from fakescope.embed.weights import find_file
+    from fakescope.models.header import read_meta
+
+    backbone = read_meta(checkpoint).get("spec", {}).get("model_kwargs", {}).get("backbone")
+    if not isinstance(backbone, dict) or backbone.get("type") != "onnx" or not backbone.get("path"):
+        return ref
+    stored = str(backbone["path"])
+    if Path(stored).is_file() or find_file(stored) is not None:
+        return ref
+    return dataclasses.replace(ref, backbone_path=str(ensure_file(stored, backbone.get("sha256"))))
 
 
 def _onnx_member(
