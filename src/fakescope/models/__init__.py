@@ -17,6 +17,7 @@ _WHERE = {
     "WeightsError": "fakescope.models.registry",
     "create_detector": "fakescope.models.registry",
     "list_models": "fakescope.models.registry",
+    "MissingBackboneError": "fakescope.models.checkpoint",
     "load_detector": "fakescope.models.checkpoint",
     "register_detector": "fakescope.models.registry",
     "save_checkpoint": "fakescope.models.checkpoint",

@@ -19,11 +19,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fakescope.models.detector import Detector, DetectorSpec
-from fakescope.models.header import FORMAT, FORMAT_VERSION, META_KEY, CheckpointError
+from fakescope.models.header import FORMAT, FORMAT_VERSION, META_KEY, CheckpointError, read_meta
+from fakescope.models.validate import check_size
 from fakescope.utils import atomic_write, atomic_write_text
 from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
+
+
+class MissingBackboneError(CheckpointError, FileNotFoundError):
+    """A probe checkpoint is fine but its backbone file is not on this machine."""
+
 
 def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or non-contiguous storage; clone keeps the values exact.
@@ -38,19 +44,27 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
 
 
 def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a file written by :func:`save_tensors`; raise :class:`CheckpointError` if it isn't one."""
+    """Read a file written by :func:`save_tensors`; raise :class:`CheckpointError` if it isn't one.
+
+    The metadata is parsed (and must be a JSON object) before any tensor is read.
+    """
+    from fakescope.models.validate import parse_meta
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
+            if META_KEY not in header:
+                raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
+            meta = parse_meta(header[META_KEY], path)
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({e})") from e
-    if META_KEY not in header:
-        raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
-    return tensors, json.loads(header[META_KEY])
+    return tensors, meta
 
 
 def _json_default(obj: Any) -> Any:
@@ -93,6 +107,15 @@ def load_detector(
 
     Probe detectors reference their frozen backbone file; pass ``backbone_path`` if it has moved.
     The returned detector is in eval mode and carries the stored metadata as ``detector.meta``.
+
+    The file is untrusted input: its metadata is checked (types, the allow-listed constructor
+    arguments, a bound on the network's size; see :mod:`fakescope.models.validate`) before any
+    other file is opened or any tensor allocated.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or malformed, or its spec is refused; the
+            message names the file and the reason.
+        MissingBackboneError: a probe's backbone file is not here (also a FileNotFoundError).
     """
     from fakescope.models.registry import build_from_spec
     from fakescope.zoo import builtin_path, is_builtin
@@ -103,13 +126,25 @@ def load_detector(
         from fakescope.models.onnx_export import load_onnx_detector
 
         return load_onnx_detector(path)
-    tensors, meta = read_tensors(path)
+    meta = read_meta(path)  # the header alone, its spec checked field by field
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a fakescope checkpoint (format={meta.get('format')!r})")
+        raise CheckpointError(
+            f"{path}: not a fakescope checkpoint (format={str(meta.get('format'))[:60]!r})"
+        )
+    check_size(meta["spec"], path, _count_timm(path))  # before anything is allocated
     spec = DetectorSpec.from_dict(meta["spec"])
-    detector = build_from_spec(spec, backbone_path=backbone_path)
+    try:
+        detector = build_from_spec(spec, backbone_path=backbone_path)
+    except FileNotFoundError as e:  # the probe's backbone file is not on this machine
+        raise MissingBackboneError(f"{path}: {e}") from e
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild its {spec.kind!r} detector ({e})") from e
+    tensors, _ = read_tensors(path)
     net_state = {k: v for k, v in tensors.items() if not k.startswith("__")}
-    missing, unexpected = detector.net.load_state_dict(net_state, strict=False)
+    try:
+        missing, unexpected = detector.net.load_state_dict(net_state, strict=False)
+    except RuntimeError as e:  # shapes that do not fit
+        raise CheckpointError(f"{path}: tensors do not fit {spec.arch!r} ({str(e)[:500]})") from e
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: tensors do not match {spec.arch!r} (missing {list(missing)[:5]}, "
@@ -117,3 +152,19 @@ def load_detector(
         )
     detector.meta = meta
     return detector.to(device).eval()
+
+
+def _count_timm(path: str | Path) -> Any:
+    """A timm sizer for :func:`~fakescope.models.validate.check_size` whose errors name ``path``."""
+    from fakescope.models.registry import count_timm_elements
+
+    def count(name: str, kwargs: Any, num_classes: int) -> int:
+        try:
+            return count_timm_elements(name, kwargs, num_classes)
+        except Exception as e:  # timm raises TypeError, ValueError, AssertionError, ...
+            raise CheckpointError(
+                f"{path}: cannot build timm model {name!r} with {dict(kwargs)} "
+                f"({type(e).__name__}: {str(e)[:300]})"
+            ) from e
+
+    return count

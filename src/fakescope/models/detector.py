@@ -30,6 +30,7 @@ from PIL import Image
 from torch import nn
 
 from fakescope.data.transforms import Preprocessing, eval_transform
+from fakescope.models.validate import INPUT_FILTERS
 
 #: Raw logits ``[B]`` and the out-of-depth guard's distances ``[B]`` (None without a guard).
 LogitsAndNovelty = tuple[np.ndarray, np.ndarray | None]
@@ -260,9 +261,6 @@ class NPR(nn.Module):
         x = x[..., :h, :w]
         down = nn.functional.interpolate(x, scale_factor=0.5, mode="nearest")
         return x - nn.functional.interpolate(down, scale_factor=2.0, mode="nearest")
-
-
-INPUT_FILTERS = ("npr",)
 
 
 def make_input_filter(name: str | None) -> nn.Module:

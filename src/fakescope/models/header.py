@@ -7,26 +7,26 @@ JSON document (spec, config, data summary, history, package version); see
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
+
+from fakescope.models.errors import CheckpointError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "META_KEY", "CheckpointError", "checked_meta", "read_meta"]
 
 FORMAT = "fakescope-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "fakescope"
 
 
-class CheckpointError(RuntimeError):
-    """A file is not a readable fakescope checkpoint."""
-
-
 def read_meta(path: str | Path) -> dict[str, Any]:
     """Only the JSON metadata of a checkpoint or ``builtin:NAME`` (cheap: reads the header).
 
     Raises:
-        CheckpointError: the file is not a safetensors file with fakescope metadata.
+        CheckpointError: the file is not a safetensors file with well-formed fakescope metadata
+            (the message names the file and the reason).
         FileNotFoundError: an unknown or missing built-in detector.
     """
     from fakescope.zoo import builtin_path, is_builtin
@@ -41,7 +41,16 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({e})") from e
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
-    try:
-        return json.loads(header[META_KEY])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: its fakescope metadata is not valid JSON ({e})") from e
+    return checked_meta(header[META_KEY], path)
+
+
+def checked_meta(text: str, where: str | Path) -> dict[str, Any]:
+    """Parse a checkpoint's metadata JSON and check its spec's structure (see
+    :mod:`fakescope.models.validate`); raise :class:`CheckpointError` naming ``where`` if bad."""
+    from fakescope.models.validate import check_spec, parse_meta
+
+    meta = parse_meta(text, where)
+    if "spec" not in meta:
+        raise CheckpointError(f"{where}: its fakescope metadata has no detector spec")
+    check_spec(meta["spec"], where)
+    return meta

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fakescope.models.detector import Detector, DetectorSpec
+from fakescope.models.header import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def export_onnx(
     }
     meta.update(
         {
-            "format": "fakescope-onnx",
+            "format": ONNX_FORMAT,
             "spec": det.spec.to_dict(),
             "precision": "int8" if int8 else "fp32",
             "export_version": EXPORT_VERSION,
@@ -285,32 +286,73 @@ def sample_paths(paths: Sequence[str], n: int, seed: int = 0) -> list[str]:
     return [paths[i] for i in sorted(picked)]
 
 
+ONNX_FORMAT = "fakescope-onnx"
+
+
 def _stored_meta(path: Path) -> dict[str, Any] | None:
-    """The ``fakescope`` JSON an export carries in its metadata (None when there is none)."""
+    """The ``fakescope`` JSON an export carries in its metadata (None when there is none).
+
+    Raises:
+        CheckpointError: the file is not a readable ONNX model, or its JSON is malformed (the
+            spec is checked as for checkpoints, see :mod:`fakescope.models.validate`).
+    """
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return json.loads(props["fakescope"]) if "fakescope" in props else None
+    from fakescope.models.validate import check_spec, parse_meta
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
+    except Exception as e:  # protobuf decode errors come in several types
+        raise CheckpointError(f"{path}: not a readable ONNX model ({str(e)[:300]})") from e
+    if "fakescope" not in props:
+        return None
+    meta = parse_meta(props["fakescope"], path)
+    if meta.get("format", ONNX_FORMAT) != ONNX_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a fakescope export (format={str(meta.get('format'))[:60]!r})"
+        )
+    if "spec" not in meta:
+        raise CheckpointError(f"{path}: its fakescope metadata has no detector spec")
+    check_spec(meta["spec"], path, kinds=("timm",))
+    version = meta.get("export_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: its export_version is not an integer")
+    return meta
 
 
 def onnx_export_version(path: str | Path) -> int | None:
-    """The ``export_version`` stored in an exported file (None: not a fakescope export)."""
+    """The ``export_version`` stored in an exported file (None: not a fakescope export).
+
+    Raises:
+        CheckpointError: an unreadable file or malformed metadata.
+    """
     meta = _stored_meta(Path(path))
     return None if meta is None else int(meta.get("export_version", 1))
 
 
 def load_onnx_detector(path: str | Path) -> Detector:
-    """A detector backed by an exported ``.onnx`` file (kind ``onnx``)."""
+    """A detector backed by an exported ``.onnx`` file (kind ``onnx``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not an ONNX model, no or malformed fakescope metadata, or a graph that
+            onnxruntime cannot load; the message names the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ONNX file not found")
     meta = _stored_meta(path)
     if meta is None:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: an ONNX file without fakescope metadata (export it with fakescope export)"
         )
     spec = DetectorSpec.from_dict(meta["spec"])
     spec.kind, spec.input_filter = "onnx", None  # the filter is inside the graph
-    det = Detector(OnnxNet(path), spec)
+    try:
+        net = OnnxNet(path)
+    except Exception as e:  # onnxruntime raises its own error types
+        raise CheckpointError(f"{path}: onnxruntime cannot load it ({str(e)[:300]})") from e
+    det = Detector(net, spec)
     det.meta = meta
     return det.eval()

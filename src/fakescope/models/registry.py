@@ -82,6 +82,14 @@ def _check_timm_name(name: str) -> None:
 
 
 def _timm_kwargs(name: str, img_size: int | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    from fakescope.models.validate import TIMM_KWARGS
+
+    extra = sorted(set(kwargs) - TIMM_KWARGS)
+    if extra:  # a checkpoint may pass only these back to timm, so nothing else is ever stored
+        raise ValueError(
+            f"model arguments {extra} are not supported for timm detectors "
+            f"(allowed: {sorted(TIMM_KWARGS)}; see fakescope.models.validate)"
+        )
     out = dict(kwargs)
     # Transformers fix their input size at build time; CNNs take any size and reject the argument.
     if img_size and any(k in name for k in ("vit", "deit", "swin", "beit", "eva", "cait", "xcit")):
@@ -125,6 +133,19 @@ def build_timm_net(
                 "timm-format state dict (safetensors), or drop --pretrained to train from scratch."
             ) from e
         raise
+
+
+def count_timm_elements(name: str, model_kwargs: Any, num_classes: int = 1) -> int:
+    """Parameters plus buffers of a timm network, built on the ``meta`` device (no memory).
+
+    Raises:
+        ValueError: an unknown model name.
+        Exception: whatever timm raises for arguments the architecture does not take.
+    """
+    _check_timm_name(name)
+    with torch.device("meta"):
+        net = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_kwargs)
+    return sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
 
 
 def _preprocessing_for(net: torch.nn.Module, img_size: int | None) -> Preprocessing:
