@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import threading
+import types
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -313,22 +316,91 @@ def test_permission_denied_when_open_fails(tmp_path: Path, monkeypatch: pytest.M
     assert _reason(path) == "permission denied"
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_header_over_pixel_limit_is_refused_before_decoding(tmp_path: Path) -> None:
-    path = _png_header_only(tmp_path / "bomb.png", 30000, 30000)
+    path = _png_header_only(tmp_path / "bomb.png", 12000, 12000)
     assert path.stat().st_size < 200
     reason = _reason(path)
     assert reason == (
-        "image is 30000x30000 = 900,000,000 pixels, over the limit of 120,000,000 "
+        "image is 12000x12000 = 144,000,000 pixels, over the limit of 120,000,000 "
         "(possible decompression bomb)"
     )
 
 
-def test_our_limit_not_pils_global_applies(tmp_path: Path) -> None:
+def test_pils_guard_stays_on_above_twice_its_global(tmp_path: Path) -> None:
     before = Image.MAX_IMAGE_PIXELS
     path = _png_header_only(tmp_path / "bomb.png", 30000, 30000)
-    # Allowed by us: PIL's own bomb check must not fire; the tiny data then fails to decode.
-    assert _reason(path, max_pixels=10**10).startswith("truncated or corrupt image data")
+    # Even with no limit of ours, PIL's own guard refuses the header; nothing is decoded.
+    for limit in (None, 10**10):
+        reason = _reason(path, max_pixels=limit)
+        assert reason.startswith("possible decompression bomb: ")
+        assert "900000000 pixels" in reason
     assert before == Image.MAX_IMAGE_PIXELS
+
+
+def test_pixel_limits_are_per_call_and_pils_global_is_never_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads with different limits get their own answers; PIL's guard is never switched off."""
+    original = Image.MAX_IMAGE_PIXELS
+    writes: list[object] = []
+
+    class WatchedModule(types.ModuleType):
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "MAX_IMAGE_PIXELS":
+                writes.append(value)
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(Image, "__class__", WatchedModule)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(small)  # 60,000 pixels
+    bomb = _png_header_only(tmp_path / "bomb.png", 30000, 30000)
+    rounds, stop, seen = 60, threading.Event(), set()
+
+    def allow() -> list[bool]:
+        return [load_image(small, max_pixels=100_000).size == (300, 200) for _ in range(rounds)]
+
+    def refuse() -> list[bool]:
+        return [
+            "over the limit of 50,000" in (check_image(small, max_pixels=50_000) or "")
+            for _ in range(rounds)
+        ]
+
+    def bomb_without_our_limit() -> list[bool]:
+        return [
+            (check_image(bomb, max_pixels=None) or "").startswith("possible decompression bomb")
+            for _ in range(rounds)
+        ]
+
+    def third_party_open() -> list[bool]:
+        # Code elsewhere in the process that relies on PIL's guard while we load images.
+        out = []
+        for _ in range(rounds):
+            try:
+                Image.open(bomb).close()
+                out.append(False)
+            except Image.DecompressionBombError:
+                out.append(True)
+        return out
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.add(Image.MAX_IMAGE_PIXELS)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(f) for f in (allow, refuse, bomb_without_our_limit)]
+            futures.append(pool.submit(third_party_open))
+            results = [f.result() for f in futures]
+    finally:
+        stop.set()
+        watcher.join()
+    assert [all(r) for r in results] == [True, True, True, True]
+    assert writes == []
+    assert seen == {original}
+    assert original == Image.MAX_IMAGE_PIXELS
 
 
 def test_small_max_pixels(tmp_path: Path) -> None:

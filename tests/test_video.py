@@ -379,10 +379,10 @@ def test_audio_only(tmp_path: Path) -> None:
 def test_text_file_named_mp4(tmp_path: Path) -> None:
     clip = tmp_path / "notes.mp4"
     clip.write_text("definitely not a video\n")
-    with pytest.raises(V.VideoError, match="unsupported or corrupt video") as err:
+    with pytest.raises(V.VideoError, match="not a recognised video format") as err:
         list(V.sample_frames(clip))
-    assert err.value.reason.startswith("unsupported or corrupt video: ")
-    with pytest.raises(V.VideoError, match="unsupported or corrupt video"):
+    assert err.value.reason == "not a recognised video format"
+    with pytest.raises(V.VideoError, match="not a recognised video format"):
         V.probe_video(clip)
 
 
@@ -390,7 +390,7 @@ def test_text_file_named_mp4(tmp_path: Path) -> None:
 def test_truncated_mp4(tmp_path: Path, clips: dict[str, Path]) -> None:
     cut = tmp_path / "cut.mp4"  # the index (moov) is written last, so half a file has none
     cut.write_bytes(clips["cfr"].read_bytes()[: clips["cfr"].stat().st_size // 2])
-    with pytest.raises(V.VideoError, match="unsupported or corrupt video"):
+    with pytest.raises(V.VideoError, match="truncated or corrupt video data"):
         list(V.sample_frames(cut))
 
 
@@ -409,7 +409,7 @@ def test_truncated_faststart_mp4_keeps_what_decodes(tmp_path: Path) -> None:
     assert 1 <= len(frames) < 4
     empty = tmp_path / "fast-empty.mp4"
     empty.write_bytes(whole.read_bytes()[: whole.stat().st_size // 20])
-    with pytest.raises(V.VideoError, match="no decodable frames|unsupported or corrupt"):
+    with pytest.raises(V.VideoError, match="no decodable frames|truncated or corrupt video data"):
         list(V.sample_frames(empty))
 
 
@@ -541,3 +541,95 @@ def test_shared_clip_if_present() -> None:
     assert info.width > 0 and info.duration_s and info.duration_s > 0
     frames = list(V.sample_frames(clip, "keyframes", max_frames=2))
     assert len(frames) == 2 and frames[0].image.size == (info.width, info.height)
+
+
+# ---------------------------------------------------------------------- untrusted containers
+@needs_mp4
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ffconcat version 1.0\nfile 'target.mp4'\n",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\ntarget.mp4\n#EXT-X-ENDLIST\n",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n",
+    ],
+    ids=["concat", "hls-local", "hls-url"],
+)
+def test_playlists_named_mp4_are_not_followed(tmp_path: Path, text: str) -> None:
+    write_clip(tmp_path / "target.mp4", cfr(10, 10))
+    playlist = tmp_path / "upload.mp4"
+    playlist.write_text(text)
+    with pytest.raises(V.VideoError, match="not a recognised video format"):
+        list(V.sample_frames(playlist))
+    with pytest.raises(V.VideoError, match="not a recognised video format"):
+        V.probe_video(playlist)
+
+
+def test_ffmpeg_url_syntax_in_a_path_is_a_local_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "concat:a.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 16)
+    with pytest.raises(V.VideoError, match="truncated or corrupt video data"):
+        V.probe_video("concat:a.mp4")
+
+
+def test_open_pins_the_demuxer_and_protocols(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, dict]] = []
+
+    def fake_open(name: str, **kwargs: object) -> None:
+        calls.append((name, kwargs))
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(av, "open", fake_open)
+    heads = {
+        "a.mp4": b"\x00\x00\x00\x18ftypisom",
+        "b.webm": b"\x1a\x45\xdf\xa3\x01\x00\x00\x00",
+        "c.avi": b"RIFF\x00\x00\x00\x00AVI LIST",
+        "d.mkv": b"\x00\x00\x00\x08moov",  # misnamed: the bytes decide
+    }
+    for name, head in heads.items():
+        (tmp_path / name).write_bytes(head + b"\x00" * 32)
+        with pytest.raises(V.VideoError, match="truncated or corrupt video data"):
+            V.probe_video(tmp_path / name)
+    assert [kw["format"] for _, kw in calls] == ["mov", "matroska", "avi", "mov"]
+    for name, kwargs in calls:
+        assert name.startswith("file:")
+        assert kwargs["options"]["protocol_whitelist"] == "file"
+        assert kwargs["options"]["enable_drefs"] == "0"
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".gif"])
+def test_empty_and_odd_files_read_like_images(tmp_path: Path, suffix: str) -> None:
+    empty = tmp_path / f"empty{suffix}"
+    empty.write_bytes(b"")
+    folder = tmp_path / f"folder{suffix}"
+    folder.mkdir()
+    for path, reason in (
+        (empty, "empty file (0 bytes)"),
+        (folder, "is a directory, not a video file"),
+    ):
+        with pytest.raises(V.VideoError) as err:
+            V.probe_video(path)
+        assert err.value.reason == reason
+        with pytest.raises(V.VideoError) as err:
+            list(V.sample_frames(path))
+        assert err.value.reason == reason
+
+
+@needs_mp4
+def test_truncated_mp4_says_truncated(tmp_path: Path, clips: dict[str, Path]) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clips["cfr"].read_bytes()[:40])
+    with pytest.raises(V.VideoError) as err:
+        V.probe_video(cut)
+    assert err.value.reason.startswith("truncated or corrupt video data: ")
+
+
+def test_huge_frames_are_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "wide.gif"
+    write_gif(path, [100, 100])
+    with pytest.raises(V.VideoError, match="over the limit of 120,000,000"):
+        V._check_frame_size(path, 20000, 10000)
+    V._check_frame_size(path, W, H)

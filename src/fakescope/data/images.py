@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
 import stat
 import struct
 import sys
-import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -85,40 +83,6 @@ class ImageLoadError(Exception):
     def __reduce__(self) -> tuple[type[ImageLoadError], tuple[str, str]]:
         # Keeps the two-argument constructor working across process boundaries.
         return (type(self), (self.path, self.reason))
-
-
-class _PilPixelCheckPassThrough:
-    """Turns off PIL's global decompression-bomb check while a header is read.
-
-    Our own ``max_pixels`` check runs right after ``Image.open`` and reports the real width and
-    height; PIL's check would fire first (at twice ``Image.MAX_IMAGE_PIXELS``) with a vaguer
-    message and would also refuse images that the caller allowed. The global is restored when the
-    last concurrent user leaves. Only header parsing runs inside the window, so other threads that
-    open images at that very moment briefly go unchecked by PIL.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._saved: int | None = None
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._users == 0:
-                self._saved = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = None
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0:
-                    Image.MAX_IMAGE_PIXELS = self._saved
-
-
-_pil_pixel_check_off = _PilPixelCheckPassThrough()
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,10 +248,16 @@ def _check_file(path: Path) -> None:
 
 
 def _open_header(path: Path) -> Image.Image:
-    """Open an image lazily (header only), mapping failures to ImageLoadError."""
+    """Open an image lazily (header only), mapping failures to ImageLoadError.
+
+    PIL's own decompression-bomb guard stays on and is never touched: writing the process-wide
+    ``Image.MAX_IMAGE_PIXELS``, even briefly, would switch the guard off for every other thread
+    of a server. PIL refuses headers over twice that global here (about 179 million pixels by
+    default); our own per-call ``max_pixels`` is applied by :func:`_check_size` right after,
+    still before any pixel data is decoded.
+    """
     try:
-        with _pil_pixel_check_off():
-            return Image.open(path)
+        return Image.open(path)
     except PermissionError:
         raise ImageLoadError(path, "permission denied") from None
     except IsADirectoryError:
@@ -298,6 +268,8 @@ def _open_header(path: Path) -> Image.Image:
         raise ImageLoadError(path, _unrecognised_reason(path)) from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(path, f"possible decompression bomb: {exc}") from None
+    except MemoryError:
+        raise ImageLoadError(path, "not enough memory to read the image header") from None
     except _DECODE_ERRORS as exc:
         raise ImageLoadError(path, f"truncated or corrupt image data: {_describe(exc)}") from None
 
@@ -388,8 +360,12 @@ def load_image(
 
     Args:
         path: The image file.
-        max_pixels: Refuse images with more pixels than this (``None``: no limit). This, not
-            PIL's global ``Image.MAX_IMAGE_PIXELS``, is the limit that applies.
+        max_pixels: Refuse images with more pixels than this (``None``: no limit of ours). It
+            applies to this call only, so threads with different limits do not affect each
+            other. PIL's own guard stays on as well: headers over twice its process-wide
+            ``Image.MAX_IMAGE_PIXELS`` (about 179 million pixels by default) are refused
+            whatever ``max_pixels`` says; an application that needs larger images sets that
+            global once at start-up, never per call.
 
     Returns:
         The decoded image in mode ``RGB``, EXIF orientation applied.

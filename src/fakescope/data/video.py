@@ -13,6 +13,13 @@ it per decoded frame as ``VideoFrame.rotation`` (degrees counter-clockwise, in [
 stream has no side-data accessor, and ``stream.metadata`` no longer carries the legacy ``rotate``
 tag (FFmpeg turns it into the display matrix). Older PyAVs are handled through the frame's
 ``DISPLAYMATRIX`` side data or the ``rotate`` tag. Every sampled image is turned upright.
+
+Files are untrusted: FFmpeg only ever sees a local file (``file:`` URL, ``protocol_whitelist``
+``file``) with its demuxer pinned to the container sniffed from the first bytes (MP4/QuickTime,
+Matroska/WebM or AVI; see :func:`sniff_container`), so playlists, concat lists and URLs are
+refused rather than followed. Failures are :class:`VideoError` with the same plain reasons as
+image loading (``empty file (0 bytes)``, ``not a recognised video format``, ``truncated or
+corrupt video data: ...``, ``no video stream``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import os
+import stat
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageSequence
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from fakescope.data.images import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -44,6 +55,15 @@ _EPS_S = 1e-6  # float slack when comparing frame times with targets
 _NO_INDEX_SEEK_GAP_S = 2.0  # without a keyframe index, seek only across gaps longer than this
 _MAX_BAD_PACKETS = 16  # give up on a clip after this many packets fail to decode
 _DEFAULT_GIF_FRAME_MS = 100  # what browsers show for a GIF frame with no (or zero) duration
+_OPEN_TIMEOUT_S = 30.0  # FFmpeg gives up on an open or a read that blocks longer than this
+# Containers we hand to FFmpeg, told apart by their first bytes; everything else is refused
+# before FFmpeg sees it, so no playlist, concat list, image sequence or network demuxer runs.
+_MP4_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"})
+_MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"  # EBML header: Matroska and WebM
+# Options for avformat_open_input: only the local-file protocol (no http, concat:, subfile:,
+# pipe: or data: URLs, including for any nested open), and QuickTime external data references
+# (``dref`` atoms pointing at other files) stay off.
+_FFMPEG_OPTIONS = {"protocol_whitelist": "file", "enable_drefs": "0"}
 _TRANSPOSE = {
     90: Image.Transpose.ROTATE_90,
     180: Image.Transpose.ROTATE_180,
@@ -184,21 +204,84 @@ def _import_av() -> Any:
 
 
 def _check_file(path: str | Path) -> Path:
+    """Fail early, with the same plain reasons as image loading, on files that hold no video."""
     p = Path(path)
-    if not p.exists():
-        raise VideoError(p, "file not found")
-    if not p.is_file():
-        raise VideoError(p, "not a file")
+    try:
+        info = p.stat()
+    except FileNotFoundError:
+        raise VideoError(p, "file not found") from None
+    except PermissionError:
+        raise VideoError(p, "permission denied") from None
+    except OSError as e:
+        raise VideoError(p, f"cannot read file: {e.strerror or e}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise VideoError(p, "is a directory, not a video file")
+    if not stat.S_ISREG(info.st_mode):
+        raise VideoError(p, "not a regular file")
+    if info.st_size == 0:
+        raise VideoError(p, "empty file (0 bytes)")
     return p
 
 
+def sniff_container(path: str | Path) -> str:
+    """The FFmpeg demuxer for a video file, chosen from its first bytes, never from FFmpeg's probe.
+
+    Only MP4/QuickTime (``mov``), Matroska/WebM (``matroska``) and AVI (``avi``) are accepted,
+    whatever the extension says (uploads are often misnamed). Anything else (a playlist, a concat
+    list, text, an image) is refused here, so FFmpeg never picks a demuxer that follows
+    references to other files or URLs.
+
+    Raises:
+        VideoError: the file cannot be read, is empty, or is not one of those containers.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        raise VideoError(p, "file not found") from None
+    except PermissionError:
+        raise VideoError(p, "permission denied") from None
+    except IsADirectoryError:
+        raise VideoError(p, "is a directory, not a video file") from None
+    except OSError as e:
+        raise VideoError(p, f"cannot read file: {e.strerror or e}") from None
+    if not head:
+        raise VideoError(p, "empty file (0 bytes)")
+    if head.startswith(_MATROSKA_MAGIC):
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[4:8] in _MP4_BOXES:
+        return "mov"
+    raise VideoError(p, "not a recognised video format")
+
+
 def _open(path: Path) -> InputContainer:
-    """Open a container for reading, as VideoError for anything PyAV refuses."""
+    """Open a container for reading, as VideoError for anything PyAV refuses.
+
+    The demuxer is pinned to the sniffed container, the name is passed as a ``file:`` URL (so a
+    path such as ``concat:a|b`` or ``http://...`` is only ever a local file name) and only the
+    file protocol is allowed.
+    """
+    fmt = sniff_container(path)
     av = _import_av()
     try:
-        return av.open(str(path), mode="r")
+        return av.open(
+            "file:" + os.fspath(path),
+            mode="r",
+            format=fmt,
+            options=dict(_FFMPEG_OPTIONS),
+            timeout=_OPEN_TIMEOUT_S,
+        )
+    except PermissionError:
+        raise VideoError(path, "permission denied") from None
+    except FileNotFoundError:
+        raise VideoError(path, "file not found") from None
+    except MemoryError:
+        raise VideoError(path, "not enough memory to open the video") from None
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise VideoError(path, f"unsupported or corrupt video: {_detail(e)}") from e
+        raise VideoError(path, f"truncated or corrupt video data: {_detail(e)}") from e
 
 
 def _detail(e: BaseException) -> str:
@@ -209,10 +292,26 @@ def _detail(e: BaseException) -> str:
 
 def _video_stream(container: InputContainer, path: Path) -> VideoStream:
     if not container.streams:  # e.g. an MP4 cut off before its index (moov) atom
-        raise VideoError(path, "unsupported or corrupt video: no streams found (truncated?)")
+        raise VideoError(path, "truncated or corrupt video data: no streams found")
     if not container.streams.video:
         raise VideoError(path, "no video stream")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    context = stream.codec_context
+    if context is None:  # a codec this FFmpeg has no decoder for (or a mangled codec id)
+        raise VideoError(path, "unsupported video codec (no decoder for it)")
+    _check_frame_size(path, context.width, context.height)
+    return stream
+
+
+def _check_frame_size(path: Path, width: int, height: int) -> None:
+    """Refuse frames over the image loader's pixel limit before any is decoded."""
+    pixels = width * height
+    if pixels > DEFAULT_MAX_PIXELS:
+        raise VideoError(
+            path,
+            f"frames are {width}x{height} = {pixels:,} pixels, over the limit of "
+            f"{DEFAULT_MAX_PIXELS:,} (possible decompression bomb)",
+        )
 
 
 def _duration_s(container: InputContainer, stream: VideoStream) -> float | None:
@@ -533,11 +632,21 @@ def _sample_video(p: Path, mode: str, n: int, every_s: float, max_frames: int) -
                 )
                 frames = _seeking_frames(container, stream, p, targets)
         produced = 0
-        for frame in frames:
+        for frame in _as_video_errors(frames, p):
             produced += 1
             yield frame
         if not produced:
             raise VideoError(p, "no decodable frames")
+
+
+def _as_video_errors(frames: Iterator[Frame], path: Path) -> Iterator[Frame]:
+    """Pass frames through; an FFmpeg error that the decoding loop did not expect (a failed seek,
+    a frame that will not convert) ends the clip as a VideoError, like any other damage."""
+    av = _import_av()
+    try:
+        yield from frames
+    except (av.FFmpegError, ValueError) as e:
+        raise VideoError(path, f"truncated or corrupt video data: {_detail(e)}") from e
 
 
 def _seeking_frames(
@@ -570,7 +679,12 @@ def _flagged_keyframes(
     """Fallback for containers without keyframe flags: decode all, keep key (or the first) frames."""
     logger.info("%s: no keyframe packets flagged, decoding every frame", path)
     stream.codec_context.skip_frame = "DEFAULT"
-    container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+    av = _import_av()
+    try:
+        container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+    except (av.FFmpegError, ValueError) as e:  # cannot rewind: nothing more to decode
+        logger.warning("%s: cannot seek back to decode every frame: %s", path, _detail(e))
+        return
     start, count, first = _start_s(stream), 0, None
     for frame in _decoded(container, stream, path):
         if first is None:
@@ -650,11 +764,27 @@ def _gif_durations_ms(img: Image.Image) -> list[int]:
 
 
 def _open_animated(path: Path) -> tuple[Image.Image, list[int]]:
+    """Open an animated GIF/WebP and read its frame durations, with image-style reasons."""
     try:
         img = Image.open(path)
-        durations = _gif_durations_ms(img)
+    except UnidentifiedImageError:
+        raise VideoError(path, "not a recognised image format") from None
+    except Image.DecompressionBombError as e:
+        raise VideoError(path, f"possible decompression bomb: {e}") from None
     except Exception as e:  # PIL raises many types for broken files
-        raise VideoError(path, f"unsupported or corrupt video: {e}") from e
+        raise VideoError(path, f"truncated or corrupt image data: {_detail(e)}") from e
+    try:
+        _check_frame_size(path, *img.size)
+        durations = _gif_durations_ms(img)
+    except VideoError:
+        img.close()
+        raise
+    except Image.DecompressionBombError as e:
+        img.close()
+        raise VideoError(path, f"possible decompression bomb: {e}") from None
+    except Exception as e:  # PIL raises many types for broken files
+        img.close()
+        raise VideoError(path, f"truncated or corrupt image data: {_detail(e)}") from e
     if len(durations) < 2:
         img.close()
         raise VideoError(path, "no video stream (a still image, not animated)")
@@ -701,5 +831,9 @@ def _sample_animated(
         starts_s = [float(s) / 1000.0 for s in np.cumsum([0, *durations[:-1]])]
         picks = _animated_picks(starts_s, sum(durations) / 1000.0, mode, n, every_s, max_frames)
         for index, number in enumerate(picks):
-            img.seek(number)
-            yield Frame(index, starts_s[number], img.convert("RGB"))
+            try:
+                img.seek(number)
+                image = img.convert("RGB")
+            except Exception as e:  # PIL raises many types for broken files
+                raise VideoError(path, f"truncated or corrupt image data: {_detail(e)}") from e
+            yield Frame(index, starts_s[number], image)
