@@ -84,6 +84,8 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
         str(args.server_timeout),
         "--max-connections",
         str(max(64, args.clients * 2)),
+        "--max-connections-per-client",  # every client here is 127.0.0.1
+        str(max(64, args.clients * 2)),
         "--backend",
         args.backend,
         "--precision",

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import io
+import socket
 import struct
+import threading
+import time
 import zlib
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -88,3 +95,44 @@ def write_mp4(path: Path, seconds: float = 1.0, fps: int = 10) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
+
+
+@contextlib.contextmanager
+def live_server(app: Any, limits: Any = None) -> Iterator[str]:
+    """``app`` served by uvicorn with the guarded protocol in a thread on a free loopback port."""
+    from fakescope.serve.protocol import uvicorn_config
+
+    uvicorn = importlib.import_module("uvicorn")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn_config(app, "127.0.0.1", port, limits, log_level="warning", lifespan="off")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def multipart_body(field: str, files: list[tuple[str, bytes]], boundary: str = "b0und") -> bytes:
+    """A multipart/form-data body with one part of ``field`` per file."""
+    out = b""
+    for name, data in files:
+        out += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+                f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return out + f"--{boundary}--\r\n".encode()

@@ -45,7 +45,7 @@ def builtin_lines() -> list[str]:
     lines = []
     for name, (_, about) in BUILTINS.items():
         ref = f"builtin:{name}"
-        backbone = read_meta(ref)["spec"]["model_kwargs"].get("backbone", {})
+        backbone = read_meta(ref)["spec"].get("model_kwargs", {}).get("backbone", {})
         file = Path(str(backbone.get("path", ""))).name
         found = find_file(file) if file else None
         if found is not None:

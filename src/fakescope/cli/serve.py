@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fakescope.cli.common import (
@@ -22,6 +24,7 @@ from fakescope.cli.common import (
 
 if TYPE_CHECKING:
     from fakescope.serve.limits import ServeSettings
+    from fakescope.serve.protocol import ConnectionLimits
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 
 DEFAULT_PORT = 8000
+
+API_KEY_ENV = "FAKESCOPE_API_KEY"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -49,8 +54,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         "serve",
         help="serve a detector over HTTP: a JSON API and a drag-and-drop web page",
         description="Serve a detector: POST /v1/detect, /v1/detect/batch, GET /v1/model, "
-        "/healthz, /docs (OpenAPI) and a web page at /. There is no authentication: keep the "
-        "default loopback host, or put it behind a proxy that adds some.",
+        "/healthz, /docs (OpenAPI) and a web page at /. Beyond loopback, set an API key "
+        "(--api-key-file or FAKESCOPE_API_KEY) and put TLS in front (see docs/security.md).",
     )
     add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
@@ -84,10 +89,54 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--max-batch-files", type=int, default=16, help="most files per batch (default 16)"
     )
     p.add_argument(
+        "--max-batch-mb",
+        type=float,
+        default=200.0,
+        help="most MiB of files in one batch request; more gets 413 (default 200)",
+    )
+    p.add_argument(
+        "--max-tmp-mb",
+        type=float,
+        default=1024.0,
+        help="temp space all requests together may reserve; beyond it 503 (default 1024)",
+    )
+    p.add_argument(
         "--max-connections",
         type=int,
         default=64,
-        help="open connections before uvicorn answers 503 itself (default 64)",
+        help="open connections served at once; more get a JSON 503 (default 64)",
+    )
+    p.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=16,
+        help="open connections from one client address; more get a JSON 503 (default 16)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request's headers to arrive; then 408 and close (default 10)",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        help="comma-separated Host header values to answer ('*': any; default: localhost, "
+        "127.0.0.1, ::1 and --host)",
+    )
+    key = p.add_mutually_exclusive_group()
+    key.add_argument(
+        "--api-key",
+        help="require this key (Authorization: Bearer KEY or X-API-Key) on every endpoint but "
+        "/healthz and the page's files; prefer --api-key-file or FAKESCOPE_API_KEY, which "
+        "do not show in the process list",
+    )
+    key.add_argument("--api-key-file", help="read the API key from this file (first line)")
+    p.add_argument(
+        "--no-isolate-decode",
+        dest="isolate_decode",
+        action="store_false",
+        help="decode uploads in the server process only (faster; a decoder crash on a hostile "
+        "file then ends the server)",
     )
     add_video_arguments(p)  # --frames is the default a request may change, --max-frames its cap
     p.add_argument("--tmp-dir", help="where per-request upload folders go (default: system temp)")
@@ -105,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from fakescope.serve.app import create_app
+        from fakescope.serve.protocol import uvicorn_config
     except ImportError as e:
         raise ValueError(
             f"serve needs FastAPI and uvicorn ({e.name or e} is missing): "
@@ -115,24 +165,58 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.amp = ref.amp
     settings.validate()
+    limits = connection_limits(args)
     detector = open_detector(ref)
     app = create_app(detector, settings)
-    if not _is_loopback(args.host):
-        logger.warning(
-            "serving on %s: the API has no authentication; anyone who can reach it can use it",
-            args.host,
-        )
+    warn_exposure(args.host, settings)
     logger.info("serving %s on http://%s:%d/", ref.ref, args.host, args.port)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        workers=1,
-        limit_concurrency=args.max_connections,
-        timeout_keep_alive=5,
-        log_level="info",
-    )
+    config = uvicorn_config(app, args.host, args.port, limits, log_level="info")
+    uvicorn.Server(config).run()
     return 0
+
+
+def warn_exposure(host: str, settings: ServeSettings) -> None:
+    """Log a warning when serving beyond loopback without an API key, or for any Host."""
+    if not _is_loopback(host) and settings.api_key is None:
+        logger.warning(
+            "serving on %s without an API key: anyone who can reach it can use it "
+            "(set --api-key-file or FAKESCOPE_API_KEY)",
+            host,
+        )
+    if "*" in settings.allowed_hosts:
+        logger.warning("--allowed-hosts '*': any Host header is answered (no rebinding guard)")
+
+
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    """The per-connection limits from parsed ``serve`` options."""
+    from fakescope.serve.protocol import ConnectionLimits
+
+    limits = ConnectionLimits(
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
+        max_per_client=min(args.max_connections_per_client, args.max_connections),
+    )
+    limits.validate()
+    return limits
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """The API key from ``--api-key``, ``--api-key-file`` or ``FAKESCOPE_API_KEY`` (or None).
+
+    Raises:
+        ValueError: an empty key or an unreadable key file.
+    """
+    key = args.api_key
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text(encoding="utf-8").strip().splitlines()[0]
+        except (OSError, IndexError) as e:
+            raise ValueError(f"cannot read an API key from {args.api_key_file}: {e}") from None
+    if key is None:
+        key = os.environ.get(API_KEY_ENV) or None
+    if key is not None and not key.strip():
+        raise ValueError("the API key is empty")
+    return key.strip() if key is not None else None
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
@@ -150,7 +234,22 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         max_batch_files=args.max_batch_files,
         device=args.device,
         tmp_root=args.tmp_dir,
+        max_batch_mb=args.max_batch_mb,
+        max_tmp_mb=args.max_tmp_mb,
+        allowed_hosts=allowed_hosts(args),
+        api_key=api_key(args),
+        isolate_decode=args.isolate_decode,
+        decode_workers=max(1, args.max_concurrency),
     )
+
+
+def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--allowed-hosts`` as a tuple, or loopback names plus ``--host``."""
+    from fakescope.serve.protocol import default_allowed_hosts
+
+    if args.allowed_hosts:
+        return tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+    return default_allowed_hosts(args.host)
 
 
 def _is_loopback(host: str) -> bool:

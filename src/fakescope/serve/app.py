@@ -9,10 +9,13 @@ Endpoints:
   order; a file that cannot be scored is a row with verdict ``error`` and its reason.
 * ``GET /v1/model``, ``GET /healthz``, ``GET /docs`` (OpenAPI) and ``GET /`` (the web page).
 
-Every refusal is JSON ``{"error": code, "detail": words}``: 400 malformed, 408 slow upload,
-413 too large, 415 unknown type (judged from the bytes), 422 unreadable or over a limit, 503 busy
-(with ``Retry-After``), 504 past the deadline. Uploads live in a per-request temp folder that is
-deleted when the request ends.
+Every refusal is JSON ``{"error": code, "detail": words}``: 400 malformed, incomplete or for an
+unknown ``Host``, 401 without the API key (when one is set), 408 slow upload, 413 too large, 415
+unknown type (judged from the bytes), 422 unreadable, over a limit or crashing the decoder, 503
+busy (with ``Retry-After``), 504 past the deadline. A request is admitted (a request place and
+its temp space reserved) before any body byte is read. Uploads live in a per-request temp folder
+that is deleted when the request ends. Connection-level limits (header timeout, connections per
+client and in all) are in :mod:`fakescope.serve.protocol`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fakescope.models.detector import Detector
-from fakescope.serve.limits import ApiError, Gate, ServeSettings
+from fakescope.serve.access import AccessGuard
+from fakescope.serve.limits import ApiError, Gate, ServeSettings, TempBudget
 from fakescope.serve.schemas import (
     BatchResult,
     DetectResult,
@@ -43,7 +47,7 @@ from fakescope.serve.schemas import (
     error_responses,
 )
 from fakescope.serve.service import DetectService
-from fakescope.serve.uploads import Upload, receive_files
+from fakescope.serve.uploads import Upload, body_limit, content_length, receive_files
 from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -103,7 +107,9 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
     gate = Gate(settings.max_concurrency, settings.max_queue, settings.timeout_s)
     app = FastAPI(title="fakescope", version=__version__, description=DESCRIPTION)
     app.state.settings, app.state.service, app.state.gate = settings, service, gate
+    app.state.temp_budget = TempBudget(settings.max_tmp_bytes)
     _add_error_handlers(app)
+    app.add_middleware(AccessGuard, allowed_hosts=settings.allowed_hosts, api_key=settings.api_key)
     app.add_middleware(SecurityHeaders)
     app.include_router(_api_routes(service, gate, settings))
     app.include_router(_page_routes())
@@ -197,20 +203,26 @@ async def _handle(
     strict: bool,
     work: Callable[[list[Upload]], Any],
 ) -> Any:
-    """Receive the files into a private temp folder, run ``work`` on them through the gate,
-    and delete the folder whatever happens."""
+    """Admit the request (a request place and its temp space, before any body byte is read),
+    receive the files into a private temp folder, run ``work`` on them through the gate, and
+    delete the folder whatever happens."""
     deadline = asyncio.get_running_loop().time() + settings.timeout_s
-    gate.check_capacity()
-    tmp = tempfile.TemporaryDirectory(
-        prefix="fakescope-upload-", dir=settings.tmp_root, ignore_cleanup_errors=True
-    )
-    try:
-        uploads = await _receive(
-            request, Path(tmp.name), settings, field, max_files, strict, deadline
+    max_body = settings.max_batch_bytes if max_files > 1 else None
+    limit = body_limit(max_files, settings.max_upload_bytes, max_body)
+    declared = content_length(request.headers)
+    budget: TempBudget = request.app.state.temp_budget
+    with gate.admit(), budget.reserve(min(limit, declared) if declared is not None else limit):
+        gate.check_capacity()
+        tmp = tempfile.TemporaryDirectory(
+            prefix="fakescope-upload-", dir=settings.tmp_root, ignore_cleanup_errors=True
         )
-        return await gate.run(lambda: work(uploads), deadline)
-    finally:
-        tmp.cleanup()
+        try:
+            uploads = await _receive(
+                request, Path(tmp.name), settings, field, max_files, strict, deadline, max_body
+            )
+            return await gate.run(lambda: work(uploads), deadline)
+        finally:
+            tmp.cleanup()
 
 
 async def _receive(
@@ -221,6 +233,7 @@ async def _receive(
     max_files: int,
     strict: bool,
     deadline: float,
+    max_body: int | None,
 ) -> list[Upload]:
     """:func:`receive_files` within the request's deadline."""
     receiving = receive_files(
@@ -231,6 +244,7 @@ async def _receive(
         max_files=max_files,
         max_bytes=settings.max_upload_bytes,
         strict=strict,
+        max_body=max_body,
     )
     remaining = max(0.0, deadline - asyncio.get_running_loop().time())
     try:

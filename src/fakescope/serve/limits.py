@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MB = 1024 * 1024
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass
@@ -46,6 +47,18 @@ class ServeSettings:
         tmp_root: parent folder of the per-request temporary folders (None: the system default).
         explain_method: heatmap method: ``auto``, ``gradcam`` or ``occlusion``.
         amp: torch autocast: ``auto`` (bf16 where the CPU supports it), ``bf16`` or ``off``.
+        max_batch_mb: most bytes one batch body may hold, in MiB (more gets 413).
+        max_tmp_mb: temp space all requests together may reserve, in MiB. A request reserves its
+            declared ``Content-Length`` (or its largest possible body) before any byte is
+            written; one that does not fit gets 503 with ``Retry-After``.
+        allowed_hosts: ``Host`` header values accepted (names or addresses, no port); ``*``
+            accepts any. Other hosts get 400 (a guard against DNS rebinding).
+        api_key: when set, every endpoint but ``/healthz`` and the page's static files needs it,
+            as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (401 otherwise).
+        isolate_decode: decode each upload once in a supervised worker process before scoring,
+            so a decoder that crashes on a hostile file cannot take the server down (422).
+        decode_workers: worker processes for that check.
+        decode_timeout_s: most seconds one file's check may take (422 past it).
     """
 
     max_upload_mb: float = 50.0
@@ -60,11 +73,28 @@ class ServeSettings:
     tmp_root: str | None = None
     explain_method: str = "auto"
     amp: str = "auto"
+    max_batch_mb: float = 200.0
+    max_tmp_mb: float = 1024.0
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    api_key: str | None = None
+    isolate_decode: bool = True
+    decode_workers: int = 2
+    decode_timeout_s: float = 30.0
 
     @property
     def max_upload_bytes(self) -> int:
         """``max_upload_mb`` in bytes."""
         return int(self.max_upload_mb * MB)
+
+    @property
+    def max_batch_bytes(self) -> int:
+        """``max_batch_mb`` in bytes."""
+        return int(self.max_batch_mb * MB)
+
+    @property
+    def max_tmp_bytes(self) -> int:
+        """``max_tmp_mb`` in bytes."""
+        return int(self.max_tmp_mb * MB)
 
     def validate(self) -> None:
         """Raise ``ValueError`` on settings that make no sense."""
@@ -80,6 +110,15 @@ class ServeSettings:
             ),
             (self.max_batch_files >= 1, "max_batch_files must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.max_batch_mb > 0, "max_batch_mb must be positive"),
+            (
+                self.max_tmp_mb >= max(self.max_upload_mb, self.max_batch_mb),
+                "max_tmp_mb must be at least max_upload_mb and max_batch_mb",
+            ),
+            (bool(self.allowed_hosts), "allowed_hosts must name at least one host (or '*')"),
+            (self.api_key is None or len(self.api_key) >= 8, "api_key must be 8+ characters"),
+            (self.decode_workers >= 1, "decode_workers must be at least 1"),
+            (self.decode_timeout_s > 0, "decode_timeout_s must be positive"),
         ]
         self.video.validate()
         for ok, message in checks:
@@ -146,6 +185,7 @@ class Gate:
         self.timeout_s = timeout_s
         self.waiting = 0
         self.running = 0
+        self.admitted = 0
         self._sem: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Future[object]] = set()
@@ -170,6 +210,23 @@ class Gate:
         sem = self._semaphore()
         if sem.locked() and self.waiting >= self.max_queue:
             raise busy_error()
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of the ``max_concurrency + max_queue`` request places, from before the body
+        is read until the answer; refuse at once (503) when none is free.
+
+        Raises:
+            ApiError: 503 with ``Retry-After``.
+        """
+        self._semaphore()
+        if self.admitted >= self.max_concurrency + self.max_queue:
+            raise busy_error()
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
 
     async def run(self, fn: Callable[[], T], deadline: float) -> T:
         """Run ``fn`` in a worker thread once a slot is free, before ``deadline``.
@@ -264,6 +321,41 @@ def _give_back(task: asyncio.Future[bool], sem: asyncio.Semaphore) -> None:
     else:
         task.cancel()
         task.add_done_callback(release_if_acquired)
+
+
+class TempBudget:
+    """Temp space shared by all requests: each reserves its most possible bytes up front.
+
+    Args:
+        limit: bytes all reservations together may hold.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.reserved = 0
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def reserve(self, n: int) -> Iterator[None]:
+        """Hold ``n`` bytes of the budget for the ``with`` block.
+
+        Raises:
+            ApiError: 503 with ``Retry-After`` when they do not fit now.
+        """
+        if self.reserved + n > self.limit:
+            raise ApiError(
+                503,
+                "busy",
+                "the server's temp space for uploads is taken by other requests; "
+                "try again in a moment",
+                {"Retry-After": "2"},
+            )
+        self.reserved += n
+        self.peak = max(self.peak, self.reserved)
+        try:
+            yield
+        finally:
+            self.reserved -= n
 
 
 class SharedExclusiveLock:

@@ -2,7 +2,8 @@
 
 Everything here is blocking and runs in worker threads (the app bounds how many at once).
 Scoring threads share the model; a heatmap takes it alone (see
-:class:`~fakescope.serve.limits.SharedExclusiveLock`).
+:class:`~fakescope.serve.limits.SharedExclusiveLock`). Each file is first decoded in a supervised
+worker process (:mod:`fakescope.serve.isolate`) unless ``isolate_decode`` is off.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 from fakescope.data.images import load_image
 from fakescope.infer.predictor import Predictor, VideoOptions
 from fakescope.models.detector import Detector
+from fakescope.serve.isolate import DecodeGuard, shared_guard
 from fakescope.serve.limits import ApiError, ServeSettings, SharedExclusiveLock
 from fakescope.serve.uploads import Upload
 from fakescope.version import __version__
@@ -50,6 +52,9 @@ class DetectService:
             amp=settings.amp,
         )
         self.lock = SharedExclusiveLock()
+        self.guard: DecodeGuard | None = None
+        if settings.isolate_decode:
+            self.guard = shared_guard(settings.decode_workers, settings.decode_timeout_s)
 
     # ---------------------------------------------------------------------------------- options
     def video_options(self, frames: int | None) -> VideoOptions:
@@ -89,6 +94,8 @@ class DetectService:
         if up.path is None or up.media is None:  # pragma: no cover - receive_files prevents it
             raise ApiError(400, "bad_request", f"{up.name} was not received")
         t0 = time.perf_counter()
+        if self.guard is not None:  # a crash there is a 422; a clean failure is reported below
+            self.guard.check(str(up.path), up.media.kind, self.settings.max_pixels, up.name)
         with self.lock.shared():
             pred = self.predictor.predict_file(str(up.path), name=up.name, video=video)
         if pred.error is not None:
@@ -153,6 +160,8 @@ class DetectService:
                 "max_pixels": s.max_pixels,
                 "max_video_frames": self.video.max_frames,
                 "max_batch_files": s.max_batch_files,
+                "max_batch_mb": s.max_batch_mb,
+                "max_tmp_mb": s.max_tmp_mb,
                 "max_concurrency": s.max_concurrency,
                 "max_queue": s.max_queue,
                 "timeout_s": s.timeout_s,

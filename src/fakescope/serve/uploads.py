@@ -19,9 +19,13 @@ from typing import IO, Any
 from fakescope.serve.limits import MB, ApiError
 
 try:  # python-multipart >= 0.0.13 names its module python_multipart
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 except ImportError:  # pragma: no cover - older python-multipart
-    from multipart.multipart import MultipartParser, parse_options_header  # type: ignore
+    from multipart.multipart import (  # type: ignore
+        MultipartParser,
+        MultipartState,
+        parse_options_header,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -281,12 +285,31 @@ class _PartWriter:
             self._file = None
 
 
-def _content_length(headers: Any) -> int | None:
+def content_length(headers: Any) -> int | None:
+    """The declared ``Content-Length``, or None when there is none.
+
+    Raises:
+        ApiError: 400 when it is not a non-negative whole number.
+    """
     value = headers.get("content-length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        raise ApiError(400, "bad_request", "the Content-Length header is not a number") from None
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise ApiError(400, "bad_request", "the Content-Length header is not a number")
+    return int(value)
+
+
+def body_limit(max_files: int, max_bytes: int, max_body: int | None = None) -> int:
+    """The most bytes a request body may have: its files plus room for the multipart framing."""
+    files = max_files * max_bytes
+    if max_body is not None:
+        files = min(files, max_body)
+    return files + BODY_SLACK
+
+
+def incomplete(why: str) -> ApiError:
+    """400 for a body that was cut short."""
+    return ApiError(400, "incomplete_body", f"incomplete multipart body: {why}")
 
 
 def _boundary(content_type: str) -> bytes:
@@ -309,6 +332,7 @@ async def receive_files(
     max_files: int,
     max_bytes: int,
     strict: bool,
+    max_body: int | None = None,
 ) -> list[Upload]:
     """Stream a multipart body into ``dest``, one file per part of ``field``.
 
@@ -320,31 +344,40 @@ async def receive_files(
         max_files: most files accepted.
         max_bytes: largest accepted file.
         strict: raise on the first refused file (otherwise the refusal is on its Upload).
+        max_body: most bytes of files the whole body may carry (None: ``max_files * max_bytes``).
 
     Returns:
         The uploads in the order they were sent.
 
     Raises:
-        ApiError: 400 for a malformed body or no file, 413 for a body or file over the limit or
+        ApiError: 400 for a malformed or incomplete body (no closing boundary, fewer bytes than
+            its ``Content-Length``) or no file, 413 for a body or file over the limit or
             too many files, 415 (strict) for an unknown type, 422 (strict) for an empty file.
     """
     boundary = _boundary(headers.get("content-type", ""))
-    limit = max_files * max_bytes + BODY_SLACK
-    declared = _content_length(headers)
+    limit = body_limit(max_files, max_bytes, max_body)
+    what = "the upload" if max_files == 1 else "the batch"
+    declared = content_length(headers)
     if declared is not None and declared > limit:
-        raise too_large(max_bytes, "the upload" if max_files == 1 else "the batch")
+        raise too_large(limit - BODY_SLACK, what)
     writer = _PartWriter(dest, field, max_files, max_bytes, strict)
     parser = MultipartParser(boundary, writer.callbacks())
     received = 0
     try:
         async for chunk in stream:
             received += len(chunk)
-            if received > limit:
-                raise too_large(max_bytes, "the upload" if max_files == 1 else "the batch")
+            if received > limit or (declared is not None and received > declared):
+                if declared is not None and received > declared:
+                    raise incomplete("the body is longer than its Content-Length")
+                raise too_large(limit - BODY_SLACK, what)
             _feed(parser, chunk)
         _finish(parser)
     finally:
         writer.close()
+    if declared is not None and received < declared:
+        raise incomplete(f"the body ended after {received} of its {declared} declared bytes")
+    if parser.state != MultipartState.END:
+        raise incomplete("the multipart body ended without its closing boundary")
     _check_complete(writer.uploads, strict)
     if not writer.uploads:
         raise ApiError(400, "missing_file", f"no file was sent in the '{field}' form field")
