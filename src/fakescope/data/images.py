@@ -229,22 +229,31 @@ def _describe(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def file_problem(path: str | os.PathLike[str], what: str = "an image file") -> str | None:
+    """Why ``path`` cannot be read as ``what`` at all (missing, unreadable, a folder, empty), or
+    None. The one wording for images, videos and provenance."""
+    try:
+        info = Path(path).stat()
+    except FileNotFoundError:
+        return "file not found"
+    except PermissionError:
+        return "permission denied"
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return f"is a directory, not {what}"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
 def _check_file(path: Path) -> None:
     """Fail early, with a plain reason, on files that cannot hold an image."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ImageLoadError(path, "file not found") from None
-    except PermissionError:
-        raise ImageLoadError(path, "permission denied") from None
-    except OSError as exc:
-        raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageLoadError(path, "is a directory, not an image file")
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageLoadError(path, "not a regular file")
-    if info.st_size == 0:
-        raise ImageLoadError(path, "empty file (0 bytes)")
+    problem = file_problem(path)
+    if problem is not None:
+        raise ImageLoadError(path, problem)
 
 
 def _open_header(path: Path) -> Image.Image:

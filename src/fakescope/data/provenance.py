@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import stat
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fakescope.data.images import DEFAULT_MAX_PIXELS
+from fakescope.data.images import DEFAULT_MAX_PIXELS, file_problem
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +236,7 @@ def read_provenance(path: str | os.PathLike, watermark: bool = True) -> Provenan
 
 def _read(file: Path, watermark: bool) -> Provenance:
     """The body of :func:`read_provenance`."""
-    problem = _file_problem(file)
+    problem = file_problem(file, "a file")
     if problem is not None:
         return Provenance(False, [], f"provenance could not be read ({problem})", problem)
     items: list[Evidence] = []
@@ -261,25 +260,6 @@ def _guard(name: str, errors: list[str], reader: Any, *args: Any) -> bool:
         errors.append(f"{name}: {_describe(exc)}")
         return False
     return True
-
-
-def _file_problem(file: Path) -> str | None:
-    """A reason the file cannot be read at all, or None."""
-    try:
-        info = file.stat()
-    except FileNotFoundError:
-        return "file not found"
-    except PermissionError:
-        return "permission denied"
-    except OSError as exc:
-        return f"cannot read file: {exc.strerror or exc}"
-    if stat.S_ISDIR(info.st_mode):
-        return "is a directory, not a file"
-    if not stat.S_ISREG(info.st_mode):
-        return "not a regular file"
-    if info.st_size == 0:
-        return "empty file (0 bytes)"
-    return None
 
 
 def _describe(exc: BaseException) -> str:

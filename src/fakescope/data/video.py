@@ -28,7 +28,6 @@ import bisect
 import logging
 import math
 import os
-import stat
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from fakescope.data.images import DEFAULT_MAX_PIXELS
+from fakescope.data.images import DEFAULT_MAX_PIXELS, file_problem
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -206,20 +205,9 @@ def _import_av() -> Any:
 def _check_file(path: str | Path) -> Path:
     """Fail early, with the same plain reasons as image loading, on files that hold no video."""
     p = Path(path)
-    try:
-        info = p.stat()
-    except FileNotFoundError:
-        raise VideoError(p, "file not found") from None
-    except PermissionError:
-        raise VideoError(p, "permission denied") from None
-    except OSError as e:
-        raise VideoError(p, f"cannot read file: {e.strerror or e}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise VideoError(p, "is a directory, not a video file")
-    if not stat.S_ISREG(info.st_mode):
-        raise VideoError(p, "not a regular file")
-    if info.st_size == 0:
-        raise VideoError(p, "empty file (0 bytes)")
+    problem = file_problem(p, "a video file")
+    if problem is not None:
+        raise VideoError(p, problem)
     return p
 
 
@@ -234,20 +222,12 @@ def sniff_container(path: str | Path) -> str:
     Raises:
         VideoError: the file cannot be read, is empty, or is not one of those containers.
     """
-    p = Path(path)
+    p = _check_file(path)
     try:
         with p.open("rb") as f:
             head = f.read(16)
-    except FileNotFoundError:
-        raise VideoError(p, "file not found") from None
-    except PermissionError:
-        raise VideoError(p, "permission denied") from None
-    except IsADirectoryError:
-        raise VideoError(p, "is a directory, not a video file") from None
     except OSError as e:
         raise VideoError(p, f"cannot read file: {e.strerror or e}") from None
-    if not head:
-        raise VideoError(p, "empty file (0 bytes)")
     if head.startswith(_MATROSKA_MAGIC):
         return "matroska"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
