@@ -12,8 +12,6 @@ import contextlib
 import json
 import re
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 from fakescope.models import create_detector, load_detector, save_checkpoint
 
 from .conftest import TINY_MODEL
-from .serve_helpers import mp4_codec, png_bytes, write_mp4
+from .serve_helpers import live_server, mp4_codec, png_bytes, write_mp4
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -57,25 +55,8 @@ def serving(det: Any, tmp: Path) -> Iterator[str]:
     from fakescope.serve import ServeSettings, create_app
 
     settings = ServeSettings(device="cpu", tmp_root=str(tmp / "uploads"))
-    app = create_app(det, settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with live_server(create_app(det, settings)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

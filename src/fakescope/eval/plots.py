@@ -272,22 +272,21 @@ def plot_roc(
                 )
         if point is not None:
             px = max(point["fpr"], left) if log else point["fpr"]
-            ax.plot(
-                [px],
-                [point["tpr"]],
-                "o",
-                color=POINT_COLOR,
-                ms=9,
-                mec="black",
-                zorder=5,
-                label=(
-                    f"threshold {point['threshold']:.2f} "
-                    f"(FPR {point['fpr']:.3f}, TPR {point['tpr']:.3f})"
-                ),
+            _mark_threshold(
+                ax,
+                px,
+                point["tpr"],
+                f"threshold {point['threshold']:.2f} "
+                f"(FPR {point['fpr']:.3f}, TPR {point['tpr']:.3f})",
             )
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _mark_threshold(ax: Any, x: float, y: float, label: str) -> None:
+    """The operating threshold as one point on a curve (ROC, log-FPR ROC, PR)."""
+    ax.plot([x], [y], "o", color=POINT_COLOR, ms=9, mec="black", zorder=5, label=label)
 
 
 def plot_pr(
@@ -319,18 +318,12 @@ def plot_pr(
     if threshold is not None:
         point = operating_point(y, s, threshold)
         if point["precision"] is not None:
-            ax.plot(
-                [point["tpr"]],
-                [point["precision"]],
-                "o",
-                color=POINT_COLOR,
-                ms=9,
-                mec="black",
-                zorder=5,
-                label=(
-                    f"threshold {threshold:.2f} "
-                    f"(recall {point['tpr']:.3f}, precision {point['precision']:.3f})"
-                ),
+            _mark_threshold(
+                ax,
+                point["tpr"],
+                point["precision"],
+                f"threshold {threshold:.2f} "
+                f"(recall {point['tpr']:.3f}, precision {point['precision']:.3f})",
             )
     ax.set_xlabel("recall (fake caught)")
     ax.set_ylabel("precision")
