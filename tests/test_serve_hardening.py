@@ -35,18 +35,30 @@ from fakescope.serve.protocol import ConnectionLimits  # noqa: E402
 from fakescope.serve.uploads import receive_files  # noqa: E402
 
 from .conftest import TINY_MODEL  # noqa: E402
-from .serve_helpers import live_server, multipart_body, noise_png_bytes, png_bytes  # noqa: E402
+from .serve_helpers import (  # noqa: E402
+    live_server,
+    mp4_codec,
+    multipart_body,
+    noise_png_bytes,
+    png_bytes,
+    write_mp4,
+)
 
 CRASH_MARK = b"CRASH-THE-DECODER"
 CRASHY = f"""
 import os, resource
-def check(path, kind, max_pixels):
+def check(path, kind, max_pixels, video):
     with open(path, "rb") as f:
         if {CRASH_MARK!r} in f.read():
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             os.abort()
     from fakescope.serve.isolate import check_decodes
-    return check_decodes(path, kind, max_pixels)
+    return check_decodes(path, kind, max_pixels, video)
+
+def slow(path, kind, max_pixels, video):
+    import time
+    time.sleep(0.6)
+    return None
 """
 
 
@@ -375,13 +387,9 @@ def test_cli_keys_hosts_and_warning(
 def test_decoder_crash_is_422_and_the_server_lives_on(
     detector: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "mods").mkdir()
-    (tmp_path / "mods" / "crashy_check.py").write_text(CRASHY)
-    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
-    import crashy_check  # type: ignore[import-not-found]
-
+    crashy = _crashy_module(tmp_path, monkeypatch)
     app = make_app(detector, tmp_path / "up")
-    guard = DecodeGuard(1, 20.0, check=crashy_check.check)
+    guard = DecodeGuard(1, 20.0, check=crashy.check)
     app.state.service.guard = guard
     good, hostile = png_bytes(), png_bytes() + CRASH_MARK  # trailing bytes: still a PNG
     try:
@@ -401,6 +409,86 @@ def test_decoder_crash_is_422_and_the_server_lives_on(
             assert "decoder crashed" in rows[0]["error"]
             assert client.post(f"{base}/v1/detect", files={"file": ("g.png", good)}).is_success
         assert guard.restarts >= 2
+    finally:
+        guard.close()
+
+
+def _crashy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    (tmp_path / "mods").mkdir(exist_ok=True)
+    (tmp_path / "mods" / "crashy_check.py").write_text(CRASHY)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    import crashy_check  # type: ignore[import-not-found]
+
+    return crashy_check
+
+
+def test_the_check_decodes_every_frame_scoring_decodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the worker decoded the first 8 keyframes, whatever the request's sampling."""
+    if mp4_codec() is None:
+        pytest.skip("this PyAV cannot encode MP4")
+    import fakescope.infer.video as infer_video
+    from fakescope.infer.video import VideoOptions, read_frames
+    from fakescope.serve.isolate import check_decodes
+
+    clip = write_mp4(tmp_path / "c.mp4", seconds=3.0, fps=10)
+    options = VideoOptions(sample="uniform", frames=20, max_frames=64)
+    scored = [f.index for f in read_frames(str(clip), options, None)]
+    assert len(scored) == 20
+    checked: list[int] = []
+    real = infer_video.sample_frames
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        for frame in real(*args, **kwargs):
+            checked.append(frame.index)
+            yield frame
+
+    monkeypatch.setattr(infer_video, "sample_frames", spy)
+    assert check_decodes(str(clip), "video", 10**8, options) is None
+    assert checked == scored
+
+
+def test_a_clean_failure_in_the_worker_is_refused_without_decoding_again(
+    detector: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(detector, tmp_path / "up", isolate_decode=True)
+    service = app.state.service
+    seen: list[str] = []
+    monkeypatch.setattr(service.predictor, "predict_file", lambda *a, **k: seen.append(a[0]))
+    truncated = png_bytes(64)[:200]
+    with live_server(app) as base, httpx.Client(timeout=60) as client:
+        body = assert_json_error(
+            client.post(f"{base}/v1/detect", files={"file": ("cut.png", truncated)}),
+            422,
+            "invalid_image",
+        )
+    assert body["detail"].startswith("cut.png: ") and "fakescope-upload" not in body["detail"]
+    assert seen == []  # the server process never decoded the file
+
+
+def test_checks_queued_behind_others_do_not_time_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the timeout counted time waiting in the pool's queue, so a third check on a
+    one-worker pool 'hung' and was refused, and the pool was killed under its neighbours."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fakescope.infer.video import VideoOptions
+
+    crashy = _crashy_module(tmp_path, monkeypatch)
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes())
+    guard = DecodeGuard(1, 1.0, check=crashy.slow)
+    try:
+        guard.check(str(image), "image", 10**8, "warm.png", VideoOptions())  # spawn the worker
+        with ThreadPoolExecutor(3) as pool:
+            jobs = [
+                pool.submit(guard.check, str(image), "image", 10**8, f"{i}.png", VideoOptions())
+                for i in range(3)
+            ]
+            assert [j.result() for j in jobs] == [None, None, None]
+        assert guard.restarts == 0
     finally:
         guard.close()
 

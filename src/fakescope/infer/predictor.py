@@ -23,7 +23,7 @@ from PIL import Image
 
 from fakescope.data.images import DEFAULT_MAX_PIXELS, decode_item, load_image, to_rgb
 from fakescope.data.transforms import eval_transform
-from fakescope.infer.video import VideoOptions, aggregate
+from fakescope.infer.video import VideoOptions, aggregate, read_frames, video_reason
 from fakescope.models.detector import Detector
 from fakescope.models.novelty import REASON as NOVELTY_REASON
 from fakescope.utils import autocast_dtype, resolve_device
@@ -272,11 +272,9 @@ class Predictor:
 
         t0, v = time.perf_counter(), video or self.video
         try:
-            frames = self._video_frames(path, v)
+            frames = read_frames(path, v, self.max_pixels)
         except Exception as e:  # every decoder failure is a per-item error
-            return self.error_row(
-                path, _video_reason(e), "video", (time.perf_counter() - t0) * 1000
-            )
+            return self.error_row(path, video_reason(e), "video", (time.perf_counter() - t0) * 1000)
         logits, nov = self.image_logits([f.image for f in frames])
         probs = self.detector.probabilities(logits)
         rows = [
@@ -300,24 +298,6 @@ class Predictor:
         )
         row.timeline = self._timeline(path, rows, v)
         return row
-
-    def _video_frames(self, path: str, v: VideoOptions) -> list[Any]:
-        """Sampled frames, after checking the frame size against the pixel limit."""
-        from fakescope.data.video import VideoError, probe_video, sample_frames
-
-        info = probe_video(path)
-        pixels = info.width * info.height
-        if self.max_pixels and pixels > self.max_pixels:
-            raise VideoError(
-                path,
-                f"video frames are {info.width}x{info.height} = {pixels:,} pixels, over the "
-                f"limit of {self.max_pixels:,} (possible decompression bomb)",
-            )
-        return list(
-            sample_frames(
-                path, mode=v.sample, n=v.frames, every_s=v.every_s, max_frames=v.max_frames
-            )
-        )
 
     def _timeline(self, path: str, rows: list[dict[str, Any]], v: VideoOptions) -> str | None:
         if not v.timeline_dir:
@@ -414,14 +394,6 @@ def _provenance(path: str) -> dict[str, Any] | None:
 
 def _same_image(img: Image.Image) -> Image.Image:
     return img
-
-
-def _video_reason(e: Exception) -> str:
-    from fakescope.data.video import VideoError
-
-    if isinstance(e, VideoError):
-        return e.reason
-    return f"could not decode video: {type(e).__name__}: {e}"
 
 
 def _stem_id(path: str) -> str:

@@ -1,6 +1,9 @@
-"""Video scoring options, and what becomes of frame scores: one score per clip, and a timeline.
+"""Video scoring options, the frames they select, and what becomes of frame scores: one score
+per clip, and a timeline.
 
-Frames come from :mod:`fakescope.data.video`; this module works on the scores a detector gives them.
+Frames come from :mod:`fakescope.data.video`; :func:`read_frames` is the one place that turns a
+file and :class:`VideoOptions` into the frames to score (the predictor and the server's isolated
+decode check both use it, so they decode the same frames).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fakescope.data.video import SAMPLING_MODES, Frame
+from fakescope.data.video import SAMPLING_MODES, Frame, VideoError, probe_video, sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,43 @@ class VideoOptions:
 
 
 # ---------------------------------------------------------------------------------- aggregation
+def read_frames(path: str, options: VideoOptions, max_pixels: int | None) -> list[Frame]:
+    """The frames of a video that ``options`` selects, after checking the frame size.
+
+    Args:
+        path: the video (or animated GIF/WebP) file.
+        options: sampling (``sample``, ``frames``, ``every_s``, ``max_frames``).
+        max_pixels: largest frame in pixels (None or 0: no limit).
+
+    Raises:
+        VideoError: the file cannot be read, or its frames are over ``max_pixels``.
+    """
+    info = probe_video(path)
+    pixels = info.width * info.height
+    if max_pixels and pixels > max_pixels:
+        raise VideoError(
+            path,
+            f"video frames are {info.width}x{info.height} = {pixels:,} pixels, over the "
+            f"limit of {max_pixels:,} (possible decompression bomb)",
+        )
+    return list(
+        sample_frames(
+            path,
+            mode=options.sample,
+            n=options.frames,
+            every_s=options.every_s,
+            max_frames=options.max_frames,
+        )
+    )
+
+
+def video_reason(e: Exception) -> str:
+    """The short reason a video could not be read (no path in it), for a row or a refusal."""
+    if isinstance(e, VideoError):
+        return e.reason
+    return f"could not decode video: {type(e).__name__}: {e}"
+
+
 def aggregate(scores: Sequence[float], method: str = "mean", k: int = 3) -> float:
     """Combine per-frame P(fake) scores into one score for the clip.
 

@@ -2,15 +2,23 @@
 
 Image and video decoders are C code; a file crafted to crash one would, in the server process,
 end the server. :class:`DecodeGuard` first decodes each upload in a small pool of worker
-processes (spawned, so they share no threads or locks with the server). A worker that dies on a
-file (a segfault, an abort) turns into a 422 ``decoder_crashed`` for that file, and the pool is
-started again; a check that runs past its timeout is treated alike, its workers killed. Files
-that were being checked in the same pool when it broke are checked once more in the new pool, so
-an innocent neighbour is not refused for another file's crash.
+processes (spawned, so they share no threads or locks with the server), exactly as scoring will:
+an image in full, a video's frames as the request's :class:`~fakescope.infer.video.VideoOptions`
+select them (every frame scoring decodes, not a sample of them). Decoding is deterministic, so
+the server process only decodes bytes a worker has already decoded without harm.
+
+A worker that dies on a file (a segfault, an abort) turns into a 422 ``decoder_crashed`` for that
+file, and the pool is started again; a check that runs past its timeout is treated alike, its
+workers killed. The timeout counts decoding only: at most ``workers`` checks are handed to the
+pool at once, so none waits in its queue. Files that were being checked in the same pool when it
+broke are checked once more in the new pool, so an innocent neighbour is not refused for another
+file's crash. A file that fails cleanly in the worker is refused with the worker's reason and is
+not decoded again in the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -19,36 +27,55 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
+from fakescope.infer.video import VideoOptions
 from fakescope.serve.limits import ApiError
 
 logger = logging.getLogger(__name__)
 
-CheckFn = Callable[[str, str, int], "str | None"]
+CheckFn = Callable[[str, str, int, VideoOptions], "str | None"]
 
 
-def check_decodes(path: str, kind: str, max_pixels: int) -> str | None:
-    """Decode a file completely, as scoring will (runs in a worker process).
+def check_decodes(path: str, kind: str, max_pixels: int, video: VideoOptions) -> str | None:
+    """Decode a file as scoring will, and drop the pixels (runs in a worker process).
 
     Args:
         path: the upload.
         kind: ``image`` or ``video``.
-        max_pixels: the pixel limit (bigger images are refused before decoding).
+        max_pixels: the pixel limit (bigger images and frames are refused before decoding).
+        video: the request's sampling; every frame it selects is decoded.
 
     Returns:
-        None when it decodes, else why not (the scoring step reports the same reason).
+        None when it decodes, else the reason it cannot be used, worded as the predictor words
+        it (no path in it).
     """
     if kind == "image":
-        from fakescope.data.images import check_image
+        from fakescope.data.images import ImageLoadError, load_image
 
-        return check_image(path, max_pixels)
-    from fakescope.data.video import sample_frames
+        try:
+            load_image(path, max_pixels=max_pixels)
+        except ImageLoadError as e:
+            return e.reason
+        return None
+    from fakescope.infer.video import read_frames, video_reason
 
     try:
-        for _ in sample_frames(path, mode="keyframes", max_frames=8):
-            pass
-    except Exception as e:  # the scoring step gives the real reason
-        return str(e)
+        read_frames(path, video, max_pixels)
+    except Exception as e:  # any failure is a reason, as in the predictor
+        return video_reason(e)
     return None
+
+
+def warm_up() -> bool:
+    """Import the decoders in a fresh worker, so that a check's timeout counts decoding only."""
+    import fakescope.data.images  # noqa: F401
+    import fakescope.infer.video  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # without PyAV, videos are refused anyway
+        import av  # noqa: F401
+    return True
+
+
+WARM_UP_S = 120.0  # most seconds a fresh pool may take to start its workers
 
 
 def crashed_error(name: str) -> ApiError:
@@ -77,14 +104,32 @@ class DecodeGuard:
         self.check_fn = check
         self.restarts = 0
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(workers)  # checks in the pool at once
         self._pool: ProcessPoolExecutor | None = None
 
     def _current(self) -> ProcessPoolExecutor:
+        """The pool, started (its workers spawned and their imports done) when there is none."""
         with self._lock:
             if self._pool is None:
                 ctx = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+                pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+                try:
+                    for job in [pool.submit(warm_up) for _ in range(self.workers)]:
+                        job.result(timeout=WARM_UP_S)
+                except (BrokenProcessPool, FutureTimeout) as e:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise RuntimeError(
+                        "could not start the decoder worker processes "
+                        f"({type(e).__name__}). A script that builds the server must do so "
+                        "under `if __name__ == '__main__':` (worker processes are spawned); "
+                        "or turn decode isolation off (--no-isolate-decode)"
+                    ) from e
+                self._pool = pool
             return self._pool
+
+    def start(self) -> None:
+        """Start the workers now rather than on the first check."""
+        self._current()
 
     def _restart(self, broken: ProcessPoolExecutor, kill: bool) -> None:
         """Drop a broken (or hung) pool; the next check starts a fresh one."""
@@ -99,8 +144,17 @@ class DecodeGuard:
         broken.shutdown(wait=False, cancel_futures=True)
         logger.warning("decoder worker pool restarted (%d so far)", self.restarts)
 
-    def check(self, path: str, kind: str, max_pixels: int, name: str) -> str | None:
+    def check(
+        self, path: str, kind: str, max_pixels: int, name: str, video: VideoOptions
+    ) -> str | None:
         """Decode ``path`` in a worker (blocking; call it from a worker thread).
+
+        Args:
+            path: the upload.
+            kind: ``image`` or ``video``.
+            max_pixels: the pixel limit.
+            name: what errors call the file.
+            video: the request's video sampling.
 
         Returns:
             None when the file decodes, else the decoder's reason it cannot be used.
@@ -108,10 +162,16 @@ class DecodeGuard:
         Raises:
             ApiError: 422 ``decoder_crashed`` when the worker died or hung on the file.
         """
+        with self._slots:
+            return self._check(path, kind, max_pixels, name, video)
+
+    def _check(
+        self, path: str, kind: str, max_pixels: int, name: str, video: VideoOptions
+    ) -> str | None:
         for attempt in range(2):
             pool = self._current()
             try:
-                fut: Future[str | None] = pool.submit(self.check_fn, path, kind, max_pixels)
+                fut: Future[str | None] = pool.submit(self.check_fn, path, kind, max_pixels, video)
                 return fut.result(timeout=self.timeout_s)
             except FutureTimeout:
                 logger.warning("%s: decoder check past %.3g s", name, self.timeout_s)

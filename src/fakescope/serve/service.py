@@ -55,6 +55,7 @@ class DetectService:
         self.guard: DecodeGuard | None = None
         if settings.isolate_decode:
             self.guard = shared_guard(settings.decode_workers, settings.decode_timeout_s)
+            self.guard.start()  # the first upload does not wait for the workers to spawn
 
     # ---------------------------------------------------------------------------------- options
     def video_options(self, frames: int | None) -> VideoOptions:
@@ -94,8 +95,12 @@ class DetectService:
         if up.path is None or up.media is None:  # pragma: no cover - receive_files prevents it
             raise ApiError(400, "bad_request", f"{up.name} was not received")
         t0 = time.perf_counter()
-        if self.guard is not None:  # a crash there is a 422; a clean failure is reported below
-            self.guard.check(str(up.path), up.media.kind, self.settings.max_pixels, up.name)
+        if self.guard is not None:  # a crash there is a 422; so is a clean failure
+            reason = self.guard.check(
+                str(up.path), up.media.kind, self.settings.max_pixels, up.name, video
+            )
+            if reason is not None:
+                raise _refusal(up.media.kind, up.name, reason.replace(str(up.path), up.name))
         with self.lock.shared():
             pred = self.predictor.predict_file(str(up.path), name=up.name, video=video)
         if pred.error is not None:
