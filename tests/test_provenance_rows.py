@@ -123,7 +123,7 @@ def test_serve_json_carries_provenance(ckpt: Path, files: dict[str, Path], tmp_p
     from fakescope.serve import ServeSettings, create_app
 
     app = create_app(load_detector(ckpt), ServeSettings(device="cpu", tmp_root=str(tmp_path)))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         for kind in ("png", "c2pa", "plain"):
             if kind not in files:
                 continue

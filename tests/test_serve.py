@@ -74,7 +74,7 @@ def make_client(detector: Any, uploads_dir: Path) -> Iterator[Callable[..., Test
 
     def make(**overrides: Any) -> TestClient:
         settings = ServeSettings(device="cpu", tmp_root=str(uploads_dir), **overrides)
-        client = TestClient(create_app(detector, settings))
+        client = TestClient(create_app(detector, settings), base_url="http://localhost")
         client.__enter__()  # one event loop for the client's life
         clients.append(client)
         return client
@@ -612,7 +612,7 @@ def test_json_rows_carry_the_out_of_depth_guard(tmp_path: Path) -> None:
     train = np.stack([tf(im).numpy() for im in textures(40)])
     attach_novelty(det, backbone.embed(train), k=3, quantile=1.0)
     settings = ServeSettings(device="cpu", tmp_root=str(tmp_path / "up"))
-    with TestClient(create_app(det, settings)) as client:
+    with TestClient(create_app(det, settings), base_url="http://localhost") as client:
         buf = io.BytesIO()
         far_away()["stars"].save(buf, format="PNG")
         body = post_file(client, "stars.png", buf.getvalue()).json()
