@@ -50,22 +50,27 @@ uvicorn = pytest.importorskip("uvicorn")
 
 
 @contextlib.contextmanager
-def serving(det: Any, tmp: Path) -> Iterator[str]:
+def serving(det: Any, tmp: Path, **settings: Any) -> Iterator[str]:
     """``det`` behind the app on a free loopback port, served by uvicorn in a background thread."""
     from fakescope.serve import ServeSettings, create_app
 
-    settings = ServeSettings(device="cpu", tmp_root=str(tmp / "uploads"))
-    with live_server(create_app(det, settings)) as url:
+    config = ServeSettings(device="cpu", tmp_root=str(tmp / "uploads"), **settings)
+    with live_server(create_app(det, config)) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app with a tiny fine-tuned network."""
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A tiny fine-tuned network, through a checkpoint as a user would load it."""
     tmp = tmp_path_factory.mktemp("tiny")
     det = create_detector(TINY_MODEL, img_size=32).eval()
-    ckpt = save_checkpoint(tmp / "tiny.safetensors", det)
-    with serving(load_detector(ckpt), tmp) as url:
+    return load_detector(save_checkpoint(tmp / "tiny.safetensors", det))
+
+
+@pytest.fixture(scope="module")
+def server(tiny_detector: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app with the tiny network."""
+    with serving(tiny_detector, tmp_path_factory.mktemp("served")) as url:
         yield url
 
 
@@ -515,4 +520,62 @@ def test_provenance_and_reason_are_shown_as_text(server: str, tmp_path: Path) ->
         )
         expect(verdict).to_have_text("real")
         expect(prov).to_be_hidden()
+    assert errors == []
+
+
+API_KEY = "page-key-0123456789"
+
+
+def test_page_asks_for_the_api_key_and_keeps_it_in_the_tab(
+    tiny_detector: Any, tmp_path: Path
+) -> None:
+    """With ``--api-key`` set, the page asks for the key, refuses a wrong one, scores the file
+    chosen before the key once it is accepted, keeps it for the tab only, and can forget it."""
+    with (
+        serving(tiny_detector, tmp_path, api_key=API_KEY) as url,
+        _page(url) as (page, errors),
+    ):
+        form = page.locator("#key-form")
+        expect(form).to_be_visible()
+        expect(page.locator("#model-info")).to_contain_text("API key")
+
+        # a file chosen before the key: refused, and kept for later
+        page.set_input_files(
+            "#file-input",
+            files=[{"name": "early.png", "mimeType": "image/png", "buffer": png_bytes(size=64)}],
+        )
+        expect(page.locator("#error")).to_contain_text("needs an API key")
+        expect(form).to_be_visible()
+
+        page.fill("#api-key", "wrong-key-000000")
+        page.click("#key-form button[type=submit]")
+        expect(page.locator("#key-status")).to_have_text("That key was not accepted.")
+        expect(form).to_be_visible()
+        page.fill("#api-key", "has a space")
+        page.click("#key-form button[type=submit]")
+        expect(page.locator("#key-status")).to_contain_text("printable ASCII")
+
+        page.fill("#api-key", API_KEY)
+        page.press("#api-key", "Enter")
+        expect(form).to_be_hidden()
+        expect(page.locator("#key-set")).to_be_visible()
+        expect(page.locator("#model-info")).to_contain_text(TINY_MODEL)
+        # the file chosen before is scored now
+        expect(page.locator("#file-name")).to_have_text("· early.png")
+        expect(page.locator("#verdict")).to_have_text(re.compile(r"^(fake|real|uncertain)$"))
+        expect(page.locator("#error")).to_be_hidden()
+        # the heatmap request carries the key too
+        page.check("#heatmap-toggle")
+        expect(page.locator("#heatmap-image")).to_be_visible()
+
+        # kept in session storage (this tab), not in local storage
+        assert page.evaluate("sessionStorage.getItem('fakescope.apiKey')") == API_KEY
+        assert page.evaluate("localStorage.length") == 0
+        page.reload()
+        expect(page.locator("#model-info")).to_contain_text(TINY_MODEL)
+        expect(form).to_be_hidden()
+
+        page.click("#forget-key")
+        expect(form).to_be_visible()
+        assert page.evaluate("sessionStorage.getItem('fakescope.apiKey')") is None
     assert errors == []

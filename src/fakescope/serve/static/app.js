@@ -19,11 +19,15 @@
   };
   const MAX_EVIDENCE = 20;
   const MAX_VALUE = 300;
+  // The API key (when the server wants one) lives in this tab's session storage only.
+  const KEY_STORE = "fakescope.apiKey";
+  const KEY_CHARS = /^[\x21-\x7e]{1,512}$/; // what an HTTP header can carry: printable ASCII
 
   // `selection` counts chosen files; a response is used only while its job is `state.job` and
   // its selection is still the current one, so a late answer can never land in a newer result.
   const state = {
     file: null, objectUrl: null, row: null, heatmap: null, limits: null, selection: 0, job: null,
+    apiKey: "", pendingFile: null,
   };
 
   // ------------------------------------------------------------------------------ helpers
@@ -40,6 +44,78 @@
 
   function setStatus(message) { $("status").textContent = message; }
 
+  // ---------------------------------------------------------------------------- API key
+  function storedKey() {
+    try {
+      const key = sessionStorage.getItem(KEY_STORE) || "";
+      return KEY_CHARS.test(key) ? key : "";
+    } catch (e) {
+      return "";
+    }
+  }
+
+  function storeKey(key) {
+    try {
+      if (key) sessionStorage.setItem(KEY_STORE, key);
+      else sessionStorage.removeItem(KEY_STORE);
+    } catch (e) {
+      // storage refused (private mode...): the key still works until the page is reloaded
+    }
+  }
+
+  // fetch() with the API key, when there is one
+  function api(url, init) {
+    const opts = Object.assign({}, init || {});
+    if (state.apiKey) opts.headers = { "X-API-Key": state.apiKey };
+    return fetch(url, opts);
+  }
+
+  function askForKey(message) {
+    const rejected = Boolean(state.apiKey);
+    state.apiKey = "";
+    storeKey("");
+    show($("key-set"), false);
+    show($("key-form"), true);
+    $("key-status").textContent = message || (rejected ? "That key was not accepted." : "");
+    $("api-key").focus();
+  }
+
+  function keyAccepted() {
+    show($("key-form"), false);
+    $("key-status").textContent = "";
+    show($("key-set"), Boolean(state.apiKey));
+  }
+
+  async function submitKey(event) {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!KEY_CHARS.test(key)) {
+      $("key-status").textContent = key
+        ? "A key is made of printable ASCII characters, without spaces."
+        : "Enter the key first.";
+      return;
+    }
+    state.apiKey = key;
+    const status = await loadModelInfo();
+    if (status === 401) {
+      askForKey("That key was not accepted.");
+      return;
+    }
+    storeKey(key);
+    $("api-key").value = "";
+    keyAccepted();
+    const pending = state.pendingFile;
+    state.pendingFile = null;
+    if (pending) analyse(pending);
+  }
+
+  function forgetKey() {
+    state.apiKey = "";
+    storeKey("");
+    show($("key-set"), false);
+    loadModelInfo().then((status) => { if (status === 401) askForKey(""); });
+  }
+
   async function readError(resp) {
     let detail = "";
     try {
@@ -47,6 +123,10 @@
       detail = body && (body.detail || body.error) ? String(body.detail || body.error) : "";
     } catch (e) {
       detail = "";
+    }
+    if (resp.status === 401) {
+      return "This server needs an API key. Enter it above; the file is scored once it is " +
+        "accepted.";
     }
     if (resp.status === 503) {
       return "The server is busy with other files. Please try again in a moment." +
@@ -63,9 +143,15 @@
   }
 
   // ------------------------------------------------------------------------- model info
+  // Returns the HTTP status (0 when the server could not be reached).
   async function loadModelInfo() {
+    let resp = null;
     try {
-      const resp = await fetch("/v1/model");
+      resp = await api("/v1/model");
+      if (resp.status === 401) {
+        $("model-info").textContent = "Model information needs the server's API key.";
+        return 401;
+      }
       if (!resp.ok) throw new Error("HTTP " + resp.status);
       const info = await resp.json();
       state.limits = info.limits || null;
@@ -79,6 +165,7 @@
     } catch (e) {
       $("model-info").textContent = "Model information is unavailable.";
     }
+    return resp ? resp.status : 0;
   }
 
   // ------------------------------------------------------------------------ busy / jobs
@@ -147,7 +234,7 @@
     const form = new FormData();
     form.append("file", file, file.name);
     const url = "/v1/detect" + (explain ? "?explain=true" : "");
-    return fetch(url, { method: "POST", body: form, signal: signal });
+    return api(url, { method: "POST", body: form, signal: signal });
   }
 
   function resetResult(file) {
@@ -212,7 +299,12 @@
       if (!isCurrent(job)) return;
       if (!resp.ok) {
         const message = await readError(resp);
-        if (isCurrent(job)) failed(message);
+        if (!isCurrent(job)) return;
+        failed(message);
+        if (resp.status === 401) {
+          state.pendingFile = file;
+          askForKey("");
+        }
         return;
       }
       const row = await resp.json();
@@ -374,7 +466,15 @@
       if (!isCurrent(job)) return;
       if (!resp.ok) {
         const message = await readError(resp);
-        if (isCurrent(job)) showError(message);
+        if (!isCurrent(job)) return;
+        if (resp.status === 401) {
+          $("heatmap-toggle").checked = false;
+          askForKey("");
+          showError("This server needs an API key. Enter it above, then ask for the heatmap " +
+            "again.");
+        } else {
+          showError(message);
+        }
         return;
       }
       const row = await resp.json();
@@ -509,10 +609,16 @@
     window.addEventListener("drop", (e) => e.preventDefault());
     $("heatmap-toggle").addEventListener("change", toggleHeatmap);
     $("cancel-button").addEventListener("click", cancelByUser);
+    $("key-form").addEventListener("submit", submitKey);
+    $("forget-key").addEventListener("click", forgetKey);
     window.addEventListener("resize", () => {
       if (state.row && state.row.kind === "video" && state.row.frames) drawTimeline(state.row);
     });
-    loadModelInfo();
+    state.apiKey = storedKey();
+    loadModelInfo().then((status) => {
+      if (status === 401) askForKey("");
+      else keyAccepted();
+    });
   }
 
   document.addEventListener("DOMContentLoaded", wire);
