@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -535,8 +536,7 @@ def test_fuzzed_multipart_gives_json_4xx_or_a_parse(
     headers = {"content-type": "multipart/form-data; boundary=b0und"}
     if declare:
         headers["content-length"] = str(len(body))
-    dest = tmp_path / f"d{abs(hash((body, chunk)))}"
-    dest.mkdir()
+    dest = Path(tempfile.mkdtemp(dir=tmp_path))  # examples may repeat: a fresh folder each
 
     async def go() -> Any:
         coro = receive_files(
