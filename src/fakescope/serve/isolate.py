@@ -55,6 +55,8 @@ def check_decodes(path: str, kind: str, max_pixels: int, video: VideoOptions) ->
             load_image(path, max_pixels=max_pixels)
         except ImageLoadError as e:
             return e.reason
+        except Exception:  # it did not crash the worker: the predictor words this failure
+            return None
         return None
     from fakescope.infer.video import read_frames, video_reason
 
@@ -94,8 +96,8 @@ class DecodeGuard:
     Args:
         workers: processes in the pool.
         timeout_s: most seconds one check may take.
-        check: the function run in a worker, ``check(path, kind, max_pixels) -> reason | None``
-            (a module-level function, so that it can be pickled).
+        check: the function run in a worker, ``check(path, kind, max_pixels, video) -> reason |
+            None`` (a module-level function, so that it can be pickled).
     """
 
     def __init__(self, workers: int, timeout_s: float, check: CheckFn = check_decodes) -> None:
