@@ -68,6 +68,25 @@ def jpeg(size: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
+def mp4(side: int, seconds: float, fps: int = 25) -> bytes:
+    """A noisy H.264 (or MPEG-4) clip of ``side`` x ``side`` pixels, ``seconds`` long."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "clip.mp4"
+        with av.open(str(path), "w") as out:
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            stream = out.add_stream(codec, rate=fps)
+            stream.width = stream.height = side
+            stream.pix_fmt = "yuv420p"
+            for _ in range(round(seconds * fps)):
+                pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+            out.mux(stream.encode())
+        return path.read_bytes()
+
+
 def _png_chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
@@ -341,8 +360,11 @@ async def soak_run(args: argparse.Namespace, work: Path, detector: str) -> int:
 
 
 async def isolation_cost(args: argparse.Namespace, work: Path, detector: str) -> int:
-    """ms per image, one client at a time, with and without decoder isolation."""
-    data = jpeg(args.image_size, 5)
+    """ms per image (or video), one client at a time, with and without decoder isolation."""
+    if args.video:
+        data, name, what = mp4(args.image_size, 4.0), "a.mp4", "4 s MP4"
+    else:
+        data, name, what = jpeg(args.image_size, 5), "a.jpg", "JPEG"
     for label, extra in (("isolated", ()), ("in-process", ("--no-isolate-decode",))):
         port = free_port()
         proc = start(args, detector, port, work, f"{label}.log", *extra)
@@ -350,17 +372,17 @@ async def isolation_cost(args: argparse.Namespace, work: Path, detector: str) ->
         try:
             await wait_ready(base, proc, 120)
             async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-                for _ in range(5):  # warm up (starts the decoder workers)
-                    await client.post("/v1/detect", files={"file": ("a.jpg", data)})
+                for _ in range(5):  # warm up
+                    await client.post("/v1/detect", files={"file": (name, data)})
                 times = []
                 for _ in range(args.repeats):
                     t = time.perf_counter()
-                    resp = await client.post("/v1/detect", files={"file": ("a.jpg", data)})
+                    resp = await client.post("/v1/detect", files={"file": (name, data)})
                     times.append((time.perf_counter() - t) * 1000)
                     assert resp.status_code == 200, resp.text
             times.sort()
             print(
-                f"{label:11s} {args.image_size}px JPEG ({len(data)} bytes): median "
+                f"{label:11s} {args.image_size}px {what} ({len(data)} bytes): median "
                 f"{times[len(times) // 2]:.2f} ms, p90 {times[int(len(times) * 0.9)]:.2f} ms "
                 f"over {args.repeats} requests"
             )
@@ -381,7 +403,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=10.0, help="server --timeout (default 10)")
     p.add_argument("--header-timeout", type=float, default=3.0, help="server --header-timeout")
     p.add_argument("--isolation-cost", action="store_true", help="measure isolation latency only")
-    p.add_argument("--image-size", type=int, default=256, help="side of the timed JPEG")
+    p.add_argument("--image-size", type=int, default=256, help="side of the timed JPEG (or clip)")
+    p.add_argument("--video", action="store_true", help="with --isolation-cost: time a 4 s clip")
     p.add_argument("--repeats", type=int, default=200, help="timed requests per mode")
     return p.parse_args(argv)
 

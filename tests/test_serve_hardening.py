@@ -58,8 +58,9 @@ def check(path, kind, max_pixels, video):
 
 def slow(path, kind, max_pixels, video):
     import time
+    from fakescope.serve.isolate import Checked
     time.sleep(0.6)
-    return None
+    return Checked()
 """
 
 
@@ -423,31 +424,39 @@ def _crashy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return crashy_check
 
 
-def test_the_check_decodes_every_frame_scoring_decodes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_video_is_decoded_in_the_worker_only(
+    detector: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before: the worker decoded the first 8 keyframes, whatever the request's sampling."""
+    """The worker decodes the frames the request's sampling selects, and the server scores them
+    without running a video decoder itself. Before: the worker decoded the first 8 keyframes,
+    whatever the sampling, and the server decoded the frames it scored."""
     if mp4_codec() is None:
         pytest.skip("this PyAV cannot encode MP4")
-    import fakescope.infer.video as infer_video
+    import fakescope.infer.predictor as predictor_module
     from fakescope.infer.video import VideoOptions, read_frames
     from fakescope.serve.isolate import check_decodes
 
     clip = write_mp4(tmp_path / "c.mp4", seconds=3.0, fps=10)
     options = VideoOptions(sample="uniform", frames=20, max_frames=64)
-    scored = [f.index for f in read_frames(str(clip), options, None)]
-    assert len(scored) == 20
-    checked: list[int] = []
-    real = infer_video.sample_frames
+    here = read_frames(str(clip), options, None)
+    checked = check_decodes(str(clip), "video", 10**8, options)
+    assert checked.reason is None and checked.frames is not None
+    assert [f.index for f in checked.frames] == [f.index for f in here] and len(here) == 20
+    assert all(
+        a.image.tobytes() == b.image.tobytes() for a, b in zip(checked.frames, here, strict=True)
+    )
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        for frame in real(*args, **kwargs):
-            checked.append(frame.index)
-            yield frame
+    def no_decoding_here(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the server process decoded the video")
 
-    monkeypatch.setattr(infer_video, "sample_frames", spy)
-    assert check_decodes(str(clip), "video", 10**8, options) is None
-    assert checked == scored
+    monkeypatch.setattr(predictor_module, "read_frames", no_decoding_here)
+    app = make_app(detector, tmp_path / "up", isolate_decode=True)
+    with live_server(app) as base, httpx.Client(timeout=60) as client:
+        resp = client.post(
+            f"{base}/v1/detect?frames=12", files={"file": ("c.mp4", clip.read_bytes())}
+        )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["n_frames"] == 12
 
 
 def test_a_clean_failure_in_the_worker_is_refused_without_decoding_again(
@@ -482,13 +491,12 @@ def test_checks_queued_behind_others_do_not_time_out(
     image.write_bytes(png_bytes())
     guard = DecodeGuard(1, 1.0, check=crashy.slow)
     try:
-        guard.check(str(image), "image", 10**8, "warm.png", VideoOptions())  # spawn the worker
         with ThreadPoolExecutor(3) as pool:
             jobs = [
                 pool.submit(guard.check, str(image), "image", 10**8, f"{i}.png", VideoOptions())
                 for i in range(3)
             ]
-            assert [j.result() for j in jobs] == [None, None, None]
+            assert [j.result().reason for j in jobs] == [None, None, None]
         assert guard.restarts == 0
     finally:
         guard.close()

@@ -23,6 +23,7 @@ from PIL import Image
 
 from fakescope.data.images import DEFAULT_MAX_PIXELS, decode_item, load_image, to_rgb
 from fakescope.data.transforms import eval_transform
+from fakescope.data.video import Frame
 from fakescope.infer.video import VideoOptions, aggregate, read_frames, video_reason
 from fakescope.models.detector import Detector
 from fakescope.models.novelty import REASON as NOVELTY_REASON
@@ -262,17 +263,22 @@ class Predictor:
             return None
 
     # ------------------------------------------------------------------------------------ videos
-    def predict_video(self, path: str, video: VideoOptions | None = None) -> Prediction:
+    def predict_video(
+        self, path: str, video: VideoOptions | None = None, frames: list[Frame] | None = None
+    ) -> Prediction:
         """One row for a video: aggregated score, verdict, per-frame timeline.
 
         Args:
             path: the video (or animated GIF/WebP) file.
             video: sampling and aggregation for this call (default: the predictor's own).
+            frames: the frames ``read_frames(path, video, max_pixels)`` gives, when they were
+                decoded already (a server decodes them in a worker process); None: decode here.
         """
 
         t0, v = time.perf_counter(), video or self.video
         try:
-            frames = read_frames(path, v, self.max_pixels)
+            if frames is None:
+                frames = read_frames(path, v, self.max_pixels)
         except Exception as e:  # every decoder failure is a per-item error
             return self.error_row(path, video_reason(e), "video", (time.perf_counter() - t0) * 1000)
         logits, nov = self.image_logits([f.image for f in frames])
@@ -318,7 +324,11 @@ class Predictor:
 
     # -------------------------------------------------------------------------------- mixed input
     def predict_file(
-        self, path: str, name: str | None = None, video: VideoOptions | None = None
+        self,
+        path: str,
+        name: str | None = None,
+        video: VideoOptions | None = None,
+        frames: list[Frame] | None = None,
     ) -> Prediction:
         """One row for one file, image or video (an error row when it cannot be scored).
 
@@ -326,11 +336,12 @@ class Predictor:
             path: the file.
             name: what the row calls it (default ``path``; a server names uploads this way).
             video: sampling and aggregation if it is a video (default: the predictor's own).
+            frames: a video's frames, already decoded (see :meth:`predict_video`).
         """
         from fakescope.data.video import is_video
 
         if is_video(path):
-            row = self.predict_video(path, video)
+            row = self.predict_video(path, video, frames)
         else:
             item = _Decode([path], self._item_transform(), self.max_pixels, self.provenance)[0]
             (row,) = self._score_batch([path], [item])

@@ -2,10 +2,11 @@
 
 Image and video decoders are C code; a file crafted to crash one would, in the server process,
 end the server. :class:`DecodeGuard` first decodes each upload in a small pool of worker
-processes (spawned, so they share no threads or locks with the server), exactly as scoring will:
-an image in full, a video's frames as the request's :class:`~fakescope.infer.video.VideoOptions`
-select them (every frame scoring decodes, not a sample of them). Decoding is deterministic, so
-the server process only decodes bytes a worker has already decoded without harm.
+processes (spawned, so they share no threads or locks with the server), as scoring would. An
+image is decoded in full and its pixels dropped; the server decodes it again, which is safe since
+decoding is deterministic and cheap next to the model. A video's frames, as the request's
+:class:`~fakescope.infer.video.VideoOptions` select them, are decoded in the worker and sent back,
+so the server process never runs a video decoder (and a clip is not decoded twice).
 
 A worker that dies on a file (a segfault, an abort) turns into a 422 ``decoder_crashed`` for that
 file, and the pool is started again; a check that runs past its timeout is treated alike, its
@@ -26,27 +27,42 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
+from fakescope.data.video import Frame
 from fakescope.infer.video import VideoOptions
 from fakescope.serve.limits import ApiError
 
 logger = logging.getLogger(__name__)
 
-CheckFn = Callable[[str, str, int, VideoOptions], "str | None"]
+
+@dataclass
+class Checked:
+    """What a worker learnt of one upload.
+
+    Attributes:
+        reason: why it cannot be used (worded as the predictor words it, no path), or None.
+        frames: a video's sampled frames, decoded in the worker (None for images).
+    """
+
+    reason: str | None = None
+    frames: list[Frame] | None = None
 
 
-def check_decodes(path: str, kind: str, max_pixels: int, video: VideoOptions) -> str | None:
-    """Decode a file as scoring will, and drop the pixels (runs in a worker process).
+CheckFn = Callable[[str, str, int, VideoOptions], Checked]
+
+
+def check_decodes(path: str, kind: str, max_pixels: int, video: VideoOptions) -> Checked:
+    """Decode a file as scoring would (runs in a worker process).
 
     Args:
         path: the upload.
         kind: ``image`` or ``video``.
         max_pixels: the pixel limit (bigger images and frames are refused before decoding).
-        video: the request's sampling; every frame it selects is decoded.
+        video: the request's sampling; the frames it selects are decoded and returned.
 
     Returns:
-        None when it decodes, else the reason it cannot be used, worded as the predictor words
-        it (no path in it).
+        The reason the file cannot be used, or, for a video, its frames.
     """
     if kind == "image":
         from fakescope.data.images import ImageLoadError, load_image
@@ -54,17 +70,16 @@ def check_decodes(path: str, kind: str, max_pixels: int, video: VideoOptions) ->
         try:
             load_image(path, max_pixels=max_pixels)
         except ImageLoadError as e:
-            return e.reason
+            return Checked(reason=e.reason)
         except Exception:  # it did not crash the worker: the predictor words this failure
-            return None
-        return None
+            return Checked()
+        return Checked()
     from fakescope.infer.video import read_frames, video_reason
 
     try:
-        read_frames(path, video, max_pixels)
+        return Checked(frames=read_frames(path, video, max_pixels))
     except Exception as e:  # any failure is a reason, as in the predictor
-        return video_reason(e)
-    return None
+        return Checked(reason=video_reason(e))
 
 
 def warm_up() -> bool:
@@ -96,8 +111,8 @@ class DecodeGuard:
     Args:
         workers: processes in the pool.
         timeout_s: most seconds one check may take.
-        check: the function run in a worker, ``check(path, kind, max_pixels, video) -> reason |
-            None`` (a module-level function, so that it can be pickled).
+        check: the function run in a worker, ``check(path, kind, max_pixels, video) ->
+            Checked`` (a module-level function, so that it can be pickled).
     """
 
     def __init__(self, workers: int, timeout_s: float, check: CheckFn = check_decodes) -> None:
@@ -148,7 +163,7 @@ class DecodeGuard:
 
     def check(
         self, path: str, kind: str, max_pixels: int, name: str, video: VideoOptions
-    ) -> str | None:
+    ) -> Checked:
         """Decode ``path`` in a worker (blocking; call it from a worker thread).
 
         Args:
@@ -159,7 +174,7 @@ class DecodeGuard:
             video: the request's video sampling.
 
         Returns:
-            None when the file decodes, else the decoder's reason it cannot be used.
+            The reason the file cannot be used, or, for a video, its frames.
 
         Raises:
             ApiError: 422 ``decoder_crashed`` when the worker died or hung on the file.
@@ -169,11 +184,11 @@ class DecodeGuard:
 
     def _check(
         self, path: str, kind: str, max_pixels: int, name: str, video: VideoOptions
-    ) -> str | None:
+    ) -> Checked:
         for attempt in range(2):
             pool = self._current()
             try:
-                fut: Future[str | None] = pool.submit(self.check_fn, path, kind, max_pixels, video)
+                fut: Future[Checked] = pool.submit(self.check_fn, path, kind, max_pixels, video)
                 return fut.result(timeout=self.timeout_s)
             except FutureTimeout:
                 logger.warning("%s: decoder check past %.3g s", name, self.timeout_s)

@@ -3,7 +3,8 @@
 Everything here is blocking and runs in worker threads (the app bounds how many at once).
 Scoring threads share the model; a heatmap takes it alone (see
 :class:`~fakescope.serve.limits.SharedExclusiveLock`). Each file is first decoded in a supervised
-worker process (:mod:`fakescope.serve.isolate`) unless ``isolate_decode`` is off.
+worker process (:mod:`fakescope.serve.isolate`) unless ``isolate_decode`` is off; a video's frames
+come back from it and are scored as they are.
 """
 
 from __future__ import annotations
@@ -95,14 +96,19 @@ class DetectService:
         if up.path is None or up.media is None:  # pragma: no cover - receive_files prevents it
             raise ApiError(400, "bad_request", f"{up.name} was not received")
         t0 = time.perf_counter()
+        frames = None
         if self.guard is not None:  # a crash there is a 422; so is a clean failure
-            reason = self.guard.check(
+            checked = self.guard.check(
                 str(up.path), up.media.kind, self.settings.max_pixels, up.name, video
             )
-            if reason is not None:
-                raise _refusal(up.media.kind, up.name, reason.replace(str(up.path), up.name))
+            if checked.reason is not None:
+                reason = checked.reason.replace(str(up.path), up.name)
+                raise _refusal(up.media.kind, up.name, reason)
+            frames = checked.frames  # a video's frames, decoded in the worker
         with self.lock.shared():
-            pred = self.predictor.predict_file(str(up.path), name=up.name, video=video)
+            pred = self.predictor.predict_file(
+                str(up.path), name=up.name, video=video, frames=frames
+            )
         if pred.error is not None:
             raise _refusal(pred.kind, up.name, pred.error)
         row = pred.to_dict()
