@@ -10,10 +10,11 @@ constant time. Refusals are JSON like every other error: 400 ``bad_host``, 401 `
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fakescope.serve.limits import ApiError
 
 
 def host_name(header: str) -> str:
@@ -77,28 +78,22 @@ class AccessGuard:
         if refusal is None:
             await self.app(scope, receive, send)
             return
-        status, code, detail, headers = refusal
-        body = json.dumps({"error": code, "detail": detail}).encode()
-        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        raw += [(k.encode(), v.encode()) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
+        await refusal.send(send)
 
-    def refusal(self, scope: Scope) -> tuple[int, str, str, dict[str, str]] | None:
-        """Why a request is refused (status, code, detail, headers), or None when it may pass."""
+    def refusal(self, scope: Scope) -> ApiError | None:
+        """Why a request is refused, or None when it may pass."""
         if not self.any_host:
             host = host_name(_header(scope, b"host") or "")
             if host not in self.allowed:
-                return (
+                return ApiError(
                     400,
                     "bad_host",
                     f"the Host header {host or '(none)'!r} is not one this server answers to "
                     "(see --allowed-hosts)",
-                    {},
                 )
         key_needed = self.api_key is not None and needs_key(scope.get("path", ""))
         if key_needed and not key_matches(presented_key(scope), self.api_key or ""):
-            return (
+            return ApiError(
                 401,
                 "unauthorized",
                 "this server needs an API key: send 'Authorization: Bearer KEY' or "

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fakescope.data.images import DEFAULT_MAX_PIXELS
 from fakescope.infer.video import VideoOptions
@@ -148,6 +149,21 @@ class ApiError(Exception):
     def body(self) -> dict[str, str]:
         """The JSON body."""
         return {"error": self.code, "detail": self.detail}
+
+    def body_bytes(self) -> bytes:
+        """The JSON body, encoded."""
+        return json.dumps(self.body()).encode()
+
+    async def send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Answer with this error through an ASGI ``send`` (for middleware and raw ASGI apps)."""
+        body = self.body_bytes()
+        headers = [(b"content-type", b"application/json")]
+        headers += [(b"content-length", str(len(body)).encode())]
+        headers += [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def busy_error() -> ApiError:

@@ -19,7 +19,6 @@ Use :func:`uvicorn_config` to build a ``uvicorn.Config`` with it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from fakescope.serve.limits import LOOPBACK_HOSTS
+from fakescope.serve.limits import LOOPBACK_HOSTS, ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +56,13 @@ class ConnectionLimits:
             raise ValueError("need 1 <= max connections per client <= max connections")
 
 
-def json_response(status: int, code: str, detail: str, headers: dict[str, str]) -> bytes:
-    """A whole HTTP/1.1 response with a JSON error body that closes the connection."""
-    body = json.dumps({"error": code, "detail": detail}).encode()
-    head = [f"HTTP/1.1 {status} {h11_reason(status)}", "content-type: application/json"]
+def json_response(error: ApiError) -> bytes:
+    """A whole HTTP/1.1 response with the error's JSON body that closes the connection (for
+    answers written straight to the transport, outside any request cycle)."""
+    body = error.body_bytes()
+    head = [f"HTTP/1.1 {error.status} {h11_reason(error.status)}", "content-type: application/json"]
     head += [f"content-length: {len(body)}", "connection: close"]
-    head += [f"{k}: {v}" for k, v in headers.items()]
+    head += [f"{k}: {v}" for k, v in error.headers.items()]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
@@ -76,15 +76,8 @@ BUSY_DETAIL = "the server has too many open connections (from you or in all); tr
 
 async def _busy_app(scope: Any, receive: Any, send: Any) -> None:
     """ASGI app that answers every request with a JSON 503 and closes the connection."""
-    body = json.dumps({"error": "busy", "detail": BUSY_DETAIL}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    headers = {"Retry-After": "1", "Connection": "close"}
+    await ApiError(503, "busy", BUSY_DETAIL, headers).send(send)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -157,12 +150,12 @@ class GuardedH11Protocol(H11Protocol):
         if self.cycle is not None and not self.cycle.response_complete:
             return  # a pipelined request is being answered
         detail = f"the request headers did not arrive within {self.limits.header_timeout_s:g} s"
-        self.transport.write(json_response(408, "header_timeout", detail, {}))
+        self.transport.write(json_response(ApiError(408, "header_timeout", detail)))
         self.transport.close()
 
     # ----------------------------------------------------------------------------- malformed
     def send_400_response(self, msg: str) -> None:
-        self.transport.write(json_response(400, "bad_request", f"malformed HTTP: {msg}", {}))
+        self.transport.write(json_response(ApiError(400, "bad_request", f"malformed HTTP: {msg}")))
         self.transport.close()
 
 
