@@ -132,7 +132,8 @@ def _write_clip(path: Path, codec: str, fmt: str) -> None:
         out.mux(stream.encode(None))
 
 
-def _encoder(*names: str) -> str | None:
+def encoder(*names: str) -> str | None:
+    """The first of ``names`` this PyAV can encode with (None: none of them)."""
     import av
 
     for name in names:
@@ -154,7 +155,7 @@ def video_seeds() -> dict[str, bytes]:
             ("clip.mkv", "matroska", ("mpeg4", "libx264")),
             ("clip.avi", "avi", ("mpeg4",)),
         ):
-            codec = _encoder(*codecs)
+            codec = encoder(*codecs)
             if codec is None:
                 continue
             path = Path(tmp) / name
