@@ -44,13 +44,16 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return checked_meta(header[META_KEY], path)
 
 
-def checked_meta(text: str, where: str | Path) -> dict[str, Any]:
-    """Parse a checkpoint's metadata JSON and check its spec's structure (see
-    :mod:`fakescope.models.validate`); raise :class:`CheckpointError` naming ``where`` if bad."""
-    from fakescope.models.validate import check_spec, parse_meta
+def checked_meta(
+    text: str, where: str | Path, kinds: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Parse a checkpoint's (or an export's) metadata JSON and check its spec's structure (see
+    :mod:`fakescope.models.validate`; ``kinds``: the detector kinds allowed, default all);
+    raise :class:`CheckpointError` naming ``where`` if bad."""
+    from fakescope.models.validate import KINDS, check_spec, parse_meta
 
     meta = parse_meta(text, where)
     if "spec" not in meta:
         raise CheckpointError(f"{where}: its fakescope metadata has no detector spec")
-    check_spec(meta["spec"], where)
+    check_spec(meta["spec"], where, kinds=kinds or KINDS)
     return meta

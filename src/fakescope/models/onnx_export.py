@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fakescope.models.detector import Detector, DetectorSpec
-from fakescope.models.header import CheckpointError
+from fakescope.models.header import CheckpointError, checked_meta
 
 logger = logging.getLogger(__name__)
 
@@ -298,8 +298,6 @@ def _stored_meta(path: Path) -> dict[str, Any] | None:
     """
     import onnx
 
-    from fakescope.models.validate import check_spec, parse_meta
-
     try:
         model = onnx.load(str(path), load_external_data=False)
         props = {p.key: p.value for p in model.metadata_props}
@@ -307,14 +305,11 @@ def _stored_meta(path: Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{path}: not a readable ONNX model ({str(e)[:300]})") from e
     if "fakescope" not in props:
         return None
-    meta = parse_meta(props["fakescope"], path)
+    meta = checked_meta(props["fakescope"], path, kinds=("timm",))
     if meta.get("format", ONNX_FORMAT) != ONNX_FORMAT:
         raise CheckpointError(
             f"{path}: not a fakescope export (format={str(meta.get('format'))[:60]!r})"
         )
-    if "spec" not in meta:
-        raise CheckpointError(f"{path}: its fakescope metadata has no detector spec")
-    check_spec(meta["spec"], path, kinds=("timm",))
     version = meta.get("export_version", 1)
     if isinstance(version, bool) or not isinstance(version, int):
         raise CheckpointError(f"{path}: its export_version is not an integer")
