@@ -631,5 +631,5 @@ def test_huge_frames_are_refused_before_decoding(tmp_path: Path) -> None:
     path = tmp_path / "wide.gif"
     write_gif(path, [100, 100])
     with pytest.raises(V.VideoError, match="over the limit of 120,000,000"):
-        V._check_frame_size(path, 20000, 10000)
-    V._check_frame_size(path, W, H)
+        V.check_frame_size(path, 20000, 10000)
+    V.check_frame_size(path, W, H)

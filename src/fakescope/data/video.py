@@ -279,18 +279,24 @@ def _video_stream(container: InputContainer, path: Path) -> VideoStream:
     context = stream.codec_context
     if context is None:  # a codec this FFmpeg has no decoder for (or a mangled codec id)
         raise VideoError(path, "unsupported video codec (no decoder for it)")
-    _check_frame_size(path, context.width, context.height)
+    check_frame_size(path, context.width, context.height)
     return stream
 
 
-def _check_frame_size(path: Path, width: int, height: int) -> None:
-    """Refuse frames over the image loader's pixel limit before any is decoded."""
+def check_frame_size(
+    path: str | Path, width: int, height: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> None:
+    """Refuse frames over a pixel limit (default: the image loader's) before any is decoded.
+
+    Raises:
+        VideoError: ``width * height`` is over ``max_pixels`` (None or 0: no limit).
+    """
     pixels = width * height
-    if pixels > DEFAULT_MAX_PIXELS:
+    if max_pixels and pixels > max_pixels:
         raise VideoError(
             path,
             f"frames are {width}x{height} = {pixels:,} pixels, over the limit of "
-            f"{DEFAULT_MAX_PIXELS:,} (possible decompression bomb)",
+            f"{max_pixels:,} (possible decompression bomb)",
         )
 
 
@@ -754,7 +760,7 @@ def _open_animated(path: Path) -> tuple[Image.Image, list[int]]:
     except Exception as e:  # PIL raises many types for broken files
         raise VideoError(path, f"truncated or corrupt image data: {_detail(e)}") from e
     try:
-        _check_frame_size(path, *img.size)
+        check_frame_size(path, *img.size)
         durations = _gif_durations_ms(img)
     except VideoError:
         img.close()

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from fakescope.data.video import SAMPLING_MODES, Frame, VideoError, probe_video, sample_frames
+from fakescope.data.video import (
+    SAMPLING_MODES,
+    Frame,
+    VideoError,
+    check_frame_size,
+    probe_video,
+    sample_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +81,7 @@ def read_frames(path: str, options: VideoOptions, max_pixels: int | None) -> lis
         VideoError: the file cannot be read, or its frames are over ``max_pixels``.
     """
     info = probe_video(path)
-    pixels = info.width * info.height
-    if max_pixels and pixels > max_pixels:
-        raise VideoError(
-            path,
-            f"video frames are {info.width}x{info.height} = {pixels:,} pixels, over the "
-            f"limit of {max_pixels:,} (possible decompression bomb)",
-        )
+    check_frame_size(path, info.width, info.height, max_pixels)
     return list(
         sample_frames(
             path,
