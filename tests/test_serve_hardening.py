@@ -383,6 +383,11 @@ def test_cli_keys_hosts_and_warning(
     with caplog.at_level(logging.WARNING):
         warn_exposure("0.0.0.0", settings)
     assert "without an API key" not in caplog.text
+    for content, words in ((b"", "the API key file is empty"), (b"\xff\xfe", "cannot read")):
+        (tmp_path / "bad-key").write_bytes(content)
+        with pytest.raises(ValueError, match=words) as err:
+            api_key(parser.parse_args(["--api-key-file", str(tmp_path / "bad-key")]))
+        assert "bad-key" in str(err.value)
 
 
 # ------------------------------------------------------------------------- 6: decoder crashes

@@ -209,9 +209,12 @@ def api_key(args: argparse.Namespace) -> str | None:
     key = args.api_key
     if args.api_key_file:
         try:
-            key = Path(args.api_key_file).read_text(encoding="utf-8").strip().splitlines()[0]
-        except (OSError, IndexError) as e:
+            lines = Path(args.api_key_file).read_text(encoding="utf-8").strip().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read an API key from {args.api_key_file}: {e}") from None
+        if not lines:
+            raise ValueError(f"{args.api_key_file}: the API key file is empty")
+        key = lines[0]
     if key is None:
         key = os.environ.get(API_KEY_ENV) or None
     if key is not None and not key.strip():
