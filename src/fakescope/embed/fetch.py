@@ -169,13 +169,15 @@ def build_clip_onnx(recipe: Recipe, dest: Path) -> None:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from fakescope.embed.tower import ClipTower
+
     model = _load_timm(recipe).eval()
     fp32 = dest.with_name(dest.name + ".fp32")
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
     try:
         with torch.no_grad():
             torch.onnx.export(
-                _ClipTower(model),
+                ClipTower(model),
                 torch.zeros(1, 3, size, size),
                 str(fp32),
                 input_names=["pixel_values"],
@@ -204,26 +206,3 @@ def _load_timm(recipe: Recipe) -> Any:
         raise FileNotFoundError(
             missing_message(recipe.file, recipe.sha256, f"{type(e).__name__}: {str(e)[:200]}")
         ) from e
-
-
-def _clip_tower_class() -> type:
-    from torch import nn
-
-    class ClipTower(nn.Module):
-        """A timm CLIP ViT as the original export: projected embedding and pre-norm hidden state."""
-
-        def __init__(self, vit: nn.Module) -> None:
-            super().__init__()
-            self.vit = vit
-
-        def forward(self, x: Any) -> tuple[Any, Any]:
-            v = self.vit
-            x = v.norm_pre(v._pos_embed(v.patch_embed(x)))
-            hidden = v.blocks(x)
-            return v.forward_head(v.norm(hidden)), hidden
-
-    return ClipTower
-
-
-def _ClipTower(vit: Any) -> Any:  # noqa: N802 (a factory that reads like the class it builds)
-    return _clip_tower_class()(vit)
