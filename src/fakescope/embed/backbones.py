@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fakescope.data.transforms import Preprocessing
+from fakescope.embed.deltas import Delta, deltas_digest
 from fakescope.utils import cpu_supports_bf16, file_digest
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ CLIP_PREPROCESSING = Preprocessing(
 
 POOLS: tuple[str, ...] = ("embed", "cls", "patch_mean", "cls_patch")
 TIMM_POOLS: tuple[str, ...] = (*POOLS, "multi")
-ONNX_POOLS: tuple[str, ...] = (*POOLS, "layers")
+ONNX_POOLS: tuple[str, ...] = (*POOLS, "layers", "tokens")
 DEFAULT_MULTI_LAYERS = 4
 _RANDOM_INIT_SEED = 0
 # Spec keys that say where things live or how fast to run, not what the embedding is.
@@ -151,16 +152,22 @@ class OnnxBackbone(Backbone):
             L2-normalised, concatenated and scaled to unit length (intermediate blocks keep the
             low-level evidence that the last one abstracts away; RINE, Koutlis & Papadopoulos,
             ECCV 2024). The graph is given those tensors as extra outputs when it is opened.
+            ``tokens``: every token after the one block in ``layers``, flattened to
+            ``T * C`` numbers: the input of the blocks after it, cached once when only those
+            blocks are tuned (:mod:`fakescope.train.tune`).
         embed_output: the output holding the final embedding.
         hidden_output: the ``[B, T, C]`` hidden-state output; None picks the only 3-D output.
         layers: for ``layers``, block indices from 0 (default: every block).
         preprocessing: how images are prepared for this model (CLIP's by default).
         batch_size: images per ``session.run``; incoming batches are split into chunks of it.
         threads: onnxruntime intra-op threads (default: all CPU cores).
+        deltas: low-rank weight deltas of a tuned tower, written into the graph when it is
+            opened (:mod:`fakescope.embed.deltas`); part of what the embedding is.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a loadable ONNX model, or lacks the outputs the pool needs.
+        ValueError: the file is not a loadable ONNX model, lacks the outputs the pool needs, or
+            a delta does not fit it.
     """
 
     def __init__(
@@ -173,6 +180,7 @@ class OnnxBackbone(Backbone):
         batch_size: int = 1,
         threads: int | None = None,
         layers: Sequence[int] | None = None,
+        deltas: Mapping[str, Delta] | None = None,
     ) -> None:
         _check_pool(pool, ONNX_POOLS, "ONNX")
         self.path = Path(path).expanduser().resolve()
@@ -186,9 +194,14 @@ class OnnxBackbone(Backbone):
         self.batch_size = 1 if self.per_batch_quantised else max(1, int(batch_size))
         self.layers: list[int] | None = None
         self.layer_outputs: list[str] = []
-        if pool == "layers":
-            self._session, self.layers, self.layer_outputs = _open_with_block_outputs(
-                self.path, layers, hidden_output, threads
+        self.deltas = dict(deltas) if deltas else None
+        self.deltas_sha256 = deltas_digest(self.deltas) if self.deltas else None
+        taps = pool in ("layers", "tokens")
+        if pool == "tokens" and (layers is None or len(layers) != 1):
+            raise ValueError("pool 'tokens' takes exactly one block index in layers")
+        if taps or self.deltas:
+            self._session, self.layers, self.layer_outputs = _open_edited(
+                self.path, self.deltas, layers if taps else None, hidden_output, threads, taps
             )
         else:
             self._session = _open_session(self.path, threads)
@@ -196,7 +209,7 @@ class OnnxBackbone(Backbone):
         shapes = {o.name: o.shape for o in self._session.get_outputs()}
         self.embed_output = embed_output
         self.hidden_output = hidden_output
-        if pool == "layers":
+        if taps:
             self._fetch = self.layer_outputs
         elif pool == "embed":
             _require_output(shapes, embed_output, self.path)
@@ -220,6 +233,9 @@ class OnnxBackbone(Backbone):
         if self.pool == "layers":
             outs = self._session.run(self.layer_outputs, {self._input: chunk})
             return _layer_cls(outs, str(self.path))
+        if self.pool == "tokens":
+            (out,) = self._session.run(self.layer_outputs, {self._input: chunk})
+            return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
         (out,) = self._session.run([self._fetch], {self._input: chunk})
         out = np.asarray(out, dtype=np.float32)
         if self.pool == "embed":
@@ -240,6 +256,7 @@ class OnnxBackbone(Backbone):
             "layer_outputs": self.layer_outputs or None,
             "preprocessing": self.preprocessing.to_dict(),
             "batch_size": self.batch_size,
+            **({"deltas_sha256": self.deltas_sha256} if self.deltas_sha256 else {}),
         }
 
 
@@ -297,18 +314,52 @@ def block_outputs(model: Any, hidden_output: str | None = None) -> list[str]:
     return [*names, hidden_output]
 
 
-def _open_with_block_outputs(
-    path: Path, layers: Sequence[int] | None, hidden_output: str | None, threads: int | None
-) -> tuple[Any, list[int], list[str]]:
-    """A session whose graph also outputs the chosen blocks' outputs; the indices and names."""
+def edited_model(path: Path, deltas: Mapping[str, Delta] | None) -> Any:
+    """The ONNX ``ModelProto`` of ``path`` with ``deltas`` written in (a ValueError naming the
+    file when it is not ONNX or a delta does not fit)."""
     try:
         import onnx
     except ImportError as exc:  # pragma: no cover - onnx is a core dependency
-        raise RuntimeError("pool 'layers' needs the onnx package: pip install onnx") from exc
+        raise RuntimeError("pool 'layers' and tuned towers need the onnx package") from exc
     try:
         model = onnx.load(str(path))
     except Exception as exc:
         raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    if deltas:
+        from fakescope.embed.deltas import DeltaError, apply_deltas
+
+        try:
+            apply_deltas(model, deltas)
+        except DeltaError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    return model
+
+
+def _open_edited(
+    path: Path,
+    deltas: Mapping[str, Delta] | None,
+    layers: Sequence[int] | None,
+    hidden_output: str | None,
+    threads: int | None,
+    block_outputs_wanted: bool,
+) -> tuple[Any, list[int] | None, list[str]]:
+    """A session on an edited graph: ``deltas`` written in, and (for the ``layers`` pool) the
+    chosen blocks' outputs added as outputs; with the block indices and output names."""
+    model = edited_model(path, deltas)
+    chosen: list[int] | None = None
+    wanted: list[str] = []
+    if block_outputs_wanted:
+        chosen, wanted = add_block_outputs(model, path, layers, hidden_output)
+    return _open_session(path, threads, model.SerializeToString()), chosen, wanted
+
+
+def add_block_outputs(
+    model: Any, path: Path, layers: Sequence[int] | None, hidden_output: str | None
+) -> tuple[list[int], list[str]]:
+    """Add the chosen blocks' outputs (``layers``: indices, None for all) to an ONNX ViT's
+    outputs, in place; return the indices and the tensors' names."""
+    import onnx
+
     try:
         names = block_outputs(model, hidden_output)
     except ValueError as exc:
@@ -325,7 +376,7 @@ def _open_with_block_outputs(
     for name in wanted:
         if name not in have:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    return _open_session(path, threads, model.SerializeToString()), chosen, wanted
+    return chosen, wanted
 
 
 def _layer_cls(outs: Sequence[np.ndarray], source: str) -> np.ndarray:
@@ -575,12 +626,18 @@ def _resolve_layers(model: torch.nn.Module, layers: int | Sequence[int] | None) 
 # --------------------------------------------------------------------------------------------
 
 
-def open_backbone(spec: dict[str, Any], path: str | os.PathLike[str] | None = None) -> Backbone:
+def open_backbone(
+    spec: dict[str, Any],
+    path: str | os.PathLike[str] | None = None,
+    deltas: Mapping[str, Delta] | None = None,
+) -> Backbone:
     """Rebuild a backbone from :meth:`Backbone.spec`.
 
     Args:
         spec: a stored spec.
         path: where the ONNX or weights file is now, when it has moved (``--backbone-path PATH``).
+        deltas: a tuned ONNX tower's deltas (stored with the detector; their sha256 must be the
+            spec's ``deltas_sha256``).
 
     Returns:
         The backbone, checked against the stored sha256.
@@ -590,8 +647,12 @@ def open_backbone(spec: dict[str, Any], path: str | os.PathLike[str] | None = No
         ValueError: an unknown type, or a file whose sha256 differs from the stored one.
     """
     kind = spec.get("type")
+    if bool(deltas) != bool(spec.get("deltas_sha256")) or (
+        deltas and deltas_digest(deltas) != spec.get("deltas_sha256")
+    ):
+        raise ValueError("the tuned tower's deltas are not the ones its spec was made with")
     if kind == "onnx":
-        backbone: Backbone = _open_onnx_spec(spec, path)
+        backbone: Backbone = _open_onnx_spec(spec, path, deltas)
     elif kind == "timm":
         backbone = _open_timm_spec(spec, path)
     else:
@@ -622,7 +683,11 @@ def find_weights_file(stored: str | None) -> str | None:
     return str(found) if found is not None else stored
 
 
-def _open_onnx_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> OnnxBackbone:
+def _open_onnx_spec(
+    spec: dict[str, Any],
+    path: str | os.PathLike[str] | None,
+    deltas: Mapping[str, Delta] | None = None,
+) -> OnnxBackbone:
     """The ONNX half of :func:`open_backbone` (a missing file is :mod:`fakescope.embed.fetch`'s
     business: callers that may fetch call its ``ensure_file`` first)."""
     where = str(path if path is not None else find_weights_file(spec.get("path")))
@@ -636,6 +701,7 @@ def _open_onnx_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -
         preprocessing=Preprocessing.from_dict(spec.get("preprocessing", {})),
         batch_size=int(spec.get("batch_size") or 1),
         layers=spec.get("layers"),
+        deltas=deltas,
     )
 
 

@@ -13,6 +13,42 @@ from fakescope.models.detector import Detector, DetectorSpec
 from fakescope.models.novelty import build_novelty
 
 
+class TowerDeltas(nn.Module):
+    """A tuned tower's low-rank weight deltas (``B @ A`` per matrix), kept as buffers so that
+    they are saved and loaded with the detector (:mod:`fakescope.embed.deltas` applies them).
+
+    Args:
+        shapes: timm module name -> ``[rank, in, out]``.
+    """
+
+    def __init__(self, shapes: dict[str, list[int]]) -> None:
+        super().__init__()
+        self.keys = sorted(shapes)
+        for i, key in enumerate(self.keys):
+            k, n_in, n_out = (int(v) for v in shapes[key])
+            self.register_buffer(f"A{i}", torch.zeros(k, n_in))
+            self.register_buffer(f"B{i}", torch.zeros(n_out, k))
+
+    def set(self, deltas: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Install trained deltas (same keys and shapes)."""
+        for i, key in enumerate(self.keys):
+            a, b = deltas[key]
+            getattr(self, f"A{i}").copy_(torch.as_tensor(np.asarray(a), dtype=torch.float32))
+            getattr(self, f"B{i}").copy_(torch.as_tensor(np.asarray(b), dtype=torch.float32))
+
+    def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The deltas as float32 numpy pairs ``(A, B)``."""
+        return {
+            key: (getattr(self, f"A{i}").numpy(), getattr(self, f"B{i}").numpy())
+            for i, key in enumerate(self.keys)
+        }
+
+
+def delta_shapes(deltas: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, list[int]]:
+    """``[rank, in, out]`` of each delta, as a tuned probe's spec stores them."""
+    return {k: [int(a.shape[0]), int(a.shape[1]), int(b.shape[0])] for k, (a, b) in deltas.items()}
+
+
 class ProbeNet(nn.Module):
     """Frozen backbone → (L2-normalise) → standardise → linear head with one logit.
 
@@ -20,23 +56,51 @@ class ProbeNet(nn.Module):
     own file and are referenced by path and sha256, so checkpoints hold only the head (kilobytes)
     and, when fitted, the out-of-depth guard's bank of training embeddings.
 
+    A *tuned* probe's tower differs from the file by low-rank deltas (Effort or LoRA, see
+    :mod:`fakescope.models.adapters`), held in :attr:`deltas` and saved with the head. Its
+    backbone is then opened on first use, once the deltas are loaded, by ``open_backbone``.
+
     Args:
-        backbone: the frozen feature extractor.
+        backbone: the frozen feature extractor (None for a tuned probe: see ``open_backbone``).
         dim: embedding size.
         l2: L2-normalise embeddings before the head (UnivFD's set-up for CLIP).
         novelty: the guard's stored config (see :mod:`fakescope.models.novelty`), or None.
+        deltas: a tuned tower's delta shapes (:func:`delta_shapes`), or None.
+        open_backbone: for a tuned probe, opens the backbone given the deltas.
     """
 
     def __init__(
-        self, backbone: Any, dim: int, l2: bool = False, novelty: dict[str, Any] | None = None
+        self,
+        backbone: Any,
+        dim: int,
+        l2: bool = False,
+        novelty: dict[str, Any] | None = None,
+        deltas: dict[str, list[int]] | None = None,
+        open_backbone: Any = None,
     ) -> None:
         super().__init__()
-        self.backbone = backbone
+        self._backbone = backbone
+        self._open_backbone = open_backbone
         self.l2 = bool(l2)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
         self.head = nn.Linear(dim, 1)
         self.novelty = build_novelty(novelty)
+        self.deltas = TowerDeltas(deltas) if deltas else None
+
+    @property
+    def backbone(self) -> Any:
+        """The frozen feature extractor (a tuned one is opened here, with its deltas)."""
+        if self._backbone is None:
+            if self._open_backbone is None or self.deltas is None:
+                raise RuntimeError("this probe has no backbone")
+            self._backbone = self._open_backbone(self.deltas.arrays())
+        return self._backbone
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        if self.deltas is not None and self._open_backbone is not None:
+            self._backbone = None  # reopened with the loaded deltas on first use
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone embeddings of a preprocessed batch."""
@@ -78,15 +142,32 @@ def probe_arch(backbone_spec: dict[str, Any]) -> str:
     return f"probe:{name}/{backbone_spec.get('pool', 'embed')}"
 
 
-def create_probe_detector(backbone: Any, dim: int, l2: bool = False) -> Detector:
-    """An untrained probe detector on ``backbone`` (the head is fitted by ``train.probe``)."""
+def create_probe_detector(
+    backbone: Any, dim: int, l2: bool = False, tuning: dict[str, Any] | None = None
+) -> Detector:
+    """An untrained probe detector on ``backbone`` (the head is fitted by ``train.probe``).
+
+    ``tuning`` (``method``, ``rank``, ``deltas`` as ``{name: (A, B)}``) makes it a tuned probe:
+    the backbone must have been opened with the same deltas.
+    """
+    kwargs: dict[str, Any] = {"backbone": backbone.spec(), "dim": int(dim), "l2": bool(l2)}
+    shapes = None
+    arch = probe_arch(backbone.spec()) + ("+l2" if l2 else "")
+    if tuning:
+        shapes = delta_shapes(tuning["deltas"])
+        kwargs["tuning"] = {
+            "method": str(tuning["method"]),
+            "rank": int(tuning["rank"]),
+            "deltas": shapes,
+        }
+        arch += f"+{tuning['method']}"
     spec = DetectorSpec(
-        kind="probe",
-        arch=probe_arch(backbone.spec()) + ("+l2" if l2 else ""),
-        model_kwargs={"backbone": backbone.spec(), "dim": int(dim), "l2": bool(l2)},
-        preprocessing=backbone.preprocessing,
+        kind="probe", arch=arch, model_kwargs=kwargs, preprocessing=backbone.preprocessing
     )
-    return Detector(ProbeNet(backbone, dim, l2=l2), spec)
+    net = ProbeNet(backbone, dim, l2=l2, deltas=shapes)
+    if tuning:
+        net.deltas.set(tuning["deltas"])
+    return Detector(net, spec)
 
 
 def guard_dims(spec: DetectorSpec) -> tuple[int, int] | None:
@@ -114,7 +195,11 @@ def attach_novelty(detector: Detector, feats: np.ndarray, **fit_kw: Any) -> None
 
 
 def build_probe_from_spec(spec: DetectorSpec, backbone_path: str | None = None) -> Detector:
-    """Rebuild a probe detector's shape from its spec, reopening the referenced backbone."""
+    """Rebuild a probe detector's shape from its spec, reopening the referenced backbone.
+
+    A tuned probe's backbone file is found (or fetched) now, so a missing file fails here, but it
+    is opened once its deltas are loaded (:attr:`ProbeNet.backbone`).
+    """
     from fakescope.embed.backbones import find_weights_file, open_backbone
     from fakescope.embed.fetch import ensure_file
 
@@ -124,6 +209,25 @@ def build_probe_from_spec(spec: DetectorSpec, backbone_path: str | None = None) 
         stored = find_weights_file(bb.get("path"))
         if stored and not Path(stored).is_file():  # nowhere here: fetch it if fakescope can
             backbone_path = str(ensure_file(stored, bb.get("sha256")))
-    backbone = open_backbone(bb, path=backbone_path)
-    net = ProbeNet(backbone, int(kw["dim"]), l2=bool(kw.get("l2")), novelty=kw.get("novelty"))
+    tuning = kw.get("tuning")
+    novelty = kw.get("novelty")
+    if not tuning:
+        backbone = open_backbone(bb, path=backbone_path)
+        net = ProbeNet(backbone, int(kw["dim"]), l2=bool(kw.get("l2")), novelty=novelty)
+        return Detector(net, spec)
+    where = backbone_path or find_weights_file(bb.get("path"))
+    if not where or not Path(where).is_file():
+        open_backbone(bb, path=backbone_path)  # raises the usual missing-file error
+
+    def reopen(deltas: dict[str, tuple[np.ndarray, np.ndarray]]) -> Any:
+        return open_backbone(bb, path=where, deltas=deltas)
+
+    net = ProbeNet(
+        None,
+        int(kw["dim"]),
+        l2=bool(kw.get("l2")),
+        novelty=novelty,
+        deltas=tuning["deltas"],
+        open_backbone=reopen,
+    )
     return Detector(net, spec)

@@ -52,7 +52,12 @@ INPUT_FILTERS = ("npr",)
 RESIZE_MODES = ("resize", "crop")
 #: What checkpoint metadata may pass to each constructor (``model_kwargs`` keys).
 TIMM_KWARGS = frozenset({"img_size"})
-PROBE_KWARGS = frozenset({"backbone", "dim", "l2", "novelty"})
+PROBE_KWARGS = frozenset({"backbone", "dim", "l2", "novelty", "tuning"})
+#: A tuned probe's ``tuning``: the method, its rank, and each delta's ``[rank, in, out]``.
+TUNING_KEYS = frozenset({"method", "rank", "deltas"})
+#: At most this many tuned matrices, each of rank at most MAX_DELTA_RANK.
+MAX_DELTAS = 512
+MAX_DELTA_RANK = 4096
 FUSION_KWARGS = frozenset({"method", "members"})
 NOVELTY_KEYS = frozenset({"n", "dim", "k", "threshold", "dims"})
 #: File name endings a probe's backbone file may have, per backbone type.
@@ -249,6 +254,8 @@ def _check_probe_kwargs(kw: dict[str, Any], c: _Checker, field: str) -> None:
     if "l2" in kw:
         c.boolean(kw["l2"], f"{field}.l2")
     _check_backbone(kw["backbone"], c, f"{field}.backbone")
+    if kw.get("tuning") is not None:
+        _check_tuning(kw["tuning"], kw["backbone"], c, f"{field}.tuning")
     nov = kw.get("novelty")
     if nov is None or nov == {}:
         return
@@ -273,6 +280,26 @@ def _check_probe_kwargs(kw: dict[str, Any], c: _Checker, field: str) -> None:
         )
 
 
+def _check_tuning(v: Any, backbone: dict[str, Any], c: _Checker, field: str) -> None:
+    """A tuned probe: its method and rank, and a ``[rank, in, out]`` per delta (by module name)."""
+    t = c.obj(v, field)
+    c.keys(t, TUNING_KEYS, field)
+    c.text(t.get("method"), f"{field}.method", max_len=32)
+    c.integer(t.get("rank"), f"{field}.rank", 1, MAX_DELTA_RANK)
+    deltas = c.obj(t.get("deltas"), f"{field}.deltas")
+    if not 1 <= len(deltas) <= MAX_DELTAS:
+        raise c.fail(f"{field}.deltas must name 1 to {MAX_DELTAS} matrices")
+    for name, shape in deltas.items():
+        c.text(name, f"{field}.deltas key", max_len=200)
+        dims = c.int_list(shape, f"{field}.deltas[{name!r}]", max_len=3)
+        if len(dims) != 3 or not 1 <= dims[0] <= MAX_DELTA_RANK or min(dims[1:]) < 1:
+            raise c.fail(f"{field}.deltas[{name!r}] must be [rank, in, out] with positive sizes")
+        if max(dims[1:]) > MAX_DIM:
+            raise c.fail(f"{field}.deltas[{name!r}] is wider than {MAX_DIM}")
+    if not backbone.get("deltas_sha256"):
+        raise c.fail(f"{field} needs the backbone's deltas_sha256")
+
+
 def _check_backbone(v: Any, c: _Checker, field: str) -> None:
     bb = c.obj(v, field)
     kind = bb.get("type")
@@ -283,6 +310,7 @@ def _check_backbone(v: Any, c: _Checker, field: str) -> None:
     if where is not None and not where.lower().endswith(BACKBONE_SUFFIXES[kind]):
         raise c.fail(f"{field}.{file_key} must name a {' or '.join(BACKBONE_SUFFIXES[kind])} file")
     c.text(bb.get("sha256"), f"{field}.sha256", optional=True, max_len=128)
+    c.text(bb.get("deltas_sha256"), f"{field}.deltas_sha256", optional=True, max_len=128)
     c.text(bb.get("pool", "embed"), f"{field}.pool", max_len=32)
     for key in ("embed_output", "hidden_output"):
         c.text(bb.get(key), f"{field}.{key}", optional=True)
@@ -318,6 +346,8 @@ def spec_elements(spec: dict[str, Any], count_timm: TimmCounter) -> int:
     if kind == "fusion":
         return len(kw["members"]) + 1 + sum(spec_elements(m, count_timm) for m in kw["members"])
     total = 3 * int(kw["dim"]) + 1  # probe: mean, scale, head weight, head bias
+    for rank, n_in, n_out in ((kw.get("tuning") or {}).get("deltas") or {}).values():
+        total += int(rank) * (int(n_in) + int(n_out))
     nov = kw.get("novelty")
     if nov:
         total += int(nov["n"]) * int(nov["dim"])
