@@ -83,10 +83,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a checkpoint to ONNX (fp32 or int8) for fast CPU inference"
+        "export",
+        help="export a detector to ONNX: a fine-tuned network (fp32 or int8), or a probe with "
+        "its image tower and head in one file",
     )
     p.add_argument(
-        "checkpoint", nargs="?", metavar="CHECKPOINT", help="a fine-tuned .safetensors checkpoint"
+        "checkpoint",
+        nargs="?",
+        metavar="CHECKPOINT",
+        help="a .safetensors checkpoint (fine-tuned or probe) or builtin:NAME",
     )
     _add_detector_option(p)
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the export format")
@@ -131,7 +136,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fakescope.models.onnx_export import calibration_images, export_onnx
 
     if not (args.checkpoint or args.detector):
-        raise ValueError("export needs a fine-tuned checkpoint: fakescope export CHECKPOINT")
+        raise ValueError("export needs a detector: fakescope export CHECKPOINT (or builtin:NAME)")
     checkpoint = _named(args)
     det = open_detector(DetectorRef(checkpoint))
     calib = None
@@ -148,7 +153,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             )
     if args.dynamic and (not args.int8 or args.calibration):
         raise ValueError("--dynamic goes with --int8 and without --calibration")
-    out = args.out or onnx_path_for(checkpoint, "int8" if args.int8 else "fp32")
+    from fakescope.zoo import builtin_path, is_builtin
+
+    source = builtin_path(checkpoint) if is_builtin(checkpoint) else checkpoint
+    out = args.out or onnx_path_for(source, "int8" if args.int8 else "fp32")
     export_onnx(det, out, int8=args.int8, calibration=calib)
     how = ""
     if args.int8:

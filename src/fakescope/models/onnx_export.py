@@ -203,10 +203,21 @@ def export_onnx(
     calibration: Sequence[str] | None = None,
     opset: int = 17,
 ) -> Path:
-    """Export a fine-tuned detector to ONNX; ``int8`` quantises it with onnxruntime."""
+    """Export a detector to ONNX: a fine-tuned network (``int8`` quantises it with onnxruntime),
+    or a probe on an ONNX tower as one file (:mod:`fakescope.models.probe_export`)."""
+    if det.spec.kind == "probe":
+        if int8:
+            raise ValueError("a probe's tower is exported as it is stored (int8): drop --int8")
+        from fakescope.models.probe_export import export_probe_onnx
+
+        meta = {k: v for k, v in det.meta.items() if k in ("bench", "fakescope_version")}
+        meta.update(
+            {"format": ONNX_FORMAT, "spec": det.spec.to_dict(), "export_version": EXPORT_VERSION}
+        )
+        return export_probe_onnx(det, out, meta)
     if det.spec.kind != "timm":
         raise ValueError(
-            f"ONNX export supports fine-tuned networks, not {det.spec.kind!r} detectors"
+            f"ONNX export supports fine-tuned networks and probes, not {det.spec.kind!r} detectors"
         )
     out = Path(out)
     try:
@@ -305,7 +316,7 @@ def _stored_meta(path: Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{path}: not a readable ONNX model ({str(e)[:300]})") from e
     if "fakescope" not in props:
         return None
-    meta = checked_meta(props["fakescope"], path, kinds=("timm",))
+    meta = checked_meta(props["fakescope"], path, kinds=("timm", "probe"))
     if meta.get("format", ONNX_FORMAT) != ONNX_FORMAT:
         raise CheckpointError(
             f"{path}: not a fakescope export (format={str(meta.get('format'))[:60]!r})"
