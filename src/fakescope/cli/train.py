@@ -1,4 +1,5 @@
-"""``fakescope train``, ``demo`` and ``fuse``: commands that make detectors."""
+"""``fakescope train``, ``demo``, ``fuse``, ``corpus`` and ``recipe``: commands that make
+detectors (and the corpus the built-ins are made from)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from fakescope.cli.common import (
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``demo`` and ``fuse``."""
+    """Add ``train``, ``demo``, ``fuse``, ``corpus`` and ``recipe``."""
     _add_train(sub)
     _add_demo(sub)
     _add_fuse(sub)
+    _add_corpus(sub)
+    _add_recipe(sub)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -124,4 +127,73 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         f"fused {len(members)} detectors ({args.method}) on {fused.meta['fusion_fit']['rows']} val rows: "
         f"weights [{w}] bias {fused.meta['fusion_fit']['bias']:.3f} -> {args.out}"
     )
+    return EXIT_OK
+
+
+def _add_corpus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "corpus",
+        help="build the development corpus (dev set, pool, video frames), normalised",
+        description="Normalise the shared dev set, the multi-generator pool and frames of the "
+        "video clips (short side 512, centre square, JPEG 90) into OUT, with one manifest.csv "
+        "that records each image's generator or photo source, era, and whether the "
+        "generalisation protocol holds it out. Give at least one source.",
+    )
+    p.add_argument("out", help="the corpus folder to write")
+    p.add_argument("--dev", help="the sd14-coco-imagenet folder (with manifest.csv)")
+    p.add_argument("--pool", help="the pool built by shared/tools/build_pool.py")
+    p.add_argument("--video", help="a folder with fake/ and real/ clips of the same scenes")
+    p.add_argument("--workers", type=int, default=2, help="normalising processes")
+    p.set_defaults(func=cmd_corpus)
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from fakescope.data.corpus import build_corpus
+
+    df = build_corpus(args.out, args.dev, args.pool, args.video, workers=args.workers)
+    counts = df.groupby(["era", "label"]).size()
+    print(f"corpus: {len(df)} images in {args.out}")
+    for (era, label), n in counts.items():
+        print(f"  {era:<6} {label:<5} {n}")
+    return EXIT_OK
+
+
+def _add_recipe(sub: argparse._SubParsersAction) -> None:
+    from fakescope.zoo import BUILTINS  # every built-in has a recipe (no torch at parse time)
+
+    p = sub.add_parser(
+        "recipe",
+        help="build a built-in detector from the development corpus, as it ships",
+        description="Fit a built-in detector's recipe (family, data, calibration, guard) on a "
+        "corpus made by `fakescope corpus`, exactly as the shipped one was made, and write it. "
+        f"Recipes: {', '.join(sorted(BUILTINS))}.",
+    )
+    p.add_argument("name", choices=sorted(BUILTINS), help="the recipe (a built-in's name)")
+    p.add_argument("--corpus", required=True, help="the corpus folder (its manifest.csv)")
+    p.add_argument("--out", required=True, help="the detector to write (.safetensors)")
+    p.add_argument(
+        "--backbone-path",
+        help="the int8 CLIP tower file (default: found by name in FAKESCOPE_WEIGHTS or the cache)",
+    )
+    p.add_argument(
+        "--cache-dir", help="embedding cache (default: FAKESCOPE_CACHE or the user cache)"
+    )
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
+    p.set_defaults(func=cmd_recipe)
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from fakescope.data.corpus import read_corpus
+    from fakescope.embed.cache import default_cache_dir
+    from fakescope.embed.fetch import ensure_file
+    from fakescope.embed.weights import RECIPES as WEIGHT_RECIPES
+    from fakescope.train.families import CorpusFeatures
+    from fakescope.train.recipes import RECIPES, build
+
+    tower = args.backbone_path or str(ensure_file(next(iter(WEIGHT_RECIPES)), None))
+    feats = CorpusFeatures(
+        read_corpus(args.corpus), tower, args.cache_dir or default_cache_dir(), args.workers
+    )
+    path = build(RECIPES[args.name], feats, args.out)
+    print(f"wrote {path}")
     return EXIT_OK
