@@ -263,10 +263,17 @@ class OnnxNet(nn.Module):
         # on 2 cores with 2 decode processes, int8, batch 16: 258 img/s against 241 spinning).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        from fakescope.embed.backbones import quantises_per_batch
+
+        # A file that quantises activations per run (a probe's int8 tower) runs one image at a
+        # time, so that an image's score does not depend on its batch mates.
+        self.one_at_a_time = quantises_per_batch(Path(path))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run([OUTPUT], {INPUT: x.detach().float().cpu().numpy()})[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32)).reshape(-1, 1)
+        arr = x.detach().float().cpu().numpy()
+        chunks = [arr[i : i + 1] for i in range(len(arr))] if self.one_at_a_time else [arr]
+        out = [self.session.run([OUTPUT], {INPUT: c})[0] for c in chunks]
+        return torch.from_numpy(np.concatenate(out).astype(np.float32)).reshape(-1, 1)
 
 
 def calibration_images(det: Detector, n: int = 128, seed: int = 0) -> list[str]:
