@@ -186,6 +186,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(H.format_table(rows), flush=True)
     print(f"\n== families, data {args.data} (not trained on: {', '.join(exclude) or 'nothing'}) ==")
     print(H.format_table(list(refs.values()) + rows))
+    by = {r.name: r for r in rows}
+    for a, b in (
+        ("layers C=300", "baseline C=30"),
+        ("effort", "layers C=3"),
+        ("lora", "layers C=3"),
+    ):
+        if a in by and b in by:
+            ci = H.paired_difference(feats.corpus, by[a], by[b], "modern")
+            diff = by[a].group_mean("modern") - by[b].group_mean("modern")
+            span = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "(a fold is missing)"
+            print(f"modern: {a} - {b} = {diff:+.3f}, 95% interval {span}")
     print("\n== calibration (ECE; shares at 0.5) ==")
     print(H.format_calibration(rows))
     if args.ship:

@@ -89,9 +89,7 @@ def test_probe_round_trip_reproduces_report_scores(probe_run: Path) -> None:
     )
 
 
-def test_probe_retrain_hits_the_cache(
-    own_probe_run: Path, seed_layout: Path, monkeypatch
-) -> None:
+def test_probe_retrain_hits_the_cache(own_probe_run: Path, seed_layout: Path, monkeypatch) -> None:
     probe_run = own_probe_run
     import fakescope.embed.backbones as bb
 

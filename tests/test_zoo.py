@@ -25,7 +25,8 @@ def test_builtin_files_ship_with_the_package() -> None:
         assert spec["kind"] == "probe" and spec["model_kwargs"]["l2"] is True
         assert spec["calibration"]["method"] == "platt"
         assert spec["model_kwargs"]["novelty"]["n"] > 100  # the out-of-depth guard ships too
-        assert meta["bench"]["protocol"]["score"] is not None  # its protocol row travels with it
+        assert meta["bench"]["recipe"]["name"]  # the recipe that built it travels with it
+        assert meta["bench"]["protocol"]["modern"] > 0.5  # and its protocol row
         text = json.dumps(meta)
         assert "/work/" not in text and "/tmp/" not in text  # no personal absolute paths shipped
 
@@ -158,3 +159,19 @@ def test_info_reads_a_builtin(capsys) -> None:
 
     assert main(["info", DEFAULT_DETECTOR]) == 0
     assert json.loads(capsys.readouterr().out)["bench"]["builtin"] == "clip-layers"
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_default_builtin_exports_to_one_onnx_file_with_the_same_scores(
+    clip_weights, tmp_path
+) -> None:
+    """The exported default (tower, features and head in one graph) scores as the detector does."""
+    from fakescope.models.onnx_export import export_onnx
+
+    det = load_detector(DEFAULT_DETECTOR)
+    exported = load_detector(export_onnx(det, tmp_path / "default.onnx"))
+    imgs = list(photos().values()) + [far_away()["flat grey"]]
+    want = [r.score for r in fakescope.predict(imgs, detector=det)]
+    got = [r.score for r in fakescope.predict(imgs, detector=exported)]
+    np.testing.assert_allclose(got, want, atol=1e-4)

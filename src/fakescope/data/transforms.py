@@ -19,6 +19,7 @@ _INTERP = {
     "lanczos": T.InterpolationMode.LANCZOS,
 }
 
+
 @dataclass
 class Preprocessing:
     """How an image becomes the model's input tensor; travels with every checkpoint.

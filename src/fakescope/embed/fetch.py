@@ -119,9 +119,7 @@ def reference_features(path: str | os.PathLike[str], images: np.ndarray) -> dict
 def write_reference(onnx_file: str | os.PathLike[str], images: np.ndarray, dest: Path) -> Path:
     """Store ``images`` and what ``onnx_file`` makes of them (float16), for :func:`check_reference`."""
     feats = reference_features(onnx_file, images)
-    np.savez_compressed(
-        dest, images=images, **{k: v.astype(np.float16) for k, v in feats.items()}
-    )
+    np.savez_compressed(dest, images=images, **{k: v.astype(np.float16) for k, v in feats.items()})
     return dest
 
 

@@ -393,24 +393,36 @@ class Relation:
     difference_ci: tuple[float, float] | None = None  # of the protocol's a - b, paired
 
 
+def fold_scores(row: Row, fold: str) -> np.ndarray | None:
+    """A row's scores of every corpus row for one fold (a fixed detector's for every fold)."""
+    kept = row.logits.get(fold, row.logits.get("fixed"))
+    return None if kept is None else kept[0]
+
+
 def paired_difference(
     corpus: pd.DataFrame,
-    za: np.ndarray,
-    zb: np.ndarray,
+    a: Row,
+    b: Row,
     group: str,
     n_boot: int = 500,
     seed: int = 0,
-) -> tuple[float, float]:
-    """95% interval of ``mean AUC(a) - mean AUC(b)`` over the group's sets, both detectors scored
-    on the same resamples (held-out fakes and photos resampled by unit, photos shared by sets)."""
+) -> tuple[float, float] | None:
+    """95% interval of ``mean AUC(a) - mean AUC(b)`` over the group's sets, both scored on the
+    same resamples (held-out fakes and photos resampled by unit, photos shared by the sets), each
+    set by the fold that held it out. None when a row lacks a fold's scores."""
     units = resampling_units(corpus).to_numpy()
     neg = np.flatnonzero(negatives(corpus))
-    sets = [
-        np.flatnonzero(fakes)
-        for fold in make_folds(corpus)
-        for name, fakes in fold.tests.items()
-        if cell_group(fold, name) == group
-    ]
+    sets = []
+    for fold in make_folds(corpus):
+        za, zb = fold_scores(a, fold.name), fold_scores(b, fold.name)
+        for name, fakes in fold.tests.items():
+            if cell_group(fold, name) != group:
+                continue
+            if za is None or zb is None:
+                return None
+            sets.append((np.flatnonzero(fakes), za, zb))
+    if not sets:
+        return None
     rng = np.random.default_rng(seed)
 
     def draw(rows: np.ndarray) -> np.ndarray:
@@ -424,7 +436,7 @@ def paired_difference(
     for _ in range(n_boot):
         negs = draw(neg)
         aucs = []
-        for fakes in sets:
+        for fakes, za, zb in sets:
             rows = np.concatenate([draw(fakes), negs])
             aucs.append(fast_auc(y[rows], za[rows]) - fast_auc(y[rows], zb[rows]))
         diffs.append(np.mean(aucs))
@@ -461,9 +473,8 @@ def rank_check(
                     holds = mean[a] > mean[b]
                     text = f"{a} > {b}"
                 ci = None
-                if corpus is not None and "fixed" in rows[a].logits and "fixed" in rows[b].logits:
-                    za, zb = rows[a].logits["fixed"][0], rows[b].logits["fixed"][0]
-                    ci = paired_difference(corpus, za, zb, group)
+                if corpus is not None:
+                    ci = paired_difference(corpus, rows[a], rows[b], group)
                 out.append(
                     Relation(
                         group,

@@ -101,9 +101,7 @@ def fit_probe(cfg: TrainConfig, run_dir: Path, df: pd.DataFrame) -> Path:
     from fakescope.embed.backbones import open_backbone_arg
 
     if not cfg.backbone:
-        raise DataError(
-            "--family probe needs --backbone (an .onnx file or a timm name[:weights])"
-        )
+        raise DataError("--family probe needs --backbone (an .onnx file or a timm name[:weights])")
     save_config(cfg, run_dir / "config.json")
     backbone = open_backbone_arg(cfg.backbone, pool=cfg.pool)
     t0 = time.time()

@@ -38,6 +38,7 @@ from fakescope.utils import autocast_dtype, is_interactive, resolve_device, seed
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class TrainState:
     """What changes epoch to epoch and must survive a kill."""

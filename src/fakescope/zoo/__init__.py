@@ -2,8 +2,9 @@
 
 Built-in probe detectors hold only a small head (and the out-of-depth guard's bank); their frozen
 backbone is an external file found by name through ``--backbone-path`` or ``$FAKESCOPE_WEIGHTS``
-(a folder holding it). They are written by ``bench/protocol.py --ship``, which chose them on the
-selection protocol (``fakescope protocol``).
+(a folder holding it). Each is built by its recipe (``fakescope recipe NAME``, see
+:mod:`fakescope.train.recipes`) from the development corpus, and was chosen on the
+generalisation protocol (:mod:`fakescope.experiments.heldout`, ``bench/heldout.py``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "clip-layers": (
         "clip_layers.safetensors",
         "the default: logistic probe on the CLS token after every block of CLIP ViT-B/16, "
-        "trained on the dev set, content-matched video frames and extra real photos, with an "
-        "out-of-depth guard; see docs/model-card.md",
+        "trained on the dev set and generators of 2024-2026 (Nano Banana Pro, Gemini 2.5 Flash, "
+        "GPT-4o, Nano Banana edits) against today's photos, with an out-of-depth guard; see "
+        "docs/model-card.md",
     ),
     "clip-baseline": (
         "clip_baseline.safetensors",
         "the plain UnivFD-style baseline: logistic probe on L2-normalised CLIP ViT-B/16 image "
-        "embeddings, trained on the dev set; see docs/generalisation.md",
+        "embeddings, on the same data as the default; see docs/generalisation.md",
     ),
 }
 
