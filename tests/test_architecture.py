@@ -80,6 +80,26 @@ def test_every_command_is_described_and_every_option_explained() -> None:
     assert missing == []
 
 
+def test_help_states_each_default_once_and_none_for_switches() -> None:
+    """``--no-isolate-decode`` shows no "(default: True)"; "(512) (default: 512)" is not
+    doubled; the description says what fakescope is for, videos included."""
+    import re
+
+    from fakescope.cli import build_parser
+
+    assert "images and videos" in (build_parser().description or "")
+    wrong = (
+        r"\(default: (True|False)\)",  # a switch's stored value is no default to show
+        r"\(([^()]+)\) \(default: \1\)",  # "(512) (default: 512)"
+        r"default \S+\) \(default:",  # "(default 50) (default: 50)"
+    )
+    problems = []
+    for name, p in _subparsers().items():
+        text = " ".join(p.format_help().split())
+        problems += [f"{name}: {m.group(0)}" for w in wrong for m in re.finditer(w, text)]
+    assert problems == []
+
+
 def test_detector_is_always_a_detector_reference() -> None:
     """``--detector`` names a detector in every command; training chooses ``--family``."""
     for name, p in _subparsers().items():

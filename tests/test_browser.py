@@ -114,7 +114,10 @@ def test_page_end_to_end(server: str, tmp_path: Path) -> None:
                 lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
             )
             page.goto(server + "/")
-            expect(page.locator("#model-info")).to_contain_text(TINY_MODEL)
+            # the detector by its name; the technical model string on hover only
+            expect(page.locator("#model-info")).to_contain_text("Detector: tiny.safetensors")
+            expect(page.locator("#model-info")).to_have_attribute("title", "Model: " + TINY_MODEL)
+            expect(page.locator("#model-about")).to_be_hidden()  # described: built-ins only
 
             # keyboard: the file picker is the first thing Tab reaches
             page.keyboard.press("Tab")
@@ -124,6 +127,8 @@ def test_page_end_to_end(server: str, tmp_path: Path) -> None:
             page.set_input_files("#file-input", str(image))
             expect(page.locator("#verdict")).to_have_text(re.compile(r"^(fake|real|uncertain)$"))
             expect(page.locator("#probability")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"))
+            expect(page.locator("#details")).to_contain_text("detector tiny.safetensors")
+            assert TINY_MODEL not in page.locator("#details").text_content()
             expect(page.locator("#preview-image")).to_be_visible()
             expect(page.locator("#heatmap-toggle")).to_be_visible()
             assert page.get_attribute("#score-bar", "aria-label").startswith("P(fake)")
@@ -334,10 +339,11 @@ def test_stale_detect_answer_is_dropped(server: str, tmp_path: Path) -> None:
         page.set_input_files("#file-input", str(second))  # while first.png is still pending
         expect(page.locator("#file-name")).to_have_text("· second.png")
         expect(page.locator("#verdict-panel")).to_be_visible()
-        expect(page.locator("#details")).to_contain_text("model " + TINY_MODEL)
-        _fulfil_late(hold.held[0], _row("first.png", model="stale-model", verdict="fake"))
+        expect(page.locator("#details")).to_contain_text("detector tiny.safetensors")
+        stale = _row("first.png", model="stale-model", detector="stale.safetensors", verdict="fake")
+        _fulfil_late(hold.held[0], stale)
         details = page.locator("#details")
-        _stays(page, lambda: "stale-model" not in details.text_content())
+        _stays(page, lambda: "stale" not in details.text_content())
         expect(page.locator("#file-name")).to_have_text("· second.png")
         expect(page.locator("#progress")).to_be_hidden()
     assert errors == []
@@ -425,7 +431,9 @@ def test_provenance_and_reason_are_shown_as_text(server: str, tmp_path: Path) ->
     declared = _row(
         name,
         verdict="fake (declared)",
+        reason="its metadata declares it AI-generated",  # as the predictor words it
         model=LONG_MODEL,
+        detector="builtin:clip-layers",
         provenance={
             "declared_ai": True,
             "summary": "declared AI-generated: C2PA manifest (signature valid)",
@@ -480,8 +488,15 @@ def test_provenance_and_reason_are_shown_as_text(server: str, tmp_path: Path) ->
             "getComputedStyle(document.querySelector('#verdict')).backgroundColor"
         )
         assert fake_colour == "rgb(179, 38, 30)"
+        # the words fit the verdict: fake because of the metadata, not "uncertain"
+        words = page.locator("#verdict-words")
+        expect(words).to_contain_text("Fake because this image's own metadata declares it")
+        assert "ncertain" not in words.text_content()
+        assert "not to be trusted" not in words.text_content()
         expect(page.locator("#file-name")).to_have_text("· " + name)
-        expect(page.locator("#details")).to_contain_text("model " + LONG_MODEL)
+        expect(page.locator("#details")).to_contain_text("detector builtin:clip-layers")
+        expect(page.locator("#details")).to_have_attribute("title", "Model: " + LONG_MODEL)
+        assert LONG_MODEL not in page.locator("#details").text_content()
         prov = page.locator("#provenance")
         expect(prov).to_be_visible()
         expect(page.locator("#provenance-summary")).to_have_text(
@@ -559,7 +574,7 @@ def test_page_asks_for_the_api_key_and_keeps_it_in_the_tab(
         page.press("#api-key", "Enter")
         expect(form).to_be_hidden()
         expect(page.locator("#key-set")).to_be_visible()
-        expect(page.locator("#model-info")).to_contain_text(TINY_MODEL)
+        expect(page.locator("#model-info")).to_contain_text("tiny.safetensors")
         # the file chosen before is scored now
         expect(page.locator("#file-name")).to_have_text("· early.png")
         expect(page.locator("#verdict")).to_have_text(re.compile(r"^(fake|real|uncertain)$"))
@@ -572,7 +587,7 @@ def test_page_asks_for_the_api_key_and_keeps_it_in_the_tab(
         assert page.evaluate("sessionStorage.getItem('fakescope.apiKey')") == API_KEY
         assert page.evaluate("localStorage.length") == 0
         page.reload()
-        expect(page.locator("#model-info")).to_contain_text(TINY_MODEL)
+        expect(page.locator("#model-info")).to_contain_text("tiny.safetensors")
         expect(form).to_be_hidden()
 
         page.click("#forget-key")

@@ -128,6 +128,7 @@ def test_cli_formats(ckpt: Path, folder: Path, tmp_path: Path, fmt: str) -> None
         assert len(rows) == 7 and {"path", "kind", "score", "verdict", "model", "time_ms"} <= set(
             rows[0]
         )
+        assert rows[0]["detector"] == "tiny.safetensors" and rows[0]["model"] == TINY_MODEL
     elif fmt == "csv":
         assert (
             text.splitlines()[0].startswith("path,kind,score,verdict")
@@ -135,6 +136,55 @@ def test_cli_formats(ckpt: Path, folder: Path, tmp_path: Path, fmt: str) -> None
         )
     else:
         assert "P(fake)" in text and text.count(".png") == 7
+
+
+def test_output_format_follows_the_extension(
+    ckpt: Path, folder: Path, tmp_path: Path, capsys
+) -> None:
+    """``-o out.csv`` writes CSV without ``--format``; ``.jsonl``/``.json`` write JSON Lines; an
+    explicit ``--format`` wins, with a warning when it contradicts the extension."""
+    import csv
+
+    from fakescope.infer.output import CSV_COLUMNS
+
+    def predict(out: Path, *extra: str) -> str:
+        args = ["-q", "predict", str(folder), "--detector", str(ckpt), "-o", str(out)]
+        assert main([*args, "--workers", "0", *extra]) == 0
+        return out.read_text()
+
+    with open(tmp_path / "o.csv", "w") as fh:  # the file exists already: still CSV, rewritten
+        fh.write("old\n")
+    rows = list(csv.DictReader(io.StringIO(predict(tmp_path / "o.csv"))))
+    assert len(rows) == 7 and tuple(rows[0]) == CSV_COLUMNS
+    assert "warning" not in capsys.readouterr().err
+    for name in ("o.jsonl", "o.json"):
+        predict(tmp_path / name)
+        assert len(load_rows(tmp_path / name)) == 7
+    text = predict(tmp_path / "mixed.csv", "--format", "jsonl")
+    assert json.loads(text.splitlines()[0])["path"].endswith(".png")
+    err = capsys.readouterr().err
+    assert "mixed.csv" in err and "--format jsonl" in err and "extension says CSV" in err
+
+
+def test_table_columns_line_up_with_a_declared_verdict(tmp_path: Path) -> None:
+    """The longest verdict is "fake (declared)"; the kind, ms and path columns start at the
+    same place on every line anyway, the header's included."""
+    from fakescope.infer.output import RowWriter
+    from fakescope.infer.predictor import Prediction
+
+    out = tmp_path / "rows.txt"
+    writer = RowWriter("table", out)
+    verdicts = ("fake (declared)", "real", "uncertain", "fake", "error")
+    for verdict in verdicts:
+        score = None if verdict == "error" else 0.25
+        writer.write(Prediction(f"{verdict}.png", "image", score, verdict, 0.5, 0.1, "m", 12.5))
+    writer.close()
+    header, *lines = out.read_text().splitlines()
+    assert len(lines) == len(verdicts)
+    for verdict, line in zip(verdicts, lines, strict=True):
+        assert line.index(" image ") == header.index(" kind ")
+        assert line.index("12.5") + len("12.5") == header.index(" ms") + len(" ms")
+        assert line.index(f"{verdict}.png") == header.index("path")
 
 
 def test_bad_inputs_are_rows_and_the_batch_goes_on(
@@ -284,6 +334,40 @@ def test_stdin_and_globs(ckpt: Path, folder: Path, tmp_path: Path, monkeypatch) 
         == 0
     )
     assert len(load_rows(out2)) == 3
+
+
+def test_no_images_or_videos_is_an_error_that_names_the_inputs(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """An empty folder, a glob matching nothing, a folder of text files: exit 1 and say so,
+    rather than "0 input(s): none" and exit 0."""
+    empty, texts = tmp_path / "empty", tmp_path / "texts"
+    empty.mkdir()
+    texts.mkdir()
+    (texts / "notes.txt").write_text("not an image")
+    pattern = str(tmp_path / "nothing-*.png")
+    out = tmp_path / "rows.jsonl"
+    for given, why in (
+        (str(empty), "is an empty folder"),
+        (pattern, "matches no file"),
+        (str(texts), "holds no image or video files, only other files (1 .txt)"),
+    ):
+        code = main(["-q", "predict", given, "--detector", str(ckpt), "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert f"no images or videos found: {given} {why}" in err
+        assert "0 input(s)" not in err and not out.exists()
+
+
+def test_rows_into_a_closed_pipe_end_quietly(ckpt: Path, folder: Path) -> None:
+    """``fakescope predict ... | head``: no BrokenPipeError traceback."""
+    from .test_zoo import run_into_a_closed_pipe
+
+    code, err = run_into_a_closed_pipe(
+        "predict", str(folder), "--detector", str(ckpt), "--format", "jsonl", "--workers", "0"
+    )
+    assert code == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
 
 
 def test_no_detector_uses_the_default_builtin(folder: Path, capsys, monkeypatch) -> None:

@@ -253,6 +253,28 @@ def test_backbone_found_through_fakescope_weights(
     assert det.spec.kind == "probe"
 
 
+def test_train_finds_a_bare_backbone_name_as_predict_does(
+    seed_layout: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """``--backbone NAME.onnx`` is looked for in ``$FAKESCOPE_WEIGHTS`` (then the cache), as
+    predict looks for a probe's backbone; a name that is nowhere fails before the data is read."""
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    build_tiny_encoder(shelf / "tiny.onnx")
+    monkeypatch.setenv("FAKESCOPE_WEIGHTS", str(shelf))
+    monkeypatch.chdir(tmp_path)  # no tiny.onnx in the working folder
+    args = ["-q", "train", str(seed_layout), "--family", "probe", "--workers", "0"]
+    assert main([*args, "--backbone", "tiny.onnx", "--out", str(tmp_path / "run")]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["backbone"] == str(shelf / "tiny.onnx")
+    assert load_detector(tmp_path / "run" / "best.safetensors").spec.arch == "probe:tiny.onnx/embed"
+    capsys.readouterr()
+    assert main([*args, "--backbone", "gone.onnx", "--out", str(tmp_path / "gone")]) == 1
+    err = capsys.readouterr().err
+    assert "--backbone gone.onnx" in err and str(shelf) in err and "FAKESCOPE_WEIGHTS" in err
+    assert not (tmp_path / "gone").exists()
+
+
 def test_cache_dir_is_used_for_training_calibration_and_report(
     seed_layout: Path, tmp_path: Path
 ) -> None:

@@ -166,3 +166,22 @@ def test_in_memory_images_have_no_provenance(ckpt: Path) -> None:
 
     (row,) = fakescope.predict([Image.new("RGB", (40, 40))], detector=ckpt)
     assert row.provenance is None and row.verdict in ("fake", "real")
+
+
+def test_video_rows_carry_no_false_provenance_error(ckpt: Path, tmp_path: Path) -> None:
+    """A video is read for C2PA only: the image readers not applying to it is no error."""
+    from .serve_helpers import mp4_codec, write_mp4
+
+    if mp4_codec() is None:
+        pytest.skip("no H.264 or MPEG-4 encoder in PyAV")
+    clip = write_mp4(tmp_path / "clip.mp4")
+    out = tmp_path / "rows.jsonl"
+    assert main(["-q", "predict", str(clip), "--detector", str(ckpt), "-o", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["kind"] == "video" and row["error"] is None
+    prov = row["provenance"]
+    assert prov["error"] is None, prov["error"]
+    assert prov["declared_ai"] is False and prov["evidence"] == []
+    assert (
+        prov["summary"].startswith("no C2PA manifest found") and "proves nothing" in prov["summary"]
+    )

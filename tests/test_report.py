@@ -302,3 +302,55 @@ def test_new_plots_write_pngs(tmp_path: Path) -> None:
     assert _is_png(plots.plot_score_histograms(np.zeros(4), s[:4], tmp_path / "h1.png"))
     assert _is_png(plots.plot_score_histograms(y, s * 10, tmp_path / "h2.png", threshold=5.0))
     assert _is_png(plots.plot_score_histograms(y[:0], s[:0], tmp_path / "h3.png"))
+
+
+PROBE_HISTORY = [  # what train.probe writes: one record, no epochs
+    {
+        "epoch": 1,
+        "train_loss": 0.577,
+        "train_acc": 0.982,
+        "val_loss": 0.604,
+        "val_acc": 1.0,
+        "C": 1.0,
+    }
+]
+DATASET = {  # fakescope.data.manifest.summarize
+    "n": 80,
+    "n_real": 40,
+    "n_fake": 40,
+    "n_groups": 2,
+    "sources": {"coco": {"n": 40, "real": 40, "fake": 0}, "sd": {"n": 40, "real": 0, "fake": 40}},
+    "splits": {
+        "train": {"n": 56, "real": 28, "fake": 28},
+        "val": {"n": 12, "real": 6, "fake": 6},
+        "test": {"n": 12, "real": 6, "fake": 6},
+    },
+}
+
+
+def _value(html: str, key: str) -> str:
+    """The value cell (HTML) of the run table's ``key`` row."""
+    return _row(html, key).split("</td><td>", 1)[1].removesuffix("</td>")
+
+
+def test_probe_report_has_no_one_dot_curve_and_a_readable_dataset(
+    tmp_path: Path, predictions: pd.DataFrame
+) -> None:
+    out = tmp_path / "r"
+    meta = {"model": "probe", "dataset": DATASET, "config": {"pool": "layers", "l2": True}}
+    write_report(out, _metrics(predictions), predictions, history=PROBE_HISTORY, meta=meta)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert not (out / "training_curves.png").exists() and "alt='training_curves'" not in html
+    assert "fitted in one step (a probe has no epochs), so there is no training curve" in html
+    assert "Train loss 0.577, accuracy 0.982; validation loss 0.604, accuracy 1.000" in html
+    assert "C = 1, chosen on validation" in html
+    assert _value(html, "dataset") == (
+        "80 images: 40 real, 40 fake; 2 groups<br>"
+        "splits: train 56 (28 real, 28 fake); val 12 (6 real, 6 fake); test 12 (6 real, 6 fake)"
+        "<br>sources: coco 40 (40 real, 0 fake); sd 40 (0 real, 40 fake)"
+    )
+    assert _value(html, "config") == "pool: layers; l2: True"
+    assert "{&quot;" not in html and '{"n"' not in html
+    (out / "report.html").unlink()  # the rebuild reads history.json and meta.json alike
+    html = rebuild_report(out).read_text(encoding="utf-8")
+    assert "no training curve" in html and "alt='training_curves'" not in html

@@ -177,6 +177,22 @@ def test_inputs_parts_and_settings_guard(ckpt: Path, folder: Path, tmp_path: Pat
     assert todo == parts
 
 
+def test_no_images_or_videos_is_an_error_before_ray_starts(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    from fakescope.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    manifest = tmp_path / "none.csv"
+    manifest.write_text("path,label\n")
+    out = tmp_path / "out"
+    assert main(["-q", "scan", str(empty), str(manifest), str(out), "--detector", str(ckpt)]) == 1
+    err = capsys.readouterr().err
+    assert f"no images or videos found: {empty} is an empty folder; {manifest} is a manifest" in err
+    assert not out.exists()
+
+
 def test_ray_address_or_first_input() -> None:
     assert split_items(None, ["in", "out"]) == (None, ["in"], "out")
     assert split_items("", ["in", "out"]) == (None, ["in"], "out")

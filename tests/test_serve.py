@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,7 +38,17 @@ from .serve_helpers import (  # noqa: E402
     write_mp4,
 )
 
-ROW_KEYS = {"path", "kind", "score", "verdict", "threshold", "uncertain_band", "model", "time_ms"}
+ROW_KEYS = {
+    "path",
+    "kind",
+    "score",
+    "verdict",
+    "threshold",
+    "uncertain_band",
+    "detector",
+    "model",
+    "time_ms",
+}
 VERDICTS = {"fake", "real", "uncertain"}
 BOMB_SIZE = ("30000x30000", "900000000 pixels")  # our check's words, or PIL's own guard's
 needs_mp4 = pytest.mark.skipif(mp4_codec() is None, reason="no H.264 or MPEG-4 encoder in PyAV")
@@ -121,6 +133,19 @@ def test_detect_image(client: TestClient, uploads_dir: Path) -> None:
     assert (row["threshold"], row["uncertain_band"]) == (0.5, 0.05)
     assert "heatmap_png" not in row
     assert_no_uploads_left(uploads_dir)
+
+
+def test_rows_and_model_info_name_the_detector_for_people(client: TestClient) -> None:
+    """``detector`` is the name people know (the checkpoint's file name, or builtin:NAME);
+    ``model`` keeps the technical architecture string."""
+    row = post_file(client, "photo.png", png_bytes(), "image/png").json()
+    assert row["detector"] == "tiny.safetensors" and row["model"] == TINY_MODEL
+    info = client.get("/v1/model").json()
+    assert info["detector"] == "tiny.safetensors" and info["name"] == TINY_MODEL
+    assert info["description"] is None  # built-ins only
+    spec = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "detector" in spec["DetectResult"]["properties"]
+    assert "detector" in spec["ModelInfo"]["properties"]
 
 
 def test_detect_jpeg_matches_predictor(client: TestClient, detector: Any, tmp_path: Path) -> None:
@@ -586,6 +611,80 @@ def test_cli_parser_and_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     # no --detector: the default built-in, whose CLIP tower is not on this path
     with pytest.raises(FileNotFoundError, match="FAKESCOPE_WEIGHTS"):
         cmd_serve(args)
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its parent counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigterm_stops_the_server_and_its_worker_processes(ckpt: Path, tmp_path: Path) -> None:
+    """``kill PID`` shuts down as cleanly as Ctrl+C: the decoder workers and multiprocessing's
+    resource tracker go with the server, at once."""
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "fakescope", "serve", "--detector", str(ckpt), "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([*cmd, "--max-concurrency", "1"], stdout=out, stderr=out)
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        children = _children(proc.pid)
+        assert len(children) >= 2, children  # the decoder worker and the resource tracker
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while any(_running(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [c for c in children if _running(c)], "child processes outlived the server"
+        assert code == 128 + signal.SIGTERM  # the usual code for "stopped by SIGTERM"
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in children:  # leave nothing behind, even when the test failed
+            if _running(child):
+                with contextlib.suppress(OSError):
+                    os.kill(child, signal.SIGKILL)
 
 
 def test_bad_settings_refused(detector: Any) -> None:

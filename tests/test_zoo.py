@@ -36,6 +36,28 @@ def test_unknown_builtin_is_a_clear_error() -> None:
         load_detector("builtin:nope")
 
 
+def test_a_builtin_name_without_its_prefix_suggests_it(tmp_path, monkeypatch, capsys) -> None:
+    """``--detector clip-layers`` is no file: the error names the file and suggests
+    ``builtin:clip-layers``; a name that is no built-in's gets no suggestion."""
+    from fakescope.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    for given, builtin in (
+        ("clip-layers", "builtin:clip-layers"),
+        ("clip_baseline.safetensors", "builtin:clip-baseline"),
+    ):
+        assert main(["predict", str(photo), "--detector", given]) == 1
+        err = capsys.readouterr().err
+        assert f"{given}: checkpoint file not found" in err and f"pass {builtin}" in err
+        assert main(["info", given]) == 1
+        assert f"pass {builtin}" in capsys.readouterr().err
+    assert main(["info", "mine.safetensors"]) == 1
+    err = capsys.readouterr().err
+    assert "mine.safetensors: checkpoint file not found" in err and "builtin:" not in err
+
+
 def test_builtin_without_backbone_says_how_to_get_it(monkeypatch) -> None:
     monkeypatch.delenv("FAKESCOPE_WEIGHTS", raising=False)
     with pytest.raises(FileNotFoundError, match="FAKESCOPE_WEIGHTS"):
@@ -152,6 +174,19 @@ def test_default_builtin_on_dev_images_is_rarely_out_of_depth(clip_weights, shar
 def test_baseline_builtin_runs(clip_weights) -> None:
     rows = fakescope.predict(photos()["coffee"], detector="builtin:clip-baseline")
     assert rows[0].model.startswith("probe:clip_vit_b16") and 0.0 <= rows[0].score <= 1.0
+    assert rows[0].detector == "builtin:clip-baseline"  # the name people know
+
+
+def test_builtins_are_named_and_described_in_words() -> None:
+    from fakescope.zoo import describe, display_name
+
+    for name in BUILTINS:
+        ref = f"builtin:{name}"
+        assert display_name(ref) == ref
+        about = describe(ref)
+        assert about and "CLIP ViT-B/16" in about and "dev set" not in about and ";" not in about
+    assert display_name("runs/x/best.safetensors") == "best.safetensors"
+    assert describe("runs/x/best.safetensors") is None
 
 
 def test_info_reads_a_builtin(capsys) -> None:
@@ -159,6 +194,29 @@ def test_info_reads_a_builtin(capsys) -> None:
 
     assert main(["info", DEFAULT_DETECTOR]) == 0
     assert json.loads(capsys.readouterr().out)["bench"]["builtin"] == "clip-layers"
+
+
+def run_into_a_closed_pipe(*args: str) -> tuple[int, str]:
+    """Run ``fakescope ARGS`` with its stdout a pipe whose reader is gone (``| head`` after
+    the first line); return the exit code and stderr."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakescope", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before the command writes a byte: every write fails with EPIPE
+    err = proc.stderr.read().decode()
+    return proc.wait(timeout=120), err
+
+
+@pytest.mark.parametrize("args", [("info", DEFAULT_DETECTOR), ("models", "--all")])
+def test_a_closed_stdout_ends_quietly(args: tuple[str, ...]) -> None:
+    code, err = run_into_a_closed_pipe(*args)
+    assert code == 141, err  # 128 + SIGPIPE, as Unix tools end
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
 
 
 @pytest.mark.shared

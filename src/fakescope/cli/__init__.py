@@ -18,11 +18,12 @@ command module imports another.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from fakescope.cli import audit, evaluate, experiments, models, predict, scan, serve, train
-from fakescope.cli.common import EXIT_ERROR
+from fakescope.cli.common import EXIT_BROKEN_PIPE, EXIT_ERROR
 
 COMMANDS = (train, evaluate, experiments, predict, models, serve, scan, audit)
 
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fakescope.version import __version__
 
     parser = argparse.ArgumentParser(
-        prog="fakescope", description="Tell AI-generated images from real ones."
+        prog="fakescope", description="Tell AI-generated images and videos from real ones."
     )
     parser.add_argument("--version", action="version", version=f"fakescope {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -48,12 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless the help already says it."""
+    """Every option's help ends with its default, unless the help already says it, or the option
+    is a switch (``--x``/``--no-x``: its name says what giving it does; its default is "not
+    given", not the ``True`` or ``False`` it stores)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         quiet = action.default in (None, False, [], "", argparse.SUPPRESS)
-        if not action.option_strings or quiet or "default" in text:
+        switch = action.nargs == 0
+        said = "default" in text or f"({action.default})" in text
+        if not action.option_strings or quiet or switch or said:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -80,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return stdout_closed()
     except KeyboardInterrupt:
         print(
             "fakescope: interrupted; completed epochs are saved, continue with --resume",
@@ -92,6 +101,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"fakescope: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def stdout_closed() -> int:
+    """The reader of stdout went away (``fakescope info CKPT | head``): stop quietly, as Unix
+    tools do, with 141 (128 + SIGPIPE). Whatever is still buffered for stdout goes to devnull, so
+    that the interpreter's last flush does not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured, replaced...)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from fakescope.infer.backends import BACKENDS, PRECISIONS, DetectorRef
 from fakescope.infer.video import AGGREGATIONS, VideoOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout's reader went away (``fakescope ... | head``)
 
 
 def csv_list(text: str) -> list[str]:
@@ -178,14 +179,12 @@ def add_normalise_arguments(p: argparse.ArgumentParser) -> None:
         help="re-encode every image through one pipeline first (short side to --normalise-size, "
         "centre square, JPEG --normalise-quality) to remove format and size shortcuts",
     )
-    p.add_argument(
-        "--normalise-size", type=int, default=512, help="side of the normalised images (512)"
-    )
+    p.add_argument("--normalise-size", type=int, default=512, help="side of the normalised images")
     p.add_argument(
         "--normalise-quality",
         type=int,
         default=90,
-        help="JPEG quality of the normalised images (90)",
+        help="JPEG quality of the normalised images",
     )
 
 

@@ -112,9 +112,7 @@ def _add_robustness(sub: argparse._SubParsersAction) -> None:
         help="folder tree, manifest or splits.csv (e.g. the run's splits.csv)",
     )
     add_detector_arguments(p)
-    p.add_argument(
-        "--split", default="test", help="with a split column: train, val, test or all (test)"
-    )
+    p.add_argument("--split", default="test", help="with a split column: train, val, test or all")
     p.add_argument(
         "--out", help="output folder (default: the checkpoint's report/ folder, beside it)"
     )

@@ -36,9 +36,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format",
         choices=["table", "jsonl", "csv"],
-        help="output format (default: table on a terminal, else jsonl)",
+        help="output format (default: as --output's extension says, .csv or .jsonl/.json; "
+        "else table on a terminal, jsonl otherwise)",
     )
-    p.add_argument("--output", "-o", help="write rows to this file instead of stdout")
+    p.add_argument(
+        "--output", "-o", help="write rows to this file instead of stdout (out.csv: CSV rows)"
+    )
     p.add_argument(
         "--resume", action="store_true", help="skip inputs already in --output and append"
     )
@@ -56,14 +59,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from fakescope.infer.backends import open_detector
+    from fakescope.infer.output import choose_format
 
     ref = detector_ref(args)
-    fmt = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
+    fmt, warning = choose_format(args.format, args.output, sys.stdout.isatty())
+    if warning:
+        print(f"fakescope: warning: {warning}", file=sys.stderr)
     if args.resume and not args.output:
         raise ValueError("--resume needs --output FILE (the file to continue)")
     detector = open_detector(ref)  # first: a missing detector or backbone fails fast
 
-    from fakescope.infer.inputs import expand_inputs
+    from fakescope.infer.inputs import expand_inputs, require_inputs
     from fakescope.infer.output import RowWriter, completed_paths
     from fakescope.infer.predictor import Predictor
     from fakescope.utils import is_interactive
@@ -80,7 +86,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         explain_dir=args.explain,
         provenance=not args.no_provenance,
     )
-    paths = (p for p in expand_inputs(args.inputs) if p not in done)
+    found = require_inputs(expand_inputs(args.inputs), args.inputs)  # none: an error, not "0"
+    paths = (p for p in found if p not in done)
     writer = RowWriter(fmt, args.output, append=args.resume)
     bar = _progress(is_interactive() and (args.output is not None or fmt != "table"))
     try:

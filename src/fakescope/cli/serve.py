@@ -10,10 +10,12 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fakescope.cli.common import (
     add_detector_arguments,
@@ -143,7 +145,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Load the detector and run uvicorn until interrupted.
+    """Load the detector and run uvicorn until interrupted; 0, or 143 after a SIGTERM (whose
+    shutdown is as clean as Ctrl+C's).
 
     Raises:
         ValueError: the ``serve`` extra missing, or bad limits.
@@ -171,8 +174,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     warn_exposure(args.host, settings)
     logger.info("serving %s on http://%s:%d/", ref.ref, args.host, args.port)
     config = uvicorn_config(app, args.host, args.port, limits, log_level="info")
-    uvicorn.Server(config).run()
-    return 0
+    try:
+        stopped_by = run_until_stopped(uvicorn.Server(config))
+    finally:  # Ctrl+C (KeyboardInterrupt) and SIGTERM alike: no decoder process outlives us
+        app.state.service.close()
+    return 128 + stopped_by if stopped_by else 0
+
+
+def run_until_stopped(server: Any) -> int | None:
+    """Run a ``uvicorn.Server`` until it shuts down; return the number of the SIGTERM that
+    stopped it, or None.
+
+    uvicorn shuts down gracefully on SIGINT and SIGTERM alike, then raises the signal again for
+    the handler it found. With the default SIGTERM handler that kills the process on the spot,
+    before the decoder worker processes and multiprocessing's resource tracker are stopped (they
+    then linger for minutes); so SIGTERM gets a handler here that only notes it, and the caller
+    cleans up as after Ctrl+C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        server.run()  # signals are the main thread's business
+        return None
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: caught.append(signum))
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return caught[0] if caught else None
 
 
 def warn_exposure(host: str, settings: ServeSettings) -> None:

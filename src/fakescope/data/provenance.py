@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fakescope.data.images import DEFAULT_MAX_PIXELS, file_problem
+from fakescope.data.video import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +211,9 @@ class Provenance:
 # --------------------------------------------------------------------------------------------
 
 
-def read_provenance(path: str | os.PathLike, watermark: bool = True) -> Provenance:
+def read_provenance(
+    path: str | os.PathLike, watermark: bool = True, video: bool | None = None
+) -> Provenance:
     """Read the provenance evidence of one file. Never raises.
 
     Only headers and metadata blocks are read, except for the watermark check, which decodes
@@ -222,19 +225,25 @@ def read_provenance(path: str | os.PathLike, watermark: bool = True) -> Provenan
             ``c2pa-python`` supports, such as HEIC, AVIF and MP4).
         watermark: Also look for Stable Diffusion's invisible watermark: a full decode of the
             pixels plus about 10 ms per megapixel (a 512x512 PNG takes about 8 ms in all).
+        video: The file is a video container (MP4, MOV, WebM, MKV, AVI): only its C2PA manifest
+            is read, since the image readers (EXIF, XMP, PNG text, watermark) do not apply to
+            it, and their not applying is no error. None: decided by the file's extension
+            (animated GIF and WebP files are images here).
 
     Returns:
         The evidence, a one-line summary, and the readers that failed in ``error``.
     """
+    if video is None:
+        video = Path(path).suffix.lower() in VIDEO_EXTENSIONS
     try:
-        return _read(Path(path), watermark)
+        return _read(Path(path), watermark, video)
     except Exception as exc:  # the promise is "never raises": this is the last resort
         logger.debug("provenance of %s failed", path, exc_info=True)
         reason = f"could not read provenance: {_describe(exc)}"
         return Provenance(False, [], f"provenance could not be read ({reason})", reason)
 
 
-def _read(file: Path, watermark: bool) -> Provenance:
+def _read(file: Path, watermark: bool, video: bool = False) -> Provenance:
     """The body of :func:`read_provenance`."""
     problem = file_problem(file, "a file")
     if problem is not None:
@@ -242,11 +251,12 @@ def _read(file: Path, watermark: bool) -> Provenance:
     items: list[Evidence] = []
     errors: list[str] = []
     _guard("c2pa", errors, _read_c2pa, file, items, errors)
-    _guard("image", errors, _read_image, file, watermark, items, errors)
+    if not video:  # EXIF, XMP, PNG text and the watermark are image metadata
+        _guard("image", errors, _read_image, file, watermark, items, errors)
     return Provenance(
         declared_ai=any(item.ai for item in items),
         evidence=items,
-        summary=_summarise(items),
+        summary=_summarise(items, video),
         error="; ".join(errors) or None,
     )
 
@@ -818,9 +828,11 @@ def _bit_errors(votes: np.ndarray, payload: np.ndarray) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _summarise(items: Iterable[Evidence]) -> str:
+def _summarise(items: Iterable[Evidence], video: bool = False) -> str:
     """One line: what declares AI, or what metadata there is, or that there is none."""
     items = list(items)
+    if not items and video:
+        return "no C2PA manifest found (only C2PA is read from videos; this proves nothing)"
     if not items:
         return "no provenance metadata found (this proves nothing)"
     ai_labels = _labels(item for item in items if item.ai)

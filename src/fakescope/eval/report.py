@@ -101,10 +101,47 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _meta_value(value: Any) -> str:
-    """Compact string form of a meta value (nested values as JSON)."""
-    if isinstance(value, (Mapping, list, tuple)):
-        return json.dumps(value, default=str, ensure_ascii=False)
+    """Readable text for a meta value: nested values as ``key: value`` pairs, not JSON."""
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k}: {_nested_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_nested_value(v) for v in value)
     return str(value)
+
+
+def _nested_value(value: Any) -> str:
+    """A value inside a mapping or list: nested mappings in parentheses."""
+    if isinstance(value, Mapping):
+        return f"({', '.join(f'{k}: {_nested_value(v)}' for k, v in value.items())})"
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(_nested_value(v) for v in value)}]"
+    return _fmt(value)
+
+
+def _is_data_summary(value: Any) -> bool:
+    """Whether ``value`` is a dataset summary (:func:`fakescope.data.manifest.summarize`)."""
+    return isinstance(value, Mapping) and {"n", "n_real", "n_fake"} <= set(value)
+
+
+def _counts(c: Mapping[str, Any]) -> str:
+    """``56 (28 real, 28 fake)``."""
+    return f"{c.get('n')} ({c.get('real')} real, {c.get('fake')} fake)"
+
+
+def _data_summary(summary: Mapping[str, Any]) -> _Raw:
+    """A dataset summary as a few lines of text: totals, then splits, then sources."""
+    first = f"{summary['n']} images: {summary['n_real']} real, {summary['n_fake']} fake"
+    if summary.get("n_groups"):
+        first += f"; {summary['n_groups']} groups"
+    lines = [first]
+    for key, label in (("splits", "splits"), ("sources", "sources")):
+        parts = summary.get(key)
+        if isinstance(parts, Mapping) and parts:
+            counts = "; ".join(
+                f"{name} {_counts(c)}" for name, c in parts.items() if isinstance(c, Mapping)
+            )
+            lines.append(f"{label}: {counts}")
+    return _Raw("<br>".join(escape(line) for line in lines))
 
 
 def _meta_section(meta: Mapping[str, Any]) -> str:
@@ -113,7 +150,8 @@ def _meta_section(meta: Mapping[str, Any]) -> str:
     for key, value in meta.items():
         if key == "skipped" and isinstance(value, list):
             value = f"{len(value)} file(s), listed below"
-        rows.append([str(key), _meta_value(value)])
+        cell = _data_summary(value) if _is_data_summary(value) else _meta_value(value)
+        rows.append([str(key), cell])
     if not rows:
         return ""
     return "<h2>Run</h2>" + _table(["key", "value"], rows)
@@ -418,12 +456,40 @@ def _skipped_section(meta: Mapping[str, Any]) -> str:
     return f"<h2>Skipped files</h2><p>{escape(note)}</p>" + _table(["path", "reason"], rows)
 
 
+def _fitted_once(history: Sequence[Mapping[str, Any]] | None) -> bool:
+    """Whether the training history is one record: nothing to draw a curve through."""
+    return bool(history) and len(history) == 1
+
+
+def _training_section(history: Sequence[Mapping[str, Any]] | None) -> str:
+    """For a detector fitted in one step (a probe has no epochs), what a curve would have been:
+    a note that there is none, and the one record's losses and accuracies."""
+    if not _fitted_once(history):
+        return ""
+    rec = history[0]
+    how = (
+        "The detector was fitted in one step (a probe has no epochs)"
+        if "C" in rec
+        else "The detector was trained for one epoch"
+    )
+    parts = [
+        f"{name} loss {_fmt(rec.get(f'{split}_loss'))}, accuracy {_fmt(rec.get(f'{split}_acc'))}"
+        for split, name in (("train", "Train"), ("val", "validation"))
+        if rec.get(f"{split}_loss") is not None
+    ]
+    if isinstance(rec.get("C"), (int, float)):
+        parts.append(f"regularisation strength C = {rec['C']:g}, chosen on validation")
+    text = f"{how}, so there is no training curve. " + "; ".join(parts) + "."
+    return f"<h2>Training</h2><p>{escape(text)}</p>"
+
+
 def _render_html(
     title: str,
     metrics: Mapping[str, Any],
     meta: Mapping[str, Any],
     images: Mapping[str, Path],
     captions: Mapping[str, str] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """Assemble the full HTML document."""
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -436,6 +502,7 @@ def _render_html(
             _warnings_section(metrics),
             _classification_section(metrics),
             _breakdown_section(metrics),
+            _training_section(history),
             _plots_section(images, captions),
             _skipped_section(meta),
             f"<p class='muted'>{escape(footer)}</p>",
@@ -458,7 +525,7 @@ def _make_plots(
 ) -> dict[str, Path]:
     """Write every PNG into ``out`` and return them by name, in display order."""
     images: dict[str, Path] = {}
-    if history:
+    if history and not _fitted_once(history):  # one record is one dot, not a curve
         images["training_curves"] = plots.plot_training_curves(
             history, out / PLOT_FILES["training_curves"]
         )
@@ -498,7 +565,8 @@ def _render(
     images = _make_plots(out, metrics, predictions, history, image_loader, band)
     captions = _captions(metrics, meta, history)
     report = out / REPORT_FILE
-    report.write_text(_render_html(title, metrics, meta, images, captions), encoding="utf-8")
+    html = _render_html(title, metrics, meta, images, captions, history)
+    report.write_text(html, encoding="utf-8")
     logger.info("wrote report %s", report)
     return report
 

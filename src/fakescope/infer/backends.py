@@ -101,7 +101,8 @@ def open_detector(ref: DetectorRef | str | Path) -> Detector:
     calibrated on training images of the run that made the checkpoint (its ``splits.csv``); when
     they are gone, export with ``fakescope export --int8 --calibration DATA`` and pass the
     ``.onnx``. Fusion members without calibration images run as fp32 ONNX, with a warning.
-    The detector is in eval mode; run it with ``amp=ref.amp``.
+    The detector is in eval mode; run it with ``amp=ref.amp``. Its ``source`` is ``ref.ref``, so
+    its :attr:`~fakescope.models.detector.Detector.display_name` is what the user named.
     """
     from fakescope.zoo import builtin_path, is_builtin
 
@@ -109,6 +110,13 @@ def open_detector(ref: DetectorRef | str | Path) -> Detector:
     checkpoint = builtin_path(ref.ref) if is_builtin(ref.ref) else Path(ref.ref)
     if checkpoint.suffix.lower() != ".onnx" and ref.backbone_path is None:
         ref = _with_backbone(ref, checkpoint)  # before torch is imported: a missing file fails fast
+    det = _open(ref, checkpoint)
+    det.source = ref.ref  # named as the user named it, not by the file behind it or its export
+    return det
+
+
+def _open(ref: DetectorRef, checkpoint: Path) -> Detector:
+    """The body of :func:`open_detector`, once the checkpoint file and backbone are known."""
     from fakescope.models.checkpoint import load_detector
 
     if checkpoint.suffix.lower() == ".onnx":

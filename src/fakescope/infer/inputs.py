@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -46,3 +47,60 @@ def expand_inputs(items: Iterable[str], stdin: TextIO | None = None) -> Iterator
                 yield from _walk(Path(match)) if os.path.isdir(match) else [match]
         else:
             yield item
+
+
+class NoInputsError(ValueError):
+    """The inputs named no image or video at all (an empty folder, a glob matching nothing...)."""
+
+
+def why_empty(item: str) -> str:
+    """Why ``item`` gave :func:`expand_inputs` no path, in words that name it."""
+    if item == "-":
+        return "- (stdin) gave no paths"
+    if os.path.isdir(item):
+        return f"{item} {_folder_words(Path(item))}"
+    if _has_magic(item) and not os.path.exists(item):
+        if not glob.glob(item, recursive=True):
+            return f"{item} matches no file"
+        return f"{item} matches only folders without image or video files"
+    return f"{item} gave no path"  # pragma: no cover - a named file is always yielded
+
+
+def _folder_words(folder: Path) -> str:
+    """``is an empty folder``, or what a folder holds instead of images and videos."""
+    suffixes: dict[str, int] = {}
+    for _, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith("."):
+                suffix = Path(name).suffix.lower() or "without an extension"
+                suffixes[suffix] = suffixes.get(suffix, 0) + 1
+    if not suffixes:
+        return "is an empty folder"
+    common = sorted(suffixes.items(), key=lambda kv: -kv[1])
+    kinds = ", ".join(f"{n} {suffix}" for suffix, n in common[:5])
+    more = ", ..." if len(common) > 5 else ""
+    return f"holds no image or video files, only other files ({kinds}{more})"
+
+
+def no_inputs_error(items: Sequence[str], why: Callable[[str], str] = why_empty) -> NoInputsError:
+    """The error for inputs that gave nothing to score, naming each input and why."""
+    known = ", ".join(sorted(MEDIA_SUFFIXES))
+    return NoInputsError(
+        f"no images or videos found: {'; '.join(why(str(i)) for i in items)} "
+        f"(images and videos are files ending in {known})"
+    )
+
+
+def require_inputs(paths: Iterable[str], items: Sequence[str]) -> Iterator[str]:
+    """``paths`` (what :func:`expand_inputs` made of ``items``), unchanged, once it is known to
+    hold at least one path; only the first is read ahead.
+
+    Raises:
+        NoInputsError: ``paths`` is empty; the message names every input and why.
+    """
+    it = iter(paths)
+    first = next(it, None)
+    if first is None:
+        raise no_inputs_error(items)
+    return itertools.chain([first], it)

@@ -12,6 +12,8 @@ from typing import Any, TextIO
 from fakescope.infer.predictor import Prediction
 
 FORMATS = ("table", "jsonl", "csv")
+#: The format an output file's extension stands for (``.json`` too is written as JSON Lines).
+SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 CSV_COLUMNS = (
     "path",
     "kind",
@@ -19,6 +21,7 @@ CSV_COLUMNS = (
     "verdict",
     "threshold",
     "uncertain_band",
+    "detector",
     "model",
     "time_ms",
     "error",
@@ -39,6 +42,41 @@ _VERDICT_STYLE = {
     "uncertain": "yellow",
     "error": "magenta",
 }
+#: The table's verdict column is as wide as the longest verdict, so every row lines up.
+VERDICT_WIDTH = max(len(v) for v in _VERDICT_STYLE)
+
+
+def format_for(path: str | Path) -> str | None:
+    """The format ``path``'s extension stands for (``out.csv``: ``csv``), or None."""
+    return SUFFIX_FORMATS.get(Path(path).suffix.lower())
+
+
+def choose_format(
+    chosen: str | None, output: str | Path | None, terminal: bool
+) -> tuple[str, str | None]:
+    """The output format, and a warning when an explicit one contradicts the file's extension.
+
+    Args:
+        chosen: ``--format`` (None: not given).
+        output: ``--output`` (None: stdout).
+        terminal: whether stdout is a terminal.
+
+    Returns:
+        ``--format`` when given; else the format the output file's extension stands for (see
+        :data:`SUFFIX_FORMATS`); else a table on a terminal and JSON Lines otherwise.
+    """
+    implied = format_for(output) if output else None
+    if chosen is None:
+        return implied or ("table" if terminal and not output else "jsonl"), None
+    if implied is not None and implied != chosen:
+        return chosen, (
+            f"{output}: --format {chosen} writes {_FORMAT_NAMES[chosen]} into a file whose "
+            f"extension says {_FORMAT_NAMES[implied]}; leave --format out to follow the extension"
+        )
+    return chosen, None
+
+
+_FORMAT_NAMES = {"table": "a text table", "jsonl": "JSON Lines", "csv": "CSV"}
 
 
 def repair_tail(path: Path) -> None:
@@ -100,7 +138,8 @@ class RowWriter:
             self.csv.writeheader()
         if self.console:
             self.console.print(
-                f"[bold]{'P(fake)':>8}  {'verdict':<9} {'kind':<5} {'ms':>7}  path[/bold]"
+                f"[bold]{'P(fake)':>8}  {'verdict':<{VERDICT_WIDTH}} {'kind':<5} {'ms':>7}  "
+                "path[/bold]"
             )
 
     def write(self, row: Prediction) -> None:
@@ -129,8 +168,8 @@ class RowWriter:
         if row.provenance and row.provenance.get("evidence"):
             extra += f"  [cyan]provenance: {escape(row.provenance.get('summary', ''))}[/cyan]"
         self.console.print(
-            f"{score:>8}  [{style}]{row.verdict:<9}[/{style}] {row.kind:<5} {row.time_ms:>7.1f}  "
-            f"{escape(row.path)}{extra}"
+            f"{score:>8}  [{style}]{row.verdict:<{VERDICT_WIDTH}}[/{style}] {row.kind:<5} "
+            f"{row.time_ms:>7.1f}  {escape(row.path)}{extra}"
         )
 
     def summary(self) -> str:

@@ -40,6 +40,10 @@ class Prediction:
     without a guard); ``reason`` says why a verdict is "uncertain" when the score alone does not
     (``"unlike the training data"``) or why it is ``"fake (declared)"``.
 
+    ``detector`` names the detector for people (``builtin:clip-layers``, or the checkpoint's
+    file name); ``model`` is its technical description (``spec.arch``, e.g.
+    ``probe:clip_vit_b16_openai_visual.int8.onnx/layers+l2``).
+
     ``provenance`` is what the file's metadata says about its origin (C2PA, IPTC, EXIF/XMP,
     generator PNG chunks, Stable Diffusion's invisible watermark; see
     :mod:`fakescope.data.provenance`), or None when not read (in-memory images). A declared AI
@@ -55,6 +59,7 @@ class Prediction:
     uncertain_band: float
     model: str
     time_ms: float
+    detector: str | None = None
     error: str | None = None
     width: int | None = None
     height: int | None = None
@@ -166,6 +171,7 @@ class Predictor:
             threshold=spec.threshold,
             uncertain_band=spec.uncertain_band,
             model=spec.arch,
+            detector=self.detector.display_name,
             time_ms=round(ms, 2),
             novelty=None if novelty is None else round(float(novelty), 4),
             reason=reason,

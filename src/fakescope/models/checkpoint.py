@@ -19,7 +19,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fakescope.models.detector import Detector, DetectorSpec
-from fakescope.models.header import FORMAT, FORMAT_VERSION, META_KEY, CheckpointError, read_meta
+from fakescope.models.header import (
+    FORMAT,
+    FORMAT_VERSION,
+    META_KEY,
+    CheckpointError,
+    missing_checkpoint,
+    read_meta,
+)
 from fakescope.models.validate import check_size
 from fakescope.utils import atomic_write, atomic_write_text
 from fakescope.version import __version__
@@ -52,7 +59,7 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise missing_checkpoint(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
@@ -120,12 +127,15 @@ def load_detector(
     from fakescope.models.registry import build_from_spec
     from fakescope.zoo import builtin_path, is_builtin
 
+    source = str(path)
     if is_builtin(path):
         path = builtin_path(path)
     if Path(path).suffix.lower() == ".onnx":
         from fakescope.models.onnx_export import load_onnx_detector
 
-        return load_onnx_detector(path)
+        exported = load_onnx_detector(path)
+        exported.source = source
+        return exported
     meta = read_meta(path)  # the header alone, its spec checked field by field
     if meta.get("format") != FORMAT:
         raise CheckpointError(
@@ -151,6 +161,7 @@ def load_detector(
             f"unexpected {list(unexpected)[:5]})"
         )
     detector.meta = meta
+    detector.source = source
     return detector.to(device).eval()
 
 

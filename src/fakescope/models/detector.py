@@ -85,7 +85,26 @@ class Detector(nn.Module):
         self.net = net
         self.spec = spec
         self.meta: dict[str, Any] = {}
+        #: What it was opened as (a file, or ``builtin:NAME``); None when made in memory.
+        self.source: str | None = None
         self.input_filter = make_input_filter(spec.input_filter)
+
+    # ------------------------------------------------------------------------------ its name
+    @property
+    def display_name(self) -> str:
+        """What people call this detector: ``builtin:NAME``, the name of the file it was opened
+        from, or (made in memory) its architecture, ``spec.arch``, which stays the technical
+        description whatever the name."""
+        from fakescope.zoo import display_name
+
+        return display_name(self.source) if self.source else self.spec.arch
+
+    @property
+    def description(self) -> str | None:
+        """What a built-in detector is, in words (None for other detectors)."""
+        from fakescope.zoo import describe
+
+        return describe(self.source) if self.source else None
 
     # ----------------------------------------------------------------------- what it is made of
     @property

@@ -14,7 +14,15 @@ from safetensors import safe_open
 
 from fakescope.models.errors import CheckpointError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "META_KEY", "CheckpointError", "checked_meta", "read_meta"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "META_KEY",
+    "CheckpointError",
+    "checked_meta",
+    "missing_checkpoint",
+    "read_meta",
+]
 
 FORMAT = "fakescope-checkpoint"
 FORMAT_VERSION = 1
@@ -33,7 +41,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
     path = builtin_path(path) if is_builtin(path) else Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+        raise missing_checkpoint(path)
     try:
         with safe_open(str(path), framework="numpy") as f:  # numpy: no torch import
             header = f.metadata() or {}
@@ -42,6 +50,16 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
     return checked_meta(header[META_KEY], path)
+
+
+def missing_checkpoint(path: str | Path) -> CheckpointError:
+    """The error for a checkpoint that is not there; when its name is a built-in detector's
+    (``--detector clip-layers``), it says to write ``builtin:NAME``."""
+    from fakescope.zoo import builtin_named
+
+    builtin = builtin_named(path)
+    hint = f"; for the built-in detector of that name, pass {builtin}" if builtin else ""
+    return CheckpointError(f"{path}: checkpoint file not found{hint}")
 
 
 def checked_meta(

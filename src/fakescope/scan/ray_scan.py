@@ -59,6 +59,7 @@ SCHEMA = pa.schema(
         ("uncertain_band", pa.float64()),
         ("model", pa.string()),
         ("time_ms", pa.float64()),
+        ("detector", pa.string()),
         ("error", pa.string()),
         ("width", pa.int64()),
         ("height", pa.int64()),
@@ -160,14 +161,27 @@ def manifest_paths(file: str | Path) -> list[str]:
 
 
 def list_inputs(inputs: str | Path | Iterable[str | Path]) -> list[str]:
-    """Expand folders, globs, files and manifests into the ordered path list predict would score."""
-    from fakescope.infer.inputs import expand_inputs
+    """Expand folders, globs, files and manifests into the ordered path list predict would score.
+
+    Raises:
+        NoInputsError: they hold no image or video at all (the message names each and why).
+    """
+    from fakescope.infer.inputs import expand_inputs, no_inputs_error
 
     items = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
     paths: list[str] = []
     for item in items:
         paths += manifest_paths(item) if is_manifest(item) else list(expand_inputs([item]))
+    if not paths:
+        raise no_inputs_error(items, _why_empty)
     return paths
+
+
+def _why_empty(item: str) -> str:
+    """Why an input of ``scan`` gave no path (a manifest may have no rows)."""
+    from fakescope.infer.inputs import why_empty
+
+    return f"{item} is a manifest with no rows" if is_manifest(item) else why_empty(item)
 
 
 def plan_parts(paths: Sequence[str], part_size: int = PART_SIZE) -> list[Part]:
@@ -315,7 +329,8 @@ def read_scan_table(output: str | Path) -> pa.Table:
     files = sorted(Path(output).glob("part-*.parquet"))
     if not files:
         return SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    # parts written before a column was added (``detector``) read with it empty
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
 def read_scan(output: str | Path) -> pd.DataFrame:

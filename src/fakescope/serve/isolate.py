@@ -23,6 +23,7 @@ import contextlib
 import logging
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -201,12 +202,27 @@ class DecodeGuard:
                     raise crashed_error(name) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def close(self) -> None:
-        """Stop the workers."""
+    def close(self, wait_s: float = 0.0) -> None:
+        """Stop the workers.
+
+        Args:
+            wait_s: how long to wait for them to exit (0: do not wait); any still running after
+                that are killed, so a server that stops leaves no decoder process behind.
+        """
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if pool is None:
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        if wait_s <= 0:
+            return
+        deadline = time.monotonic() + wait_s
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
 
 
 _SHARED: dict[tuple[int, float], DecodeGuard] = {}

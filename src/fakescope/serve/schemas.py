@@ -26,8 +26,14 @@ class DetectResult(BaseModel):
     verdict: str = Field(description="fake, real, uncertain, error, or 'fake (declared)'")
     threshold: float = Field(description="P(fake) at or above which the verdict is fake")
     uncertain_band: float = Field(description="half-width around the threshold read as uncertain")
-    model: str = Field(description="the detector's architecture")
+    model: str = Field(
+        description="the detector's architecture, technically (e.g. "
+        "probe:clip_vit_b16_openai_visual.int8.onnx/layers+l2); `detector` names it for people"
+    )
     time_ms: float
+    detector: str | None = Field(
+        None, description="the detector's name: builtin:NAME, or its checkpoint's file name"
+    )
     error: str | None = Field(None, description="why the file could not be scored")
     width: int | None = None
     height: int | None = None
@@ -79,7 +85,9 @@ class ModelInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str
+    name: str = Field(description="the detector's architecture, technically (as rows' `model`)")
+    detector: str = Field(description="the detector's name: builtin:NAME, or its file's name")
+    description: str | None = Field(None, description="what a built-in detector is, in words")
     kind: str
     preprocessing: dict[str, Any]
     threshold: float

@@ -58,6 +58,11 @@ class DetectService:
             self.guard = shared_guard(settings.decode_workers, settings.decode_timeout_s)
             self.guard.start()  # the first upload does not wait for the workers to spawn
 
+    def close(self, wait_s: float = 5.0) -> None:
+        """Stop the decoder worker processes (waiting up to ``wait_s`` seconds, then killing)."""
+        if self.guard is not None:
+            self.guard.close(wait_s)
+
     # ---------------------------------------------------------------------------------- options
     def video_options(self, frames: int | None) -> VideoOptions:
         """The video options of one request (``frames`` overrides the default count).
@@ -156,6 +161,8 @@ class DetectService:
         spec, meta, s = self.detector.spec, self.detector.meta or {}, self.settings
         return {
             "name": spec.arch,
+            "detector": self.detector.display_name,
+            "description": self.detector.description,
             "kind": spec.kind,
             "preprocessing": spec.preprocessing.to_dict(),
             "threshold": spec.threshold,

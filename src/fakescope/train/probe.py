@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,43 @@ def _rows(df: pd.DataFrame, x: np.ndarray, split: str) -> tuple[np.ndarray, np.n
     return x[keep], df["label"].to_numpy()[keep]
 
 
+def resolve_backbone_arg(arg: str) -> str:
+    """Where the ONNX file ``--backbone`` names is: the path as given when it is a file, else a
+    file of that name found as ``predict`` finds a probe's backbone (in the folders of
+    ``$FAKESCOPE_WEIGHTS``, then the user cache; fetched once when it is a file fakescope knows
+    how to build and the hub answers). timm names are returned as they are.
+
+    Raises:
+        FileNotFoundError: no such file anywhere; the message names it and where it was looked for.
+    """
+    from fakescope.embed.fetch import ensure_file
+    from fakescope.embed.weights import search_dirs
+
+    text = arg.strip()
+    if not text.lower().endswith(".onnx") or Path(text).expanduser().is_file():
+        return text
+    try:
+        return str(ensure_file(text, None))
+    except FileNotFoundError as e:
+        folders = ", ".join(str(d) for d in search_dirs())
+        raise FileNotFoundError(
+            f"--backbone {text}: the ONNX file is not there, and no file named "
+            f"{Path(text).name} is in {folders}; give its path, or set FAKESCOPE_WEIGHTS to the "
+            "folder that holds it"
+        ) from e
+
+
 def fit_probe(cfg: TrainConfig, run_dir: Path, df: pd.DataFrame) -> Path:
-    """Embed ``df`` (with a split column), fit the head, save ``best.safetensors`` in ``run_dir``."""
+    """Embed ``df`` (with a split column), fit the head, save ``best.safetensors`` in ``run_dir``.
+
+    A bare ONNX file name in ``cfg.backbone`` is looked for as :func:`resolve_backbone_arg` says.
+    """
     from fakescope.data.skipped import add_failures
     from fakescope.embed.backbones import open_backbone_arg
 
     if not cfg.backbone:
         raise DataError("--family probe needs --backbone (an .onnx file or a timm name[:weights])")
+    cfg = replace(cfg, backbone=resolve_backbone_arg(cfg.backbone))
     save_config(cfg, run_dir / "config.json")
     backbone = open_backbone_arg(cfg.backbone, pool=cfg.pool)
     t0 = time.time()

@@ -15,7 +15,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -433,8 +433,10 @@ def _fit_finetune(cfg: TrainConfig, resume: bool, force: bool, device: torch.dev
 
 def _fit_probe(cfg: TrainConfig, force: bool) -> Path:
     """Probes have no epochs: embeddings are cached per file, so a re-run is the resume."""
-    from fakescope.train.probe import fit_probe
+    from fakescope.train.probe import fit_probe, resolve_backbone_arg
 
+    if cfg.backbone:  # a backbone that is nowhere fails before the data is read
+        cfg = replace(cfg, backbone=resolve_backbone_arg(cfg.backbone))
     run_dir = cfg.run_dir()
     if (run_dir / "best.safetensors").exists():
         if not force:

@@ -20,9 +20,9 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "clip-layers": (
         "clip_layers.safetensors",
         "the default: logistic probe on the CLS token after every block of CLIP ViT-B/16, "
-        "trained on the dev set and generators of 2024-2026 (Nano Banana Pro, Gemini 2.5 Flash, "
-        "GPT-4o, Nano Banana edits) against today's photos, with an out-of-depth guard; see "
-        "docs/model-card.md",
+        "trained on Stable Diffusion 1.4 images against COCO and ImageNet photos and on "
+        "generators of 2024-2026 (Nano Banana Pro, Gemini 2.5 Flash, GPT-4o, Nano Banana edits) "
+        "against today's photos, with an out-of-depth guard; see docs/model-card.md",
     ),
     "clip-baseline": (
         "clip_baseline.safetensors",
@@ -35,6 +35,24 @@ BUILTINS: dict[str, tuple[str, str]] = {
 def is_builtin(ref: str | Path) -> bool:
     """True for ``builtin:NAME`` references."""
     return str(ref).startswith(PREFIX)
+
+
+def display_name(ref: str | Path) -> str:
+    """What people call a detector reference: ``builtin:NAME`` as it is, a file by its name."""
+    return str(ref) if is_builtin(ref) else Path(str(ref)).name
+
+
+def describe(ref: str | Path) -> str | None:
+    """What a built-in detector is, in one clause of words (None for anything else)."""
+    entry = BUILTINS.get(str(ref)[len(PREFIX) :]) if is_builtin(ref) else None
+    return entry[1].split(";")[0] if entry else None
+
+
+def builtin_named(ref: str | Path) -> str | None:
+    """``builtin:NAME`` when ``ref``, taken as a file name, names a built-in detector
+    (``clip-layers``, ``clip_layers.safetensors``...); None otherwise."""
+    name = Path(str(ref)).name.lower().removesuffix(".safetensors").replace("_", "-")
+    return f"{PREFIX}{name}" if name in BUILTINS else None
 
 
 def builtin_path(ref: str | Path) -> Path:

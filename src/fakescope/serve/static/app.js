@@ -13,6 +13,8 @@
   };
 
   const VERDICTS = ["fake", "real", "uncertain", "error"];
+  // The verdict of a file whose metadata declares it AI-generated (whatever its pixel score).
+  const DECLARED = "fake (declared)";
   const METHODS = {
     gradcam: "Grad-CAM (gradient of the score with respect to the network's last feature maps)",
     occlusion: "occlusion (how much P(fake) drops when each patch is greyed out)",
@@ -155,8 +157,13 @@
       if (!resp.ok) throw new Error("HTTP " + resp.status);
       const info = await resp.json();
       state.limits = info.limits || null;
-      $("model-info").textContent = "Model: " + text(info.name) + " · threshold " +
+      const modelInfo = $("model-info");
+      modelInfo.textContent = "Detector: " + text(info.detector || info.name) + " · threshold " +
         pct(info.threshold) + " ± " + pct(info.uncertain_band) + " uncertain band";
+      modelInfo.title = "Model: " + text(info.name); // the technical description, on hover
+      $("model-about").textContent = info.description ? "This detector is " +
+        text(info.description) + "." : "";
+      show($("model-about"), Boolean(info.description));
       if (state.limits) {
         $("limits").textContent = "JPEG, PNG, GIF, WebP, BMP, TIFF images; MP4, MOV, WebM, " +
           "MKV, AVI videos. Up to " + state.limits.max_upload_mb + " MB; videos are judged on " +
@@ -325,21 +332,29 @@
     return VERDICTS.indexOf(first) >= 0 ? first : "other";
   }
 
+  // The sentence under the verdict badge: it must say why this verdict, not another one.
+  function verdictWords(row, cls) {
+    const what = row.kind === "video" ? "video" : "image";
+    const declared = row.verdict === DECLARED ||
+      (cls === "fake" && Boolean(row.provenance && row.provenance.declared_ai));
+    if (declared) {
+      return "Fake because this " + what + "'s own metadata declares it AI-generated (see " +
+        "Provenance below). The probability is what the pixels alone say.";
+    }
+    if (cls === "uncertain" && row.reason) {
+      return "Uncertain: this " + what + " is " + text(row.reason) +
+        ", so the score is not to be trusted.";
+    }
+    const words = WORDS[cls] || "";
+    return row.reason ? words + " (" + text(row.reason) + ")" : words;
+  }
+
   function renderRow(row) {
     const verdict = $("verdict");
     const cls = verdictClass(row.verdict);
     verdict.textContent = text(row.verdict);
     verdict.className = "verdict " + cls;
-    const declared = Boolean(row.provenance && row.provenance.declared_ai);
-    const what = row.kind === "video" ? "video" : "image";
-    let words = WORDS[cls] || "";
-    if (row.reason) {
-      words = "Uncertain: this " + what + " is " + text(row.reason) +
-        ", so the score is not to be trusted.";
-    } else if (cls === "fake" && declared) {
-      words = "The file's own metadata declares it AI-generated.";
-    }
-    $("verdict-words").textContent = words;
+    $("verdict-words").textContent = verdictWords(row, cls);
     $("probability").textContent = pct(row.score);
     renderBar(row);
     const details = [];
@@ -347,8 +362,10 @@
     if (row.kind === "video" && row.n_frames) {
       details.push(row.n_frames + " frames, " + text(row.aggregate) + " of their scores");
     }
-    details.push("model " + text(row.model));
+    // the detector by its name; the technical model string only on hover
+    details.push(row.detector ? "detector " + text(row.detector) : "model " + text(row.model));
     $("details").textContent = details.join(" · ");
+    $("details").title = row.detector ? "Model: " + text(row.model) : "";
     renderProvenance(row.provenance);
     show($("verdict-panel"), true);
     show($("heatmap-controls"), row.kind === "image");
