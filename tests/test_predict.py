@@ -359,6 +359,28 @@ def test_no_images_or_videos_is_an_error_that_names_the_inputs(
         assert "0 input(s)" not in err and not out.exists()
 
 
+def test_only_missing_files_fail_before_the_detector_opens(
+    ckpt: Path, folder: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A typo'd path is reported at once (the model is never loaded); a missing file among real
+    ones is still an error row, and the batch goes on."""
+    import fakescope.infer.backends as backends
+
+    gone = str(tmp_path / "typo.jpg")
+    opened = []
+    real_open = backends.open_detector
+    monkeypatch.setattr(
+        backends, "open_detector", lambda *a, **k: opened.append(1) or real_open(*a, **k)
+    )
+    code = main(["-q", "predict", gone, str(tmp_path / "also-gone.png"), "--detector", str(ckpt)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"file not found: {gone}, " in err and not opened
+    image = next(p for p in sorted(folder.rglob("*")) if p.is_file())
+    code = main(["-q", "predict", gone, str(image), "--detector", str(ckpt), "--format", "jsonl"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert opened and [r["error"] for r in rows] == ["file not found", None]
+
+
 def test_rows_into_a_closed_pipe_end_quietly(ckpt: Path, folder: Path) -> None:
     """``fakescope predict ... | head``: no BrokenPipeError traceback."""
     from .test_zoo import run_into_a_closed_pipe

@@ -58,6 +58,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from fakescope.infer.inputs import NoInputsError, expand_inputs, missing_files, require_inputs
+
+    missing = missing_files(args.inputs)
+    if missing and len(missing) == len(args.inputs):  # nothing to score: say so before loading
+        raise NoInputsError(f"file not found: {', '.join(missing)}")
+
     from fakescope.infer.backends import open_detector
     from fakescope.infer.output import choose_format
 
@@ -69,7 +75,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError("--resume needs --output FILE (the file to continue)")
     detector = open_detector(ref)  # first: a missing detector or backbone fails fast
 
-    from fakescope.infer.inputs import expand_inputs, require_inputs
     from fakescope.infer.output import RowWriter, completed_paths
     from fakescope.infer.predictor import Predictor
     from fakescope.utils import is_interactive

@@ -49,6 +49,17 @@ def expand_inputs(items: Iterable[str], stdin: TextIO | None = None) -> Iterator
             yield item
 
 
+def missing_files(items: Sequence[str]) -> list[str]:
+    """The named files (not ``-``, folders or globs) among ``items`` that do not exist."""
+    return [
+        i
+        for i in items
+        if i != "-"
+        and not os.path.exists(i)
+        and not (_has_magic(i) and glob.glob(i, recursive=True))
+    ]
+
+
 class NoInputsError(ValueError):
     """The inputs named no image or video at all (an empty folder, a glob matching nothing...)."""
 
