@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+
+if TYPE_CHECKING:  # pandas is loaded where tables are made, not by every command
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -513,6 +515,8 @@ def verify_files(
 
 def _skipped_table(df: pd.DataFrame, bad: np.ndarray, reasons: list[str | None]) -> pd.DataFrame:
     """Build the ``path, label, reason`` table of the rows flagged in ``bad``."""
+    import pandas as pd
+
     rows = df.loc[bad]
     if "label" in df.columns:
         labels = rows["label"].reset_index(drop=True)
