@@ -16,7 +16,13 @@ from fakescope.experiments import heldout as H
 from fakescope.models.checkpoint import load_detector
 from fakescope.models.header import read_meta
 from fakescope.train.families import CorpusFeatures, ProbeFamily, calibration_rows, fit_family
-from fakescope.train.recipes import RECIPES, build, training_rows, tuned_recipe
+from fakescope.train.recipes import (
+    RECIPES,
+    SHIPPED_BATCH,
+    build,
+    training_rows,
+    tuned_recipe,
+)
 
 from .tower_helpers import TINY_224, export_int8, tiny_vit
 
@@ -86,8 +92,14 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_int8(tiny_vit(**TINY_224), tmp_path_factory.mktemp("w") / "tiny.int8.onnx")
+def tower(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny int8 tower, with its activation ranges beside it (as the shipped one has them
+    in the package)."""
+    from fakescope.train.recipes import calibrate_tower
+
+    path = export_int8(tiny_vit(**TINY_224), tmp_path_factory.mktemp("w") / "tiny.int8.onnx")
+    calibrate_tower(read_corpus(corpus_dir), path, path.with_name(f"{path.stem}.ranges.json"))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +225,10 @@ def test_probe_recipe_round_trip(feats, tmp_path: Path) -> None:
     fit = meta["bench"]["trained_on"]["fit"]
     assert "coco (real)" in fit and "nano-banana-pro (fake)" in fit
     assert not any(k.startswith("dalle-mini") for k in fit)  # the pool's 2022 part is left out
-    assert meta["spec"]["model_kwargs"]["backbone"]["path"] == "tiny.int8.onnx"  # by name only
+    backbone = meta["spec"]["model_kwargs"]["backbone"]
+    assert backbone["path"] == "tiny.int8.onnx"  # by name only
+    assert backbone["activations"].startswith("fixed:")  # served with fixed activation ranges
+    assert backbone["batch_size"] == SHIPPED_BATCH
     det = load_detector(path, backbone_path=str(feats.tower_file))
     x = feats.get("layers")
     corpus = feats.corpus
@@ -221,6 +236,12 @@ def test_probe_recipe_round_trip(feats, tmp_path: Path) -> None:
 
     with torch.no_grad():
         z = det.net.head_logits(torch.from_numpy(x[:8]))[:, 0].numpy()
+        images = torch.from_numpy(
+            np.random.default_rng(0).normal(size=(4, 3, 224, 224)).astype(np.float32)
+        )
+        together = det.net(images)[:, 0].numpy()
+        alone = np.array([det.net(images[i : i + 1])[0, 0].item() for i in range(4)])
+    np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-6)  # batch-invariant
     fitted = fit_family(recipe.family, feats, training_rows(corpus, recipe.exclude))
     np.testing.assert_allclose(z, fitted.logits[:8], rtol=1e-4, atol=1e-4)
 
@@ -280,3 +301,25 @@ def test_exported_probe_gives_the_detector_s_logits(feats, tmp_path: Path, tuned
         want = torch.cat([det.net(x[i : i + 1]) for i in range(3)])[:, 0].numpy()
         got = torch.cat([onnx_det.net(x[i : i + 1]) for i in range(3)])[:, 0].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_calibrate_tower_samples_training_sources_and_fixes_the_tower(
+    corpus_dir: Path, tower: Path, tmp_path: Path
+) -> None:
+    from fakescope.embed.backbones import OnnxBackbone
+    from fakescope.embed.quant import read_ranges
+    from fakescope.train.recipes import RANGES_PER_SOURCE, calibrate_tower
+    from fakescope.utils import file_digest
+
+    corpus = read_corpus(corpus_dir)
+    local = tmp_path / tower.name
+    local.write_bytes(tower.read_bytes())
+    out = calibrate_tower(corpus, local, tmp_path / f"{local.stem}.ranges.json")
+    ranges, meta = read_ranges(out)
+    assert meta["sha256"] == file_digest(local)
+    rows = corpus[training_rows(corpus, ()) & (corpus["holdout"] != "test").to_numpy()]
+    assert meta["sources"] == sorted(rows["source"].unique())  # every source, none held out
+    per_source = rows.groupby("source").size().clip(upper=RANGES_PER_SOURCE)
+    assert meta["images"] == int(per_source.sum())
+    fixed = OnnxBackbone(local, pool="layers", activations="fixed", batch_size=4)
+    assert fixed.ranges == ranges and fixed.batch_size == 4

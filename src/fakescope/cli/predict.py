@@ -63,6 +63,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     missing = missing_files(args.inputs)
     if missing and len(missing) == len(args.inputs):  # nothing to score: say so before loading
         raise NoInputsError(f"file not found: {', '.join(missing)}")
+    found = require_inputs(expand_inputs(args.inputs), args.inputs)  # none: an error, not "0"
 
     from fakescope.infer.backends import open_detector
     from fakescope.infer.output import choose_format
@@ -91,7 +92,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         explain_dir=args.explain,
         provenance=not args.no_provenance,
     )
-    found = require_inputs(expand_inputs(args.inputs), args.inputs)  # none: an error, not "0"
     paths = (p for p in found if p not in done)
     writer = RowWriter(fmt, args.output, append=args.resume)
     bar = _progress(is_interactive() and (args.output is not None or fmt != "table"))

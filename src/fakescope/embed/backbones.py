@@ -18,6 +18,7 @@ import torch
 
 from fakescope.data.transforms import Preprocessing
 from fakescope.embed.deltas import Delta, deltas_digest
+from fakescope.embed.quant import Ranges, RangesError, find_ranges, fix_scales, ranges_digest
 from fakescope.utils import cpu_supports_bf16, file_digest
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,12 @@ class OnnxBackbone(Backbone):
         threads: onnxruntime intra-op threads (default: all CPU cores).
         deltas: low-rank weight deltas of a tuned tower, written into the graph when it is
             opened (:mod:`fakescope.embed.deltas`); part of what the embedding is.
+        activations: for an int8 file with dynamically quantised activations, ``dynamic`` runs
+            it as exported (one image per run, since its scales depend on the batch);
+            ``fixed`` uses the activation ranges calibrated for this file
+            (:mod:`fakescope.embed.quant`, a RangesError when there are none); ``auto`` uses
+            them where they exist. Given ranges are used as they are. With fixed ranges an
+            embedding does not depend on its batch, and ``batch_size`` is honoured.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -181,6 +188,7 @@ class OnnxBackbone(Backbone):
         threads: int | None = None,
         layers: Sequence[int] | None = None,
         deltas: Mapping[str, Delta] | None = None,
+        activations: str | Mapping[str, tuple[float, float]] = "dynamic",
     ) -> None:
         _check_pool(pool, ONNX_POOLS, "ONNX")
         self.path = Path(path).expanduser().resolve()
@@ -189,7 +197,10 @@ class OnnxBackbone(Backbone):
         self.pool = pool
         self.preprocessing = preprocessing
         self.sha256 = file_digest(self.path)
-        self.per_batch_quantised = quantises_per_batch(self.path)
+        dynamic = quantises_per_batch(self.path)
+        self.ranges = _activation_ranges(activations, self.path, self.sha256, dynamic)
+        self.ranges_sha256 = ranges_digest(self.ranges) if self.ranges else None
+        self.per_batch_quantised = dynamic and not self.ranges
         # Activations quantised per run make an image's embedding depend on its batch mates.
         self.batch_size = 1 if self.per_batch_quantised else max(1, int(batch_size))
         self.layers: list[int] | None = None
@@ -199,9 +210,15 @@ class OnnxBackbone(Backbone):
         taps = pool in ("layers", "tokens")
         if pool == "tokens" and (layers is None or len(layers) != 1):
             raise ValueError("pool 'tokens' takes exactly one block index in layers")
-        if taps or self.deltas:
+        if taps or self.deltas or self.ranges:
             self._session, self.layers, self.layer_outputs = _open_edited(
-                self.path, self.deltas, layers if taps else None, hidden_output, threads, taps
+                self.path,
+                self.deltas,
+                layers if taps else None,
+                hidden_output,
+                threads,
+                taps,
+                self.ranges,
             )
         else:
             self._session = _open_session(self.path, threads)
@@ -257,7 +274,27 @@ class OnnxBackbone(Backbone):
             "preprocessing": self.preprocessing.to_dict(),
             "batch_size": self.batch_size,
             **({"deltas_sha256": self.deltas_sha256} if self.deltas_sha256 else {}),
+            **({"activations": f"fixed:{self.ranges_sha256}"} if self.ranges_sha256 else {}),
         }
+
+
+def _activation_ranges(
+    activations: str | Mapping[str, tuple[float, float]], path: Path, sha256: str, dynamic: bool
+) -> Ranges | None:
+    """The fixed activation ranges an :class:`OnnxBackbone` runs with, or None (as exported)."""
+    if not isinstance(activations, str):
+        return dict(activations) if dynamic else None
+    if activations not in ("dynamic", "fixed", "auto"):
+        raise ValueError(f"activations must be dynamic, fixed or auto, not {activations!r}")
+    if activations == "dynamic" or not dynamic:
+        return None
+    found = find_ranges(path, sha256)
+    if found is None and activations == "fixed":
+        raise RangesError(
+            f"{path}: no calibrated activation ranges for this file (sha256 {sha256[:12]}...); "
+            "make them with fakescope.embed.quant.calibrate, or use activations='dynamic'"
+        )
+    return found
 
 
 def quantises_per_batch(path: Path) -> bool:
@@ -314,9 +351,13 @@ def block_outputs(model: Any, hidden_output: str | None = None) -> list[str]:
     return [*names, hidden_output]
 
 
-def edited_model(path: Path, deltas: Mapping[str, Delta] | None) -> Any:
-    """The ONNX ``ModelProto`` of ``path`` with ``deltas`` written in (a ValueError naming the
-    file when it is not ONNX or a delta does not fit)."""
+def edited_model(
+    path: Path,
+    deltas: Mapping[str, Delta] | None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> Any:
+    """The ONNX ``ModelProto`` of ``path`` with ``deltas`` written in and its activations fixed
+    to ``ranges`` (a ValueError naming the file when it is not ONNX or an edit does not fit)."""
     try:
         import onnx
     except ImportError as exc:  # pragma: no cover - onnx is a core dependency
@@ -332,6 +373,11 @@ def edited_model(path: Path, deltas: Mapping[str, Delta] | None) -> Any:
             apply_deltas(model, deltas)
         except DeltaError as exc:
             raise ValueError(f"{path}: {exc}") from exc
+    if ranges:
+        try:
+            fix_scales(model, ranges)
+        except RangesError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
     return model
 
 
@@ -342,10 +388,12 @@ def _open_edited(
     hidden_output: str | None,
     threads: int | None,
     block_outputs_wanted: bool,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[Any, list[int] | None, list[str]]:
-    """A session on an edited graph: ``deltas`` written in, and (for the ``layers`` pool) the
-    chosen blocks' outputs added as outputs; with the block indices and output names."""
-    model = edited_model(path, deltas)
+    """A session on an edited graph: ``deltas`` written in, activations fixed to ``ranges``, and
+    (for the ``layers`` pool) the chosen blocks' outputs added as outputs; with the block
+    indices and output names."""
+    model = edited_model(path, deltas, ranges)
     chosen: list[int] | None = None
     wanted: list[str] = []
     if block_outputs_wanted:
@@ -693,7 +741,8 @@ def _open_onnx_spec(
     where = str(path if path is not None else find_weights_file(spec.get("path")))
     if not Path(where).is_file():
         raise _missing_file_error(spec, where)
-    return OnnxBackbone(
+    fixed = spec.get("activations")
+    backbone = OnnxBackbone(
         where,
         pool=spec.get("pool", "embed"),
         embed_output=spec.get("embed_output") or "image_embeds",
@@ -702,7 +751,14 @@ def _open_onnx_spec(
         batch_size=int(spec.get("batch_size") or 1),
         layers=spec.get("layers"),
         deltas=deltas,
+        activations="fixed" if fixed else "dynamic",
     )
+    if fixed and fixed != f"fixed:{backbone.ranges_sha256}":
+        raise RangesError(
+            f"{where}: the detector was made with activation ranges {fixed[6:]}, but this "
+            f"installation's ranges for the file are {backbone.ranges_sha256}"
+        )
+    return backbone
 
 
 def _open_timm_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> TimmBackbone:

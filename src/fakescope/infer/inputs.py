@@ -51,13 +51,7 @@ def expand_inputs(items: Iterable[str], stdin: TextIO | None = None) -> Iterator
 
 def missing_files(items: Sequence[str]) -> list[str]:
     """The named files (not ``-``, folders or globs) among ``items`` that do not exist."""
-    return [
-        i
-        for i in items
-        if i != "-"
-        and not os.path.exists(i)
-        and not (_has_magic(i) and glob.glob(i, recursive=True))
-    ]
+    return [i for i in items if i != "-" and not _has_magic(i) and not os.path.exists(i)]
 
 
 class NoInputsError(ValueError):

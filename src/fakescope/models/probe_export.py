@@ -42,7 +42,7 @@ def export_probe_onnx(det: Detector, out: str | os.PathLike[str], meta: dict[str
         raise ValueError("this export needs a probe detector on an ONNX image tower")
     if bb.pool not in ("embed", "layers"):
         raise ValueError(f"exporting a probe with pool {bb.pool!r} is not supported")
-    model = edited_model(Path(bb.path), getattr(bb, "deltas", None))
+    model = edited_model(Path(bb.path), getattr(bb, "deltas", None), getattr(bb, "ranges", None))
     graph = model.graph
     if bb.pool == "layers":
         _, names = add_block_outputs(model, Path(bb.path), bb.layers, bb.hidden_output)

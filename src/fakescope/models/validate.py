@@ -311,6 +311,9 @@ def _check_backbone(v: Any, c: _Checker, field: str) -> None:
         raise c.fail(f"{field}.{file_key} must name a {' or '.join(BACKBONE_SUFFIXES[kind])} file")
     c.text(bb.get("sha256"), f"{field}.sha256", optional=True, max_len=128)
     c.text(bb.get("deltas_sha256"), f"{field}.deltas_sha256", optional=True, max_len=128)
+    activations = c.text(bb.get("activations"), f"{field}.activations", optional=True, max_len=64)
+    if activations is not None and not activations.startswith("fixed:"):
+        raise c.fail(f"{field}.activations must be 'fixed:<ranges digest>'")
     c.text(bb.get("pool", "embed"), f"{field}.pool", max_len=32)
     for key in ("embed_output", "hidden_output"):
         c.text(bb.get(key), f"{field}.{key}", optional=True)

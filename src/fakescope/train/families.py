@@ -105,12 +105,20 @@ class CorpusFeatures:
         tower_file: the int8 CLIP ViT-B/16 ONNX file.
         cache_dir: the embedding cache folder.
         workers: decoding processes.
+        activations: how the tower's activations are quantised (``dynamic``, as exported, or
+            ``fixed`` ranges: :class:`fakescope.embed.backbones.OnnxBackbone`).
     """
 
     def __init__(
-        self, corpus: pd.DataFrame, tower_file: str | Path, cache_dir: str | Path, workers: int = 2
+        self,
+        corpus: pd.DataFrame,
+        tower_file: str | Path,
+        cache_dir: str | Path,
+        workers: int = 2,
+        activations: str = "dynamic",
     ) -> None:
         self.corpus = corpus.reset_index(drop=True)
+        self.activations = activations
         self.tower_file = Path(tower_file)
         self.cache_dir = Path(cache_dir)
         self.workers = workers
@@ -132,7 +140,13 @@ class CorpusFeatures:
         """The frozen int8 backbone of a feature kind."""
         from fakescope.embed.backbones import OnnxBackbone
 
-        return OnnxBackbone(self.tower_file, pool=pool, layers=None if layer is None else [layer])
+        return OnnxBackbone(
+            self.tower_file,
+            pool=pool,
+            layers=None if layer is None else [layer],
+            activations=self.activations,
+            batch_size=16,
+        )
 
     def _compute(self, pool: str, layer: int | None) -> np.ndarray:
         from fakescope.embed.cache import EmbeddingCache, embed_frame

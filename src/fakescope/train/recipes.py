@@ -59,11 +59,17 @@ class Recipe:
         name: the built-in's name (``builtin:NAME``).
         family: how it is fitted.
         exclude: corpus sources left out of training (a data choice made on the protocol).
+        activations: how a probe's int8 tower runs once shipped: ``fixed`` activation ranges
+            (:mod:`fakescope.embed.quant`: an image scores the same alone or in a batch, so it
+            runs in batches of :data:`SHIPPED_BATCH`) or ``dynamic`` (as exported, one image at
+            a time). The head is fitted on the tower as exported either way; the same heads on
+            fixed ranges score within 0.003 of it on the protocol (``bench/static_quant.py``).
     """
 
     name: str
     family: Family
     exclude: tuple[str, ...] = ()
+    activations: str = "fixed"
 
     @property
     def file(self) -> str:
@@ -87,6 +93,43 @@ RECIPES: dict[str, Recipe] = {
         Recipe("clip-baseline", ProbeFamily("baseline C=30", pool="embed", c=30.0), POOL_2022),
     )
 }
+
+
+#: Images per run of a shipped tower with fixed activation ranges.
+SHIPPED_BATCH = 16
+#: Images per source for the tower's fixed activation ranges (:mod:`fakescope.embed.quant`).
+RANGES_PER_SOURCE = 16
+
+
+def calibrate_tower(corpus: pd.DataFrame, tower_file: str | Path, out: str | Path) -> Path:
+    """Calibrate the int8 tower's activation ranges on a source-balanced sample of the corpus
+    (:data:`RANGES_PER_SOURCE` training images of every source, never a held-out one) and write
+    them to ``out`` with the tower's sha256; return the path."""
+    import onnx
+
+    from fakescope.data.images import load_image
+    from fakescope.data.transforms import eval_transform
+    from fakescope.embed.backbones import CLIP_PREPROCESSING
+    from fakescope.embed.quant import calibrate, save_ranges
+    from fakescope.utils import file_digest
+
+    rows = corpus[training_rows(corpus, ()) & (corpus["holdout"].astype(str) != "test").to_numpy()]
+    picked = [
+        g.sample(min(len(g), RANGES_PER_SOURCE), random_state=0).index
+        for _, g in rows.groupby("source", sort=True)
+    ]
+    sample = rows.loc[np.concatenate(picked)]
+    tf = eval_transform(CLIP_PREPROCESSING)
+    images = (tf(load_image(p)).numpy()[None] for p in sample["path"])
+    ranges = calibrate(onnx.load(str(tower_file)), images)
+    meta = {
+        "sha256": file_digest(Path(tower_file)),
+        "encoder": Path(tower_file).name,
+        "images": len(sample),
+        "sources": sorted(sample["source"].astype(str).unique()),
+        "rule": "mean over images of each tensor's per-image minimum and maximum",
+    }
+    return save_ranges(out, ranges, meta)
 
 
 def training_rows(corpus: pd.DataFrame, exclude: tuple[str, ...]) -> np.ndarray:
@@ -117,6 +160,15 @@ def build(
     t0 = time.perf_counter()
     fitted = fit_family(recipe.family, feats, train, calib)
     backbone, x = _shipped_features(recipe.family, feats, fitted)
+    if fitted.deltas is None and recipe.activations != "dynamic":
+        from fakescope.embed.backbones import OnnxBackbone
+
+        backbone = OnnxBackbone(
+            feats.tower_file,
+            pool=recipe.family.pool,
+            activations=recipe.activations,
+            batch_size=SHIPPED_BATCH,
+        )
     coef, bias, calibration = fitted.coef, fitted.bias, fitted.calibration
     if fitted.deltas is not None:  # the head and calibration on the features that ship
         coef, bias = fit_head(
