@@ -107,3 +107,20 @@ def test_detector_is_always_a_detector_reference() -> None:
             if "--detector" in action.option_strings and action.help != "==SUPPRESS==":
                 assert action.choices is None, name
                 assert "builtin:" in action.help or "checkpoint" in action.help, name
+
+
+def test_ctrl_c_says_what_was_kept_only_where_a_command_resumes(monkeypatch, capsys) -> None:
+    """Ctrl+C in serve or info is just "interrupted"; in predict and train it says how to go on."""
+    import fakescope.cli.models as models_cli
+    import fakescope.cli.predict as predict_cli
+    from fakescope.cli import main
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models_cli, "cmd_info", interrupted)
+    monkeypatch.setattr(predict_cli, "cmd_predict", interrupted)
+    assert main(["info", "builtin:clip-layers"]) == 130
+    assert capsys.readouterr().err.strip() == "fakescope: interrupted"
+    assert main(["predict", "x.jpg"]) == 130
+    assert "rows already written are kept, continue with --resume" in capsys.readouterr().err

@@ -91,16 +91,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return stdout_closed()
     except KeyboardInterrupt:
-        print(
-            "fakescope: interrupted; completed epochs are saved, continue with --resume",
-            file=sys.stderr,
-        )
+        print(f"fakescope: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise
         print(f"fakescope: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What an interrupted command kept and how to go on: only for commands that resume."""
+    if not hasattr(args, "resume"):
+        return ""
+    if args.command == "train":
+        return "; completed epochs are saved, continue with --resume"
+    return "; rows already written are kept, continue with --resume"
 
 
 def stdout_closed() -> int:
