@@ -1,4 +1,9 @@
-"""Image → tensor transforms built from a detector's stored preprocessing, plus training augmentations."""
+"""Image → tensor transforms built from a detector's stored preprocessing, plus training augmentations.
+
+The evaluation transform (predict, serve, evaluate) is Pillow and numpy only: the same pixels as
+torchvision's ``Resize`` + ``CenterCrop`` + ``ToTensor`` + ``Normalize`` (tested against it), without
+importing torchvision, which costs about a second at start-up. Training transforms use torchvision.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageFilter
-from torchvision import transforms as T
 
-_INTERP = {
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "nearest": T.InterpolationMode.NEAREST,
-    "lanczos": T.InterpolationMode.LANCZOS,
+_INTERP_NAMES = ("bicubic", "bilinear", "nearest", "lanczos")
+_PIL_INTERP = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
 }
 
 
@@ -104,25 +110,91 @@ def jpeg_reencode(img: Image.Image, quality: int) -> Image.Image:
 
 
 def _geometry(pre: Preprocessing, train: bool) -> list[Callable]:
+    """torchvision's geometry steps (training; evaluation uses :class:`EvalTransform`)."""
+    from torchvision import transforms as T
+
     size = pre.size
     if pre.resize_mode == "crop":
         crop = T.RandomCrop if train else T.CenterCrop
         return [crop(size, pad_if_needed=True)] if train else [crop(size)]
-    if pre.resize_mode != "resize":
-        raise ValueError(f"unknown resize_mode {pre.resize_mode!r}; use 'resize' or 'crop'")
-    scale = int(round(size / max(pre.crop_pct, 1e-6)))
-    interp = _INTERP.get(pre.interpolation, T.InterpolationMode.BICUBIC)
+    _check_resize_mode(pre)
+    interp = T.InterpolationMode(
+        pre.interpolation if pre.interpolation in _INTERP_NAMES else "bicubic"
+    )
     crop = T.RandomCrop(size) if train else T.CenterCrop(size)
-    return [T.Resize(scale, interpolation=interp, antialias=True), crop]
+    return [T.Resize(_resize_to(pre), interpolation=interp, antialias=True), crop]
+
+
+def _check_resize_mode(pre: Preprocessing) -> None:
+    if pre.resize_mode not in ("resize", "crop"):
+        raise ValueError(f"unknown resize_mode {pre.resize_mode!r}; use 'resize' or 'crop'")
+
+
+def _resize_to(pre: Preprocessing) -> int:
+    """The short side the ``resize`` mode resizes to before its centre crop."""
+    return int(round(pre.size / max(pre.crop_pct, 1e-6)))
 
 
 def _to_tensor(pre: Preprocessing) -> list[Callable]:
+    from torchvision import transforms as T
+
     return [T.ToTensor(), T.Normalize(mean=list(pre.mean), std=list(pre.std))]
 
 
+class EvalTransform:
+    """The deterministic transform used by evaluate, predict and serve, with Pillow and numpy.
+
+    ``resize``: the short side to ``size / crop_pct`` (Pillow's filter of ``interpolation``), then
+    the centre ``size`` square; ``crop``: the centre ``size`` square at the native resolution,
+    zero-padded when the image is smaller. Then ``[0, 1]`` floats, normalised by ``mean`` and
+    ``std``, as ``[3, size, size]`` float32.
+    """
+
+    def __init__(self, pre: Preprocessing) -> None:
+        _check_resize_mode(pre)
+        self.pre = pre
+        self._mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 1, 3)
+        self._std = np.asarray(pre.std, dtype=np.float32).reshape(1, 1, 3)
+
+    def array(self, img: Image.Image) -> np.ndarray:
+        """The normalised ``[3, size, size]`` float32 array of an image."""
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        if self.pre.resize_mode == "resize":
+            rgb = _resize_short_side(rgb, _resize_to(self.pre), self.pre.interpolation)
+        pixels = _centre_crop(np.asarray(rgb), self.pre.size)
+        x = (pixels.astype(np.float32) / np.float32(255.0) - self._mean) / self._std
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(self.array(img))
+
+
+def _resize_short_side(img: Image.Image, short: int, interpolation: str) -> Image.Image:
+    """The image with its short side ``short`` pixels (torchvision's rule for the long side)."""
+    w, h = img.size
+    lo, hi = (w, h) if w <= h else (h, w)
+    new_lo, new_hi = short, int(short * hi / lo)
+    size = (new_lo, new_hi) if w <= h else (new_hi, new_lo)
+    if size == (w, h):
+        return img
+    return img.resize(size, _PIL_INTERP.get(interpolation, Image.Resampling.BICUBIC))
+
+
+def _centre_crop(pixels: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size`` square of ``[H, W, 3]`` pixels, zero-padded first when smaller
+    (torchvision's ``CenterCrop``: the extra pixel of an odd padding goes right and bottom)."""
+    h, w = pixels.shape[:2]
+    if size > h or size > w:
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        pixels = np.pad(pixels, ((ph // 2, (ph + 1) // 2), (pw // 2, (pw + 1) // 2), (0, 0)))
+        h, w = pixels.shape[:2]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return pixels[top : top + size, left : left + size]
+
+
 def eval_transform(pre: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
-    """The deterministic transform used by evaluate, predict and serve."""
-    return T.Compose(_geometry(pre, train=False) + _to_tensor(pre))
+    """The deterministic transform used by evaluate, predict and serve (:class:`EvalTransform`)."""
+    return EvalTransform(pre)
 
 
 def train_transform(
@@ -135,5 +207,9 @@ def train_transform(
         steps.append(BlurJpeg(aug))
     steps += _geometry(pre, train=True)
     if "flip" in aug.names:
+        from torchvision import transforms as T
+
         steps.append(T.RandomHorizontalFlip())
+    from torchvision import transforms as T
+
     return T.Compose(steps + _to_tensor(pre))

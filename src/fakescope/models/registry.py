@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 
 from fakescope.models.detector import Detector, DetectorSpec, Preprocessing
@@ -40,6 +39,8 @@ def register_detector(name: str) -> Callable[[Factory], Factory]:
 
 def list_models(pattern: str | None = None, include_timm: bool = False) -> list[str]:
     """Registered and recommended names, plus every timm name if ``include_timm``."""
+    import timm  # on first use: probes on ONNX towers need none of it
+
     names = sorted(set(_REGISTRY) | set(RECOMMENDED))
     if include_timm:
         names = sorted(set(names) | set(timm.list_models()))
@@ -66,6 +67,7 @@ def create_detector(
         img_size: input size; defaults to the model's own.
         **kwargs: passed to the factory (for timm: to ``timm.create_model``).
     """
+
     if name in _REGISTRY:
         return _REGISTRY[name](pretrained=pretrained, weights=weights, img_size=img_size, **kwargs)
     return create_timm_detector(
@@ -74,6 +76,8 @@ def create_detector(
 
 
 def _check_timm_name(name: str) -> None:
+    import timm  # on first use: probes on ONNX towers need none of it
+
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -104,6 +108,8 @@ def build_timm_net(
     weights: str | Path | None = None,
 ) -> torch.nn.Module:
     """``timm.create_model`` with one logit, turning weight failures into :class:`WeightsError`."""
+    import timm  # on first use: probes on ONNX towers need none of it
+
     overlay = None
     if weights is not None:
         path = Path(weights)
@@ -142,6 +148,8 @@ def count_timm_elements(name: str, model_kwargs: Any, num_classes: int = 1) -> i
         ValueError: an unknown model name.
         Exception: whatever timm raises for arguments the architecture does not take.
     """
+    import timm  # on first use: probes on ONNX towers need none of it
+
     _check_timm_name(name)
     with torch.device("meta"):
         net = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_kwargs)
@@ -149,6 +157,8 @@ def count_timm_elements(name: str, model_kwargs: Any, num_classes: int = 1) -> i
 
 
 def _preprocessing_for(net: torch.nn.Module, img_size: int | None) -> Preprocessing:
+    import timm  # on first use: probes on ONNX towers need none of it
+
     cfg = timm.data.resolve_data_config({}, model=net)
     size = img_size or int(cfg["input_size"][-1])
     return Preprocessing(
