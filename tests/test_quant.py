@@ -140,3 +140,31 @@ def test_spec_round_trip_keeps_fixed_ranges(calibrated: Path, tmp_path: Path) ->
             open_backbone(fixed.spec())
     finally:
         save_ranges(ranges_path, ranges, meta)
+
+
+def test_edited_graph_is_cached_and_a_damaged_cache_is_rebuilt(
+    calibrated: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The second open of an edited tower reads the cached graph (no edit); same embeddings."""
+    import fakescope.embed.backbones as bb_mod
+
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    x = images(2, seed=4)
+    first = OnnxBackbone(calibrated, pool="layers", activations="fixed").embed(x)
+    cached = list((tmp_path / "cache" / "onnx-edited").glob("*.onnx"))
+    assert len(cached) == 1 and cached[0].with_suffix(".json").is_file()
+    edits = []
+    real_edit = bb_mod.edited_model
+    monkeypatch.setattr(
+        bb_mod, "edited_model", lambda *a, **k: edits.append(1) or real_edit(*a, **k)
+    )
+    np.testing.assert_allclose(
+        OnnxBackbone(calibrated, pool="layers", activations="fixed").embed(x), first
+    )
+    assert not edits  # read from the cache
+    other = OnnxBackbone(calibrated, pool="layers", layers=[0, 1]).embed(x)  # another edit
+    assert edits and other.shape[1] == 2 * 128
+    cached[0].write_bytes(b"not onnx")  # damaged: edited again, same result
+    np.testing.assert_allclose(
+        OnnxBackbone(calibrated, pool="layers", activations="fixed").embed(x), first
+    )

@@ -128,3 +128,9 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def cache_root() -> Path:
+    """The user cache folder: ``$FAKESCOPE_CACHE`` when set, else ``~/.cache/fakescope``."""
+    env = os.environ.get("FAKESCOPE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fakescope"

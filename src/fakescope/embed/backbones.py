@@ -219,6 +219,7 @@ class OnnxBackbone(Backbone):
                 threads,
                 taps,
                 self.ranges,
+                self.sha256,
             )
         else:
             self._session = _open_session(self.path, threads)
@@ -389,16 +390,69 @@ def _open_edited(
     threads: int | None,
     block_outputs_wanted: bool,
     ranges: Mapping[str, tuple[float, float]] | None = None,
+    sha256: str | None = None,
 ) -> tuple[Any, list[int] | None, list[str]]:
     """A session on an edited graph: ``deltas`` written in, activations fixed to ``ranges``, and
     (for the ``layers`` pool) the chosen blocks' outputs added as outputs; with the block
-    indices and output names."""
+    indices and output names.
+
+    The edited graph is kept in the user cache (:func:`edited_cache_file`), so that the next
+    open needs neither the ``onnx`` package nor the edit: a second of start-up."""
+    key = {
+        "sha256": sha256 or file_digest(path),
+        "deltas": deltas_digest(deltas) if deltas else None,
+        "ranges": ranges_digest(ranges) if ranges else None,
+        "layers": None if layers is None else [int(k) for k in layers],
+        "hidden_output": hidden_output,
+        "block_outputs": block_outputs_wanted,
+    }
+    cached = edited_cache_file(path, key)
+    done = _read_edit_record(cached, key)
+    if done is not None:
+        try:
+            return _open_session(cached, threads), done["chosen"], done["wanted"]
+        except ValueError:  # a damaged cache file: edit again
+            logger.warning("edited graph %s does not load; editing %s again", cached, path)
     model = edited_model(path, deltas, ranges)
     chosen: list[int] | None = None
     wanted: list[str] = []
     if block_outputs_wanted:
         chosen, wanted = add_block_outputs(model, path, layers, hidden_output)
-    return _open_session(path, threads, model.SerializeToString()), chosen, wanted
+    blob = model.SerializeToString()
+    _write_edit_record(cached, blob, {**key, "chosen": chosen, "wanted": wanted})
+    return _open_session(path, threads, blob), chosen, wanted
+
+
+def edited_cache_file(path: Path, key: Mapping[str, Any]) -> Path:
+    """Where an edited graph of ``path`` is cached: ``<cache root>/onnx-edited/<stem>.<hash>.onnx``
+    (with a ``.json`` record beside it of what the edit was)."""
+    from fakescope.utils import cache_root
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return cache_root() / "onnx-edited" / f"{path.stem}.{digest}.onnx"
+
+
+def _read_edit_record(cached: Path, key: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The record of a cached edit when it is for ``key`` and its graph is there, else None."""
+    try:
+        record = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not cached.is_file() or any(record.get(k) != v for k, v in key.items()):
+        return None
+    return record
+
+
+def _write_edit_record(cached: Path, blob: bytes, record: dict[str, Any]) -> None:
+    """Cache an edited graph (best effort: a read-only or full disk only costs the next start)."""
+    from fakescope.utils import atomic_write, atomic_write_text
+
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cached, lambda tmp: Path(tmp).write_bytes(blob))
+        atomic_write_text(cached.with_suffix(".json"), json.dumps(record))
+    except OSError as exc:
+        logger.info("could not cache the edited graph at %s: %s", cached, exc)
 
 
 def add_block_outputs(

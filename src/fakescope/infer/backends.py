@@ -31,8 +31,9 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def _user_cache() -> Path:
-    env = os.environ.get("FAKESCOPE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fakescope"
+    from fakescope.utils import cache_root
+
+    return cache_root()
 
 
 def onnx_path_for(checkpoint: str | Path, precision: str, member: int | None = None) -> Path:
