@@ -254,3 +254,47 @@ def test_explain_paths_good_bad_and_same_names(tmp_path: Path) -> None:
     assert "empty" in errors["empty.jpg"]
     assert "not a recognised image format" in errors["text.jpg"]
     assert all(err is None for _, png, err in results if png is not None)
+
+
+def test_heatmap_on_a_landscape_image_keeps_its_size_and_greys_what_the_crop_left_out(
+    tmp_path: Path,
+) -> None:
+    """A 96x64 image: the model (32 px, short side resize, centre crop) saw its middle 64x64.
+    The heatmap comes back at 96x64, NaN left and right of that, and the top-right evidence
+    lands in the top right of the middle square."""
+    det = top_right_detector()
+    img = Image.new("RGB", (96, 64), (200, 200, 200))
+    expl = explain_image(det, img, method="occlusion", grid=8)
+    heat = expl.image_heatmap
+    assert heat is not None and heat.shape == (64, 96) and expl.image.size == (96, 64)
+    assert np.isnan(heat[:, :16]).all() and np.isnan(heat[:, 80:]).all()
+    middle = heat[:, 16:80]
+    assert np.isfinite(middle).all()
+    assert middle[:32, 32:].mean() > 4 * middle[32:, :32].mean() + 0.1  # top right of the view
+    path = save_explanation(expl, tmp_path / "x.png")
+    with Image.open(path) as im:
+        panel_w, panel_h = im.width // 2, im.height - 36
+        assert abs(panel_w / panel_h - 96 / 64) < 0.02  # the image's aspect, not a square
+
+
+@pytest.mark.parametrize(
+    ("pre", "size", "seen_cols"),
+    [
+        (PLAIN_PRE, (48, 32), (8, 40)),  # landscape: the centre 32 columns
+        (PLAIN_PRE, (32, 80), None),  # portrait: rows are cropped, every column seen
+        (Preprocessing(size=32, resize_mode="crop"), (20, 26), (0, 20)),  # smaller: all seen
+    ],
+)
+def test_on_image_maps_the_view_back(pre, size, seen_cols) -> None:
+    from fakescope.infer.explain import on_image
+
+    ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (32, 1))  # left 0 -> right 1
+    heat = on_image(ramp, size, pre)
+    w, h = size
+    assert heat.shape == (h, w)
+    seen = np.isfinite(heat).any(axis=0)
+    lo, hi = seen_cols or (0, w)
+    assert seen[lo:hi].all() and not seen[:lo].any() and not seen[hi:].any()
+    row = heat[np.isfinite(heat).any(axis=1)][0]
+    inside = row[np.isfinite(row)]
+    assert (np.diff(inside) >= -1e-6).all()  # the ramp still rises left to right

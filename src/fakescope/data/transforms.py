@@ -122,7 +122,7 @@ def _geometry(pre: Preprocessing, train: bool) -> list[Callable]:
         pre.interpolation if pre.interpolation in _INTERP_NAMES else "bicubic"
     )
     crop = T.RandomCrop(size) if train else T.CenterCrop(size)
-    return [T.Resize(_resize_to(pre), interpolation=interp, antialias=True), crop]
+    return [T.Resize(short_side_for(pre), interpolation=interp, antialias=True), crop]
 
 
 def _check_resize_mode(pre: Preprocessing) -> None:
@@ -130,7 +130,7 @@ def _check_resize_mode(pre: Preprocessing) -> None:
         raise ValueError(f"unknown resize_mode {pre.resize_mode!r}; use 'resize' or 'crop'")
 
 
-def _resize_to(pre: Preprocessing) -> int:
+def short_side_for(pre: Preprocessing) -> int:
     """The short side the ``resize`` mode resizes to before its centre crop."""
     return int(round(pre.size / max(pre.crop_pct, 1e-6)))
 
@@ -160,7 +160,7 @@ class EvalTransform:
         """The normalised ``[3, size, size]`` float32 array of an image."""
         rgb = img if img.mode == "RGB" else img.convert("RGB")
         if self.pre.resize_mode == "resize":
-            rgb = _resize_short_side(rgb, _resize_to(self.pre), self.pre.interpolation)
+            rgb = _resize_short_side(rgb, short_side_for(self.pre), self.pre.interpolation)
         pixels = _centre_crop(np.asarray(rgb), self.pre.size)
         x = (pixels.astype(np.float32) / np.float32(255.0) - self._mean) / self._std
         return np.ascontiguousarray(x.transpose(2, 0, 1))

@@ -90,7 +90,8 @@ def explain(
 
     Returns:
         An :class:`~fakescope.infer.explain.Explanation`: ``heatmap`` (float32 ``[H, W]`` in
-        ``[0, 1]`` at the model's input size), ``method``, ``score`` (P(fake)) and
+        ``[0, 1]`` at the model's input size), ``image_heatmap`` (the same laid on the image at its
+        own size, NaN where the centre crop left it out), ``method``, ``score`` (P(fake)) and
         ``input_image`` (the image as the model saw it).
     """
     from fakescope.data.images import load_image, to_rgb

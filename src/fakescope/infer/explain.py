@@ -40,6 +40,7 @@ METHODS = ("auto", "gradcam", "occlusion")
 DEFAULT_GRID = 7
 DEFAULT_BATCH = 16
 _MIN_PANEL = 256
+_MAX_PANEL = 1024
 _CAPTION_HEIGHT = 36
 _STEM_MAX = 80
 
@@ -54,12 +55,18 @@ class Explanation:
         method: ``"gradcam"`` or ``"occlusion"``.
         score: P(fake) of the image.
         input_image: the image as the model saw it (after resize/crop, before normalisation).
+        image: the image as given (RGB).
+        image_heatmap: float32 ``[H, W]`` at the image's own size and aspect ratio: the heatmap
+            laid back where the model's view lies on the image (:func:`on_image`), NaN outside
+            that view (the parts the centre crop left out).
     """
 
     heatmap: np.ndarray
     method: str
     score: float
     input_image: Image.Image
+    image: Image.Image | None = None
+    image_heatmap: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,6 +102,16 @@ def explain_image(
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {METHODS}")
     rgb = image.convert("RGB")
+    expl = _explain(detector, rgb, method, grid, batch_size)
+    expl.image = rgb
+    expl.image_heatmap = on_image(expl.heatmap, rgb.size, detector.spec.preprocessing)
+    return expl
+
+
+def _explain(
+    detector: Detector, rgb: Image.Image, method: str, grid: int, batch_size: int
+) -> Explanation:
+    """The heatmap in the model's view, by ``method`` (see :func:`explain_image`)."""
     if method == "gradcam" and not detector.torch_network:
         raise ValueError(f"Grad-CAM needs a timm network; this detector is {detector.spec.kind!r}")
     if method == "occlusion" or not detector.torch_network:
@@ -106,6 +123,45 @@ def explain_image(
             logger.warning("no Grad-CAM target layer (%s); using occlusion", exc)
             return _occlusion(detector, rgb, grid, batch_size)
     return _gradcam(detector, rgb)
+
+
+def on_image(heat: np.ndarray, size: tuple[int, int], pre: Preprocessing) -> np.ndarray:
+    """Lay a heatmap of the model's view back onto the image it came from.
+
+    Args:
+        heat: ``[s, s]`` values over the model's input (the resized, centre-cropped image).
+        size: the image's ``(width, height)``.
+        pre: the preprocessing that made the model's view (``resize``: short side to
+            ``s / crop_pct``, then the centre square; ``crop``: the centre square at the
+            native resolution, zero-padded when smaller).
+
+    Returns:
+        float32 ``[height, width]``: each image pixel's value from the point of the model's view
+        it became (bilinear), NaN where the crop left it out.
+    """
+    from fakescope.data.transforms import short_side_for
+
+    w, h = int(size[0]), int(size[1])
+    s = int(pre.size)
+    if pre.resize_mode == "resize":
+        short = short_side_for(pre)
+        lo, hi = (w, h) if w <= h else (h, w)
+        nw, nh = (short, int(short * hi / lo)) if w <= h else (int(short * hi / lo), short)
+    else:
+        nw, nh = w, h
+    # where the model's view starts in the resized (and, when smaller, zero-padded) image
+    pad_x, pad_y = max(s - nw, 0) // 2, max(s - nh, 0) // 2
+    left = int(round((max(nw, s) - s) / 2.0)) - pad_x
+    top = int(round((max(nh, s) - s) / 2.0)) - pad_y
+    xs = (np.arange(w, dtype=np.float32) + 0.5) * (nw / w) - 0.5 - left
+    ys = (np.arange(h, dtype=np.float32) + 0.5) * (nh / h) - 0.5 - top
+    grid = _fit_heatmap(np.asarray(heat, dtype=np.float32), (s, s))
+    map_x = np.broadcast_to(np.clip(xs, 0, s - 1)[None, :], (h, w)).astype(np.float32)
+    map_y = np.broadcast_to(np.clip(ys, 0, s - 1)[:, None], (h, w)).astype(np.float32)
+    out = cv2.remap(grid, map_x, map_y, interpolation=cv2.INTER_LINEAR)
+    inside = ((ys >= -0.5) & (ys <= s - 0.5))[:, None] & ((xs >= -0.5) & (xs <= s - 0.5))[None, :]
+    out[~inside] = np.nan
+    return out.astype(np.float32)
 
 
 def _preprocess(pre: Preprocessing, image: Image.Image) -> tuple[torch.Tensor, Image.Image]:
@@ -486,8 +542,35 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> Ima
     return Image.fromarray(blended, mode="RGB")
 
 
+def overlay_on_image(
+    image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45, max_side: int | None = None
+) -> Image.Image:
+    """Blend an :attr:`Explanation.image_heatmap` over its image, at the image's aspect ratio:
+    the model's view in heatmap colours, the parts it did not see greyed out.
+
+    Args:
+        image: the image the heatmap was laid on.
+        heatmap: ``[H, W]``, NaN outside the model's view.
+        alpha: weight of the heatmap colours.
+        max_side: shrink the result so its long side is at most this many pixels.
+    """
+    rgb = image.convert("RGB")
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if max_side and max(rgb.size) > max_side:
+        scale = max_side / max(rgb.size)
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+        heat = cv2.resize(heat, size, interpolation=cv2.INTER_NEAREST)
+    seen = np.isfinite(heat)
+    blended = np.asarray(overlay(rgb, np.where(seen, heat, 0.0)), dtype=np.float32)
+    grey = 0.35 * np.asarray(rgb, dtype=np.float32) + 0.65 * 200.0
+    out = np.where(seen[..., None], blended, grey)
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8), mode="RGB")
+
+
 def save_explanation(expl: Explanation, out_path: str | Path) -> Path:
-    """Write the input image and its overlay side by side, captioned ``P(fake)=0.93 (gradcam)``.
+    """Write the image and its overlay side by side (at the image's aspect ratio, the parts the
+    model did not see greyed out), captioned ``P(fake)=0.93 (gradcam)``.
 
     Small model inputs are enlarged so that each panel is at least 256 pixels wide.
 
@@ -500,10 +583,16 @@ def save_explanation(expl: Explanation, out_path: str | Path) -> Path:
     """
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    panel = _panel(expl.input_image)
+    if expl.image is not None and expl.image_heatmap is not None:  # the image as given
+        heat = overlay_on_image(expl.image, expl.image_heatmap, max_side=_MAX_PANEL)
+        panel = _panel(expl.image.resize(heat.size, Image.Resampling.BILINEAR))
+        heat = heat.resize(panel.size, Image.Resampling.NEAREST)
+    else:
+        panel = _panel(expl.input_image)
+        heat = overlay(panel, expl.heatmap)
     both = Image.new("RGB", (panel.width * 2, panel.height + _CAPTION_HEIGHT), "white")
     both.paste(panel, (0, _CAPTION_HEIGHT))
-    both.paste(overlay(panel, expl.heatmap), (panel.width, _CAPTION_HEIGHT))
+    both.paste(heat, (panel.width, _CAPTION_HEIGHT))
     caption = f"P(fake)={expl.score:.2f} ({expl.method})"
     ImageDraw.Draw(both).text((8, 8), caption, fill="black", font=_font(20))
     both.save(path, format="PNG")

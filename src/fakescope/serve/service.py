@@ -29,6 +29,8 @@ from fakescope.version import __version__
 logger = logging.getLogger(__name__)
 
 HEATMAP_MIN_SIDE = 256
+#: The heatmap overlay sent to the page is at most this many pixels on its long side.
+HEATMAP_MAX_SIDE = 1024
 
 
 class DetectService:
@@ -138,8 +140,9 @@ class DetectService:
         return self.predictor.error_row(up.name, reason, kind).to_dict()
 
     def _heatmap(self, name: str, img: Image.Image) -> dict[str, Any]:
-        """``heatmap_png`` (base64 PNG overlay on the image the model saw) and its method."""
-        from fakescope.infer.explain import explain_image, overlay
+        """``heatmap_png`` (base64 PNG overlay on the image, at its aspect ratio, the parts the
+        model did not see greyed out) and its method."""
+        from fakescope.infer.explain import explain_image, overlay_on_image
 
         try:
             with self.lock.exclusive():
@@ -147,9 +150,9 @@ class DetectService:
         except Exception as e:  # a heatmap failure must not lose the score
             logger.warning("%s: no heatmap: %s", name, e)
             return {"heatmap_png": None, "heatmap_error": f"no heatmap: {e}"}
-        seen = _at_least(expl.input_image, HEATMAP_MIN_SIDE)
+        shown = overlay_on_image(expl.image or img, expl.image_heatmap, max_side=HEATMAP_MAX_SIDE)
         buf = io.BytesIO()
-        overlay(seen, expl.heatmap).save(buf, format="PNG")
+        _at_least(shown, HEATMAP_MIN_SIDE).save(buf, format="PNG")
         return {
             "heatmap_png": base64.b64encode(buf.getvalue()).decode("ascii"),
             "heatmap_method": expl.method,

@@ -447,8 +447,9 @@
     $("heatmap-image").src = "data:image/png;base64," + heat.png;
     show($("heatmap-image"), true);
     show($("preview-image"), false);
-    $("preview-caption").textContent = "Heatmap over the part of the image the model saw " +
-      "(resized and cropped). Colours are relative to this image.";
+    $("preview-caption").textContent = "Heatmap over the image; the model saw the part in " +
+      "colour (its centre square), the greyed parts it did not see. Colours are relative to " +
+      "this image.";
     $("heatmap-method").textContent = "Method: " + (METHODS[heat.method] || heat.method) + ".";
     show($("heatmap-legend"), true);
   }
