@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,9 +82,20 @@ def _torchrun(data: Path, out: Path, *extra: str, nproc: int = 2) -> subprocess.
         *FAST,
         *extra,
     ]
+    fresh = not out.exists()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    if proc.returncode != 0 and fresh and _GLOO_ABORT in proc.stderr:
+        # A rank aborted in C++ (std::terminate): seen once in ten runs on a loaded 2-core
+        # machine, cause not found (gloo's worker threads at teardown are a known source,
+        # pytorch/pytorch#179291). A fresh run is run again, once; any other failure, or a
+        # second abort, fails the test.
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, f"torchrun exited {proc.returncode}:\n{proc.stderr[-3000:]}"
     return proc
+
+
+_GLOO_ABORT = "terminate called without an active exception"
 
 
 def _history(run: Path) -> list[dict]:
