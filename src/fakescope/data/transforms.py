@@ -159,8 +159,7 @@ class EvalTransform:
     def array(self, img: Image.Image) -> np.ndarray:
         """The normalised ``[3, size, size]`` float32 array of an image."""
         rgb = img if img.mode == "RGB" else img.convert("RGB")
-        if self.pre.resize_mode == "resize":
-            rgb = _resize_short_side(rgb, short_side_for(self.pre), self.pre.interpolation)
+        rgb = _resize_short_side(rgb, self.pre)
         pixels = _centre_crop(np.asarray(rgb), self.pre.size)
         x = (pixels.astype(np.float32) / np.float32(255.0) - self._mean) / self._std
         return np.ascontiguousarray(x.transpose(2, 0, 1))
@@ -169,26 +168,45 @@ class EvalTransform:
         return torch.from_numpy(self.array(img))
 
 
-def _resize_short_side(img: Image.Image, short: int, interpolation: str) -> Image.Image:
-    """The image with its short side ``short`` pixels (torchvision's rule for the long side)."""
-    w, h = img.size
+def resized_size(size: tuple[int, int], pre: Preprocessing) -> tuple[int, int]:
+    """``(width, height)`` of an image of ``size`` after the resize step (the short side to
+    :func:`short_side_for`, torchvision's rule for the long side; unchanged in ``crop`` mode)."""
+    w, h = size
+    if pre.resize_mode != "resize":
+        return w, h
+    short = short_side_for(pre)
     lo, hi = (w, h) if w <= h else (h, w)
-    new_lo, new_hi = short, int(short * hi / lo)
-    size = (new_lo, new_hi) if w <= h else (new_hi, new_lo)
-    if size == (w, h):
+    return (short, int(short * hi / lo)) if w <= h else (int(short * hi / lo), short)
+
+
+def crop_origin(size: tuple[int, int], crop: int) -> tuple[int, int]:
+    """``(left, top)`` of the centre ``crop`` square in an image of ``size`` (negative where it
+    is zero-padded: torchvision's ``CenterCrop``, the extra pixel of an odd padding right and
+    bottom)."""
+    w, h = size
+    pad_w, pad_h = max(crop - w, 0), max(crop - h, 0)
+    left = int(round((w + pad_w - crop) / 2.0)) - pad_w // 2
+    top = int(round((h + pad_h - crop) / 2.0)) - pad_h // 2
+    return left, top
+
+
+def _resize_short_side(img: Image.Image, pre: Preprocessing) -> Image.Image:
+    """The image after the resize step (:func:`resized_size`), with Pillow's filter."""
+    size = resized_size(img.size, pre)
+    if size == img.size:
         return img
-    return img.resize(size, _PIL_INTERP.get(interpolation, Image.Resampling.BICUBIC))
+    return img.resize(size, _PIL_INTERP.get(pre.interpolation, Image.Resampling.BICUBIC))
 
 
 def _centre_crop(pixels: np.ndarray, size: int) -> np.ndarray:
-    """The centre ``size`` square of ``[H, W, 3]`` pixels, zero-padded first when smaller
-    (torchvision's ``CenterCrop``: the extra pixel of an odd padding goes right and bottom)."""
+    """The centre ``size`` square of ``[H, W, 3]`` pixels (:func:`crop_origin`), zero-padded
+    first where smaller."""
     h, w = pixels.shape[:2]
-    if size > h or size > w:
-        ph, pw = max(size - h, 0), max(size - w, 0)
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    if ph or pw:
         pixels = np.pad(pixels, ((ph // 2, (ph + 1) // 2), (pw // 2, (pw + 1) // 2), (0, 0)))
-        h, w = pixels.shape[:2]
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    left, top = crop_origin((w, h), size)
+    top, left = top + ph // 2, left + pw // 2
     return pixels[top : top + size, left : left + size]
 
 

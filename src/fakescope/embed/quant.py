@@ -37,27 +37,33 @@ def dynamic_inputs(model: Any) -> list[str]:
     return [n.input[0] for n in model.graph.node if n.op_type == _DYNAMIC]
 
 
-def calibrate(model: Any, batches: Iterable[np.ndarray], threads: int | None = None) -> Ranges:
-    """Each dynamically quantised tensor's range: the mean of its per-image minimum and maximum.
+def calibrate(
+    path: str | Path, batches: Iterable[np.ndarray], threads: int | None = None
+) -> Ranges:
+    """Each dynamically quantised tensor's range in an int8 ONNX file: the mean of its
+    per-image minimum and maximum.
 
     Args:
-        model: the encoder's ``ModelProto`` (left unchanged).
+        path: the encoder file.
         batches: normalised image batches ``[B, 3, H, W]``; each image is run alone.
         threads: onnxruntime intra-op threads.
 
     Raises:
         RangesError: the model has no dynamically quantised tensors, or no image was given.
+        ValueError: the file is not a loadable ONNX model (naming it).
     """
     import onnx
 
+    from fakescope.embed.backbones import _open_session, edited_model
+
+    path = Path(path)
+    model = edited_model(path, None)
     names = dynamic_inputs(model)
     if not names:
-        raise RangesError("the model has no DynamicQuantizeLinear nodes: nothing to calibrate")
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+        raise RangesError(f"{path} has no DynamicQuantizeLinear nodes: nothing to calibrate")
     for name in names:
-        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = _session(probe.SerializeToString(), threads)
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    session = _open_session(path, threads, model.SerializeToString())
     feed = session.get_inputs()[0].name
     lows: list[list[float]] = []
     highs: list[list[float]] = []
@@ -165,15 +171,3 @@ def find_ranges(encoder: Path, sha256: str) -> Ranges | None:
             if meta.get("sha256") == sha256:
                 return ranges
     return None
-
-
-def _session(model: bytes, threads: int | None) -> Any:
-    """An onnxruntime CPU session on serialised model bytes."""
-    import os
-
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

@@ -139,20 +139,12 @@ def on_image(heat: np.ndarray, size: tuple[int, int], pre: Preprocessing) -> np.
         float32 ``[height, width]``: each image pixel's value from the point of the model's view
         it became (bilinear), NaN where the crop left it out.
     """
-    from fakescope.data.transforms import short_side_for
+    from fakescope.data.transforms import crop_origin, resized_size
 
     w, h = int(size[0]), int(size[1])
     s = int(pre.size)
-    if pre.resize_mode == "resize":
-        short = short_side_for(pre)
-        lo, hi = (w, h) if w <= h else (h, w)
-        nw, nh = (short, int(short * hi / lo)) if w <= h else (int(short * hi / lo), short)
-    else:
-        nw, nh = w, h
-    # where the model's view starts in the resized (and, when smaller, zero-padded) image
-    pad_x, pad_y = max(s - nw, 0) // 2, max(s - nh, 0) // 2
-    left = int(round((max(nw, s) - s) / 2.0)) - pad_x
-    top = int(round((max(nh, s) - s) / 2.0)) - pad_y
+    nw, nh = resized_size((w, h), pre)
+    left, top = crop_origin((nw, nh), s)  # where the model's view starts in the resized image
     xs = (np.arange(w, dtype=np.float32) + 0.5) * (nw / w) - 0.5 - left
     ys = (np.arange(h, dtype=np.float32) + 0.5) * (nh / h) - 0.5 - top
     grid = _fit_heatmap(np.asarray(heat, dtype=np.float32), (s, s))

@@ -105,8 +105,6 @@ def calibrate_tower(corpus: pd.DataFrame, tower_file: str | Path, out: str | Pat
     """Calibrate the int8 tower's activation ranges on a source-balanced sample of the corpus
     (:data:`RANGES_PER_SOURCE` training images of every source, never a held-out one) and write
     them to ``out`` with the tower's sha256; return the path."""
-    import onnx
-
     from fakescope.data.images import load_image
     from fakescope.data.transforms import eval_transform
     from fakescope.embed.backbones import CLIP_PREPROCESSING
@@ -121,7 +119,7 @@ def calibrate_tower(corpus: pd.DataFrame, tower_file: str | Path, out: str | Pat
     sample = rows.loc[np.concatenate(picked)]
     tf = eval_transform(CLIP_PREPROCESSING)
     images = (tf(load_image(p)).numpy()[None] for p in sample["path"])
-    ranges = calibrate(onnx.load(str(tower_file)), images)
+    ranges = calibrate(tower_file, images)
     meta = {
         "sha256": file_digest(Path(tower_file)),
         "encoder": Path(tower_file).name,
