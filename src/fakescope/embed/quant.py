@@ -54,16 +54,17 @@ def calibrate(
     """
     import onnx
 
-    from fakescope.embed.backbones import _open_session, edited_model
-
     path = Path(path)
-    model = edited_model(path, None)
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
     names = dynamic_inputs(model)
     if not names:
         raise RangesError(f"{path} has no DynamicQuantizeLinear nodes: nothing to calibrate")
     for name in names:
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = _open_session(path, threads, model.SerializeToString())
+    session = _session(model.SerializeToString(), threads)
     feed = session.get_inputs()[0].name
     lows: list[list[float]] = []
     highs: list[list[float]] = []
@@ -171,3 +172,16 @@ def find_ranges(encoder: Path, sha256: str) -> Ranges | None:
             if meta.get("sha256") == sha256:
                 return ranges
     return None
+
+
+def _session(model: bytes, threads: int | None) -> Any:
+    """An onnxruntime CPU session on serialised model bytes (this module sits below
+    :mod:`fakescope.embed.backbones`, whose sessions add the file name to errors)."""
+    import os
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
