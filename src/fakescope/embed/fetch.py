@@ -164,29 +164,9 @@ def build_clip_onnx(recipe: Recipe, dest: Path) -> None:
     ``ReduceMean`` nodes, which is how the ``layers`` pooling finds the blocks. Weights are
     quantised dynamically to int8 with onnxruntime, as the original was.
     """
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from fakescope.embed.tower import export_tower
 
-    from fakescope.embed.tower import ClipTower
-
-    model = _load_timm(recipe).eval()
-    fp32 = dest.with_name(dest.name + ".fp32")
-    size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                ClipTower(model),
-                torch.zeros(1, 3, size, size),
-                str(fp32),
-                input_names=["pixel_values"],
-                output_names=["image_embeds", "last_hidden_state"],
-                dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
-                opset_version=14,
-                dynamo=False,
-            )
-        quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8)
-    finally:
-        fp32.unlink(missing_ok=True)
+    export_tower(_load_timm(recipe).eval(), dest)
 
 
 def _load_timm(recipe: Recipe) -> Any:

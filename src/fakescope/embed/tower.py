@@ -291,3 +291,34 @@ def build_clip_tower(source: str | os.PathLike[str] | None = None, hub: bool = F
             raise TowerError(f"{path}: {exc}") from exc
         raise TowerError(f"{path} is not a loadable ONNX model: {exc}") from exc
     return tower.eval()
+
+
+def export_tower(vit: nn.Module, dest: str | os.PathLike[str], int8: bool = True) -> Path:
+    """Export a timm CLIP ViT (or a :class:`ClipTower`) as the shipped file is laid out:
+    ``image_embeds`` (projected) and ``last_hidden_state`` outputs, opset 14 (each LayerNorm as
+    ``ReduceMean`` nodes, which is how the ``layers`` pool finds the blocks); with ``int8``, its
+    weights then quantised dynamically to int8 with onnxruntime, as the original was."""
+    dest = Path(dest)
+    tower = vit if isinstance(vit, ClipTower) else ClipTower(vit)
+    size = int(tower.vit.patch_embed.img_size[0])
+    fp32 = dest.with_name(dest.name + ".fp32") if int8 else dest
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                tower.eval(),
+                torch.zeros(1, 3, size, size),
+                str(fp32),
+                input_names=["pixel_values"],
+                output_names=["image_embeds", "last_hidden_state"],
+                dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
+                opset_version=14,
+                dynamo=False,
+            )
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8)
+    finally:
+        if int8:
+            fp32.unlink(missing_ok=True)
+    return dest
