@@ -14,14 +14,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from fakescope.embed.backbones import (
-    Backbone,
-    OnnxBackbone,
-    TimmBackbone,
-    open_backbone,
-    open_backbone_arg,
-)
+from fakescope.embed.backbones import OnnxBackbone, open_backbone, open_backbone_arg
+from fakescope.embed.base import Backbone
 from fakescope.embed.cache import EmbeddingCache, default_cache_dir, embed_frame
+from fakescope.embed.timm_backbone import TimmBackbone
 from fakescope.models.detector import Preprocessing
 from fakescope.utils import file_digest
 

@@ -18,10 +18,11 @@ from fakescope.infer.explain import (
     overlay,
     save_explanation,
 )
-from fakescope.models.detector import Detector, DetectorSpec, Preprocessing, make_input_filter
+from fakescope.models.detector import Detector, DetectorSpec, Preprocessing
 from fakescope.models.fusion import create_fusion
 from fakescope.models.probe import create_probe_detector
 from fakescope.models.registry import create_detector
+from fakescope.models.torch_detector import TorchDetector, make_input_filter
 
 from .test_embed import build_tiny_encoder
 
@@ -51,7 +52,7 @@ class TopRightNet(nn.Module):
 
 
 def top_right_detector() -> Detector:
-    return Detector(
+    return TorchDetector(
         TopRightNet(), DetectorSpec(kind="timm", arch="top_right", preprocessing=PLAIN_PRE)
     )
 

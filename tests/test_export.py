@@ -16,12 +16,8 @@ import torch
 from fakescope.cli import main
 from fakescope.infer.backends import DetectorRef, onnx_path_for, open_detector
 from fakescope.models.checkpoint import load_detector, save_checkpoint
-from fakescope.models.onnx_export import (
-    EXPORT_VERSION,
-    calibration_images,
-    export_onnx,
-    onnx_export_version,
-)
+from fakescope.models.onnx_export import calibration_images, export_onnx
+from fakescope.models.onnx_net import EXPORT_VERSION, onnx_export_version
 from fakescope.models.registry import create_detector
 
 from .conftest import synthetic_image
@@ -57,7 +53,7 @@ def _ops(path: Path) -> list[str]:
 
 
 def _onnx_logits(path: Path, x: torch.Tensor) -> np.ndarray:
-    return load_detector(path).net(x).numpy().ravel()
+    return load_detector(path).tensor_logits(x.numpy())[0]
 
 
 def test_same_padding_exports_without_shape_ops(tf_det, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from fakescope.models import CheckpointError, create_detector, load_detector, save_checkpoint
 from fakescope.models.header import read_meta
-from fakescope.models.onnx_export import load_onnx_detector, onnx_export_version
+from fakescope.models.onnx_net import load_onnx_detector, onnx_export_version
 from fakescope.models.validate import MAX_PARAMS, TIMM_KWARGS
 
 from .conftest import TINY_MODEL

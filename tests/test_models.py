@@ -148,7 +148,7 @@ def test_verdict_band() -> None:
 
 
 def test_npr_filter_removes_content_and_keeps_upsampling_traces() -> None:
-    from fakescope.models.detector import NPR
+    from fakescope.models.torch_detector import NPR
 
     smooth = torch.ones(1, 3, 8, 8) * 0.7  # flat content: residual is zero
     assert torch.count_nonzero(NPR()(smooth)) == 0
@@ -161,7 +161,7 @@ def test_npr_filter_removes_content_and_keeps_upsampling_traces() -> None:
 def test_npr_detector_round_trip(tmp_path) -> None:
     det = create_detector(TINY_MODEL, img_size=32)
     det.spec.input_filter = "npr"
-    from fakescope.models.detector import make_input_filter
+    from fakescope.models.torch_detector import make_input_filter
 
     det.input_filter = make_input_filter("npr")
     back = load_detector(save_checkpoint(tmp_path / "n.safetensors", det.eval()))

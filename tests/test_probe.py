@@ -76,16 +76,17 @@ def test_probe_round_trip_reproduces_report_scores(probe_run: Path) -> None:
     np.testing.assert_allclose(
         scored["score"].to_numpy(), preds["score"].to_numpy(), rtol=1e-5, atol=1e-6
     )
-    # The same scores through the tensor path (no cache): Detector.forward on preprocessed images.
-    import torch
-
+    # The same scores through the tensor path (no cache): the detector on preprocessed images.
     from fakescope.data.images import load_image
-    from fakescope.data.transforms import eval_transform
+    from fakescope.data.transforms import EvalTransform
 
-    tf = eval_transform(det.spec.preprocessing)
-    x = torch.stack([tf(load_image(p)) for p in test["path"][:4]])
+    tf = EvalTransform(det.spec.preprocessing)
+    x = np.stack([tf.array(load_image(p)) for p in test["path"][:4]])
     np.testing.assert_allclose(
-        det.predict_proba(x).numpy(), preds["score"][:4].to_numpy(), rtol=1e-5, atol=1e-6
+        det.probabilities(det.tensor_logits(x)[0]),
+        preds["score"][:4].to_numpy(),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -172,13 +173,13 @@ def test_fusion_is_fitted_on_validation_rows_only(probe_run: Path, tmp_path: Pat
         1 - flipped.loc[test_rows, "label"]
     )  # poison everything but val
     again = fuse(members, flipped, method="stacking")
-    np.testing.assert_allclose(fused.net.weights.numpy(), again.net.weights.numpy())
+    np.testing.assert_allclose(fused.net.weights, again.net.weights)
     assert fused.meta["fusion_fit"]["rows"] == int((df["split"] == "val").sum())
     val_flipped = df.copy()
     val_rows = val_flipped["split"] == "val"
     val_flipped.loc[val_rows, "label"] = 1 - val_flipped.loc[val_rows, "label"]
     assert not np.allclose(
-        fuse(members, val_flipped, method="stacking").net.weights.numpy(), fused.net.weights.numpy()
+        fuse(members, val_flipped, method="stacking").net.weights, fused.net.weights
     )
 
 

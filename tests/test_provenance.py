@@ -483,7 +483,6 @@ def _photos() -> list[tuple[str, Image.Image]]:
 
 
 def test_no_watermark_false_positives_on_photos_noise_and_flat_images(tmp_path):
-    cv2 = pytest.importorskip("cv2")
     for name, img in _photos():
         path = tmp_path / f"{name}.png"
         img.save(path)
@@ -491,10 +490,22 @@ def test_no_watermark_false_positives_on_photos_noise_and_flat_images(tmp_path):
         assert result.evidence == [], name
         # And none is near a match: every payload misses by more than the allowance plus 2.
         rgb = np.asarray(img.convert("RGB"))
-        for to_yuv in (cv2.COLOR_RGB2YUV, cv2.COLOR_BGR2YUV):
-            votes = provenance._decode_dwtdct_blocks(rgb, to_yuv)
+        for order in ("RGB", "BGR"):
+            votes = provenance._decode_dwtdct_blocks(rgb, order)
             for mark in provenance._WATERMARKS:
                 assert provenance._bit_errors(votes, mark.bits) > mark.max_errors + 2, name
+
+
+@pytest.mark.parametrize("order", ["BGR", "RGB"])
+def test_u_channel_is_opencvs_bit_for_bit(order: str) -> None:
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(3)
+    px = rng.integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    px[0, :8] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255]] + [
+        [1, 2, 3]
+    ] * 3
+    code = cv2.COLOR_BGR2YUV if order == "BGR" else cv2.COLOR_RGB2YUV
+    np.testing.assert_array_equal(provenance.yuv_u(px, order), cv2.cvtColor(px, code)[..., 1])
 
 
 def test_small_images_are_not_checked_for_the_watermark(tmp_path, monkeypatch):

@@ -134,3 +134,51 @@ def cache_root() -> Path:
     """The user cache folder: ``$FAKESCOPE_CACHE`` when set, else ``~/.cache/fakescope``."""
     env = os.environ.get("FAKESCOPE_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "fakescope"
+
+
+#: Which optional extra brings each top-level module that the core install lacks.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        (
+            "torch",
+            "torchvision",
+            "timm",
+            "pandas",
+            "pyarrow",
+            "sklearn",
+            "matplotlib",
+            "skimage",
+            "pytorch_grad_cam",
+            "cv2",
+            "imagehash",
+            "scipy",
+        ),
+        "train",
+    ),
+    "ray": "ray",
+}
+
+CPU_TORCH_HINT = (
+    "for training on a machine without a GPU, install CPU-only torch first: pip install torch "
+    "torchvision --index-url https://download.pytorch.org/whl/cpu"
+)
+
+
+def missing_extra_message(
+    error: ModuleNotFoundError, what: str, extra: str | None = None
+) -> str | None:
+    """One line naming the extra to install when ``what`` (e.g. ``fakescope train``) needs a
+    module of an optional extra; None when the missing module belongs to no extra.
+
+    ``extra``: the extra that ``what`` needs as a whole (``scan``: ``ray``), named instead of the
+    one the module comes with.
+    """
+    top = (error.name or "").split(".")[0]
+    if top not in EXTRA_OF_MODULE:
+        return None
+    extra = extra or EXTRA_OF_MODULE[top]
+    hint = f"; {CPU_TORCH_HINT}" if extra == "train" else ""
+    return (
+        f"{what} needs the {extra!r} extra ({top} is not installed): "
+        f"pip install 'fakescope[{extra}]'{hint}"
+    )

@@ -93,6 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fakescope: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        from fakescope.utils import missing_extra_message
+
+        extra = "ray" if args.command == "scan" else None  # Ray Data, and Parquet to write
+        message = missing_extra_message(e, f"fakescope {args.command}", extra)
+        if message is None:
+            raise
+        print(f"fakescope: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise

@@ -32,7 +32,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     for line in builtin_lines():
         print(f"  {line}")
     print("\nmodels to train (timm names; --all lists every one):")
-    print("\n".join(f"  {n}" for n in list_models(args.pattern, include_timm=args.all)))
+    try:
+        names = list_models(args.pattern, include_timm=args.all)
+    except ModuleNotFoundError as e:
+        from fakescope.utils import missing_extra_message
+
+        message = missing_extra_message(e, "training")
+        if message is None:
+            raise
+        print(f"  ({message})")
+        return EXIT_OK
+    print("\n".join(f"  {n}" for n in names))
     return EXIT_OK
 
 

@@ -746,17 +746,13 @@ def _watermark_eligible(img: Image.Image) -> bool:
 
 def _watermark_evidence(img: Image.Image, items: list[Evidence], errors: list[str]) -> None:
     """Decode the dwtDct watermark and compare it with Stable Diffusion's payloads."""
-    try:
-        import cv2
-    except ImportError as exc:  # opencv-python-headless comes with grad-cam
-        errors.append(f"watermark: not checked (OpenCV is not importable: {_describe(exc)})")
-        return
     img.load()
     rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     best: tuple[int, _Watermark, str] | None = None
     # The reference scripts hand BGR to the encoder; diffusers' SDXL watermarker hands it RGB.
-    for order, to_yuv in (("BGR", cv2.COLOR_RGB2YUV), ("RGB", cv2.COLOR_BGR2YUV)):
-        votes = _decode_dwtdct_blocks(rgb, to_yuv)
+    # Our pixels are RGB: read as "BGR" they are what an encoder given RGB saw, and vice versa.
+    for order, read_as in (("BGR", "RGB"), ("RGB", "BGR")):
+        votes = _decode_dwtdct_blocks(rgb, read_as)
         for mark in _WATERMARKS:
             errors_found = _bit_errors(votes, mark.bits)
             if errors_found <= mark.max_errors and (best is None or errors_found < best[0]):
@@ -771,12 +767,14 @@ def _watermark_evidence(img: Image.Image, items: list[Evidence], errors: list[st
         items.append(Evidence("watermark", "invisible-watermark dwtDct", value, True, means))
 
 
-def _decode_dwtdct_blocks(pixels: np.ndarray, to_yuv: int | None = None) -> np.ndarray:
+def _decode_dwtdct_blocks(pixels: np.ndarray, order: str = "BGR") -> np.ndarray:
     """One bit per 4x4 block, as invisible-watermark's ``dwtDct`` decoder reads them.
 
     This is ``imwatermark.maxDct.EmbedMaxDct.decode`` with the default scales ``[0, 36, 36]``
     (only the U channel is read), vectorised: the library loops over blocks in Python, about 50
-    times slower, and depends on the GUI build of OpenCV. The Haar approximation band is computed
+    times slower, and depends on the GUI build of OpenCV. The U channel is OpenCV's
+    ``cvtColor(..., COLOR_BGR2YUV)`` in its own fixed-point arithmetic (:func:`yuv_u`), so no
+    OpenCV is needed. The Haar approximation band is computed
     as PyWavelets computes it (rows first, each output ``h * x[2i + 1] + h * x[2i]``), so the
     rounding, and with it every bit, is the same; ``tests/test_provenance.py`` checks this against
     the library. Blocks are in the library's (row-major) order, so bit ``k`` of an ``n``-bit
@@ -784,20 +782,14 @@ def _decode_dwtdct_blocks(pixels: np.ndarray, to_yuv: int | None = None) -> np.n
 
     Args:
         pixels: ``(H, W, 3)`` uint8 pixels.
-        to_yuv: The OpenCV conversion to YUV: ``cv2.COLOR_BGR2YUV`` (the default, what the
-            library does) for pixels in the order the encoder was given them, or
-            ``cv2.COLOR_RGB2YUV`` for the same pixels with the channels reversed (the same result
-            without a copy).
+        order: the channel order of ``pixels``: ``"BGR"`` (the default, what the library
+            assumes) or ``"RGB"`` (the same as reversing the channels first, without a copy).
 
     Returns:
         A flat uint8 array of 0/1, one per block.
     """
-    import cv2
-
     rows, cols = pixels.shape[0] // 4 * 4, pixels.shape[1] // 4 * 4
-    code = cv2.COLOR_BGR2YUV if to_yuv is None else to_yuv
-    u = cv2.cvtColor(np.ascontiguousarray(pixels), code)[:rows, :cols, 1]
-    u = u.astype(np.float64)
+    u = yuv_u(pixels[:rows, :cols], order).astype(np.float64)
     half = _HAAR
     u = u[1::2] * half + u[0::2] * half  # Haar low-pass down the rows, then along them
     approx = u[:, 1::2] * half + u[:, 0::2] * half
@@ -809,6 +801,29 @@ def _decode_dwtdct_blocks(pixels: np.ndarray, to_yuv: int | None = None) -> np.n
     position = np.argmax(np.abs(blocks[:, 1:]), axis=1) + 1
     value = np.abs(blocks[np.arange(blocks.shape[0]), position])
     return (value % _WM_SCALE > 0.5 * _WM_SCALE).astype(np.uint8)
+
+
+#: OpenCV's 8-bit RGB -> YUV coefficients, scaled by 2**14 (``imgproc/src/color_yuv``).
+_YUV_SHIFT, _R2Y, _G2Y, _B2Y, _B2U = 14, 4899, 9617, 1868, 8061
+
+
+def yuv_u(pixels: np.ndarray, order: str = "BGR") -> np.ndarray:
+    """The U channel of uint8 ``(H, W, 3)`` pixels, bit for bit as OpenCV's
+    ``cvtColor(pixels, COLOR_BGR2YUV)[..., 1]`` (``order="RGB"``: ``COLOR_RGB2YUV``)."""
+    px = pixels.astype(np.int32)
+    b, g, r = (
+        (px[..., 0], px[..., 1], px[..., 2])
+        if order == "BGR"
+        else (
+            px[..., 2],
+            px[..., 1],
+            px[..., 0],
+        )
+    )
+    half = 1 << (_YUV_SHIFT - 1)
+    y = (r * _R2Y + g * _G2Y + b * _B2Y + half) >> _YUV_SHIFT
+    u = ((b - y) * _B2U + (128 << _YUV_SHIFT) + half) >> _YUV_SHIFT
+    return np.clip(u, 0, 255).astype(np.uint8)
 
 
 def _bit_errors(votes: np.ndarray, payload: np.ndarray) -> int:

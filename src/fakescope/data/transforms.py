@@ -2,7 +2,9 @@
 
 The evaluation transform (predict, serve, evaluate) is Pillow and numpy only: the same pixels as
 torchvision's ``Resize`` + ``CenterCrop`` + ``ToTensor`` + ``Normalize`` (tested against it), without
-importing torchvision, which costs about a second at start-up. Training transforms use torchvision.
+importing torchvision, which costs about a second at start-up. :meth:`EvalTransform.array` gives a
+numpy array (scoring needs no torch); calling it gives a torch tensor (datasets for training and
+evaluation). Training transforms use torchvision.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import io
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageFilter
+
+if TYPE_CHECKING:  # torch comes with the train extra; scoring uses EvalTransform.array
+    import torch
 
 _INTERP_NAMES = ("bicubic", "bilinear", "nearest", "lanczos")
 _PIL_INTERP = {
@@ -165,6 +169,9 @@ class EvalTransform:
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        """The same array as a torch tensor (for torch datasets and training code)."""
+        import torch
+
         return torch.from_numpy(self.array(img))
 
 

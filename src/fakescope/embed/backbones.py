@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fakescope.data.transforms import Preprocessing
+from fakescope.embed.base import (
+    ONNX_POOLS,
+    Backbone,
+    _as_batch,
+    _check_pool,
+    _chunks,
+    _pool_tokens,
+)
 from fakescope.embed.deltas import Delta, deltas_digest
 from fakescope.embed.quant import Ranges, RangesError, find_ranges, fix_scales, ranges_digest
-from fakescope.utils import cpu_supports_bf16, file_digest
+from fakescope.utils import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -34,107 +39,10 @@ CLIP_PREPROCESSING = Preprocessing(
     resize_mode="resize",
 )
 
-POOLS: tuple[str, ...] = ("embed", "cls", "patch_mean", "cls_patch")
-TIMM_POOLS: tuple[str, ...] = (*POOLS, "multi")
-ONNX_POOLS: tuple[str, ...] = (*POOLS, "layers", "tokens")
-DEFAULT_MULTI_LAYERS = 4
-_RANDOM_INIT_SEED = 0
-# Spec keys that say where things live or how fast to run, not what the embedding is.
-_NOT_IDENTITY = frozenset(
-    {"path", "weights", "batch_size", "embed_output", "hidden_output", "layer_outputs"}
-)
 # A transformer block's input is what its first LayerNorm reads: HF-exported ViTs (CLIP
 # included) name that node ".../layers.<k>/layer_norm1/ReduceMean", timm ViTs exported with
 # opset 14 (the rebuilt CLIP tower, see fakescope.embed.weights) ".../blocks.<k>/norm1/ReduceMean".
 _BLOCK_INPUT = re.compile(r"(?:layers|blocks)\.(\d+)/(?:layer_norm1|norm1)/ReduceMean$")
-
-
-# --------------------------------------------------------------------------------------------
-# Base class
-# --------------------------------------------------------------------------------------------
-
-
-class Backbone(abc.ABC):
-    """A frozen network mapping normalised image batches to one vector per image.
-
-    Attributes:
-        preprocessing: how a PIL image becomes this backbone's input (see ``eval_transform``).
-        batch_size: preferred number of images per forward pass (1 for int8 ONNX models, whose
-            activations are quantised per batch, so that results do not depend on batch mates).
-        pool: which vector to return; one of :data:`POOLS` (timm backbones also allow ``multi``).
-    """
-
-    preprocessing: Preprocessing
-    batch_size: int
-    pool: str
-
-    @abc.abstractmethod
-    def embed(self, x: np.ndarray) -> np.ndarray:
-        """Embed a batch.
-
-        Args:
-            x: float32 ``[B, 3, H, W]``, already resized and normalised.
-
-        Returns:
-            float32 ``[B, D]``.
-        """
-
-    @abc.abstractmethod
-    def spec(self) -> dict[str, Any]:
-        """A JSON-serialisable description that :func:`open_backbone` can reopen."""
-
-    def identity(self) -> dict[str, Any]:
-        """What determines the embedding values: the spec minus file locations and speed knobs."""
-        return {k: v for k, v in self.spec().items() if k not in _NOT_IDENTITY}
-
-    @property
-    def cache_id(self) -> str:
-        """A short stable hash of :meth:`identity`: moving the model file keeps it, while another
-        model, pool or preprocessing changes it."""
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(pool={getattr(self, 'pool', None)!r})"
-
-
-def _as_batch(x: np.ndarray) -> np.ndarray:
-    """Check and convert an input batch to contiguous float32 ``[B, 3, H, W]``."""
-    arr = np.ascontiguousarray(x, dtype=np.float32)
-    if arr.ndim != 4 or arr.shape[1] != 3:
-        raise ValueError(f"expected a float32 batch of shape [B, 3, H, W], got {arr.shape}")
-    return arr
-
-
-def _chunks(x: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    """Consecutive slices of at most ``size`` rows."""
-    step = max(1, int(size))
-    for start in range(0, x.shape[0], step):
-        yield x[start : start + step]
-
-
-def _pool_tokens(tokens: np.ndarray, pool: str, num_prefix: int, source: str) -> np.ndarray:
-    """Pool a ``[B, T, C]`` token array whose first ``num_prefix`` tokens are CLS and the like."""
-    if tokens.ndim != 3:
-        raise ValueError(f"{source}: expected hidden states [B, T, C], got shape {tokens.shape}")
-    if pool in ("cls", "cls_patch") and num_prefix < 1:
-        raise ValueError(f"{source}: pool {pool!r} needs a CLS token, and this model has none")
-    if pool in ("patch_mean", "cls_patch") and tokens.shape[1] <= num_prefix:
-        raise ValueError(f"{source}: no patch tokens after {num_prefix} prefix token(s)")
-    if pool == "cls":
-        return tokens[:, 0]
-    patch_mean = tokens[:, num_prefix:].mean(axis=1)
-    if pool == "patch_mean":
-        return patch_mean
-    return np.concatenate([tokens[:, 0], patch_mean], axis=1)
-
-
-def _check_pool(pool: str, allowed: Sequence[str], kind: str) -> None:
-    """Raise a ValueError naming the allowed pools."""
-    if pool not in allowed:
-        raise ValueError(
-            f"unknown pool {pool!r} for {kind} backbones; choose from {tuple(allowed)}"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,208 +430,6 @@ def _pick_hidden_output(shapes: dict[str, Any], path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# timm
-# --------------------------------------------------------------------------------------------
-
-
-class TimmBackbone(Backbone):
-    """A frozen timm network (no classifier) used as a feature extractor.
-
-    Args:
-        name: a timm model name.
-        weights: a local weights file (safetensors or torch) loaded as timm's pretrained weights.
-        pretrained: download timm's pretrained weights when no ``weights`` file is given. Without
-            either, the network is randomly initialised (with a fixed seed, so it is repeatable).
-        pool: one of :data:`TIMM_POOLS`; ``multi`` concatenates the pooled features of several
-            intermediate layers.
-        layers: for ``multi``, an int (the last N blocks, default 4) or a list of block indices.
-        img_size: input size for models that take one (ViTs); None keeps the default.
-        batch_size: preferred images per forward pass.
-
-    Raises:
-        FileNotFoundError: ``weights`` does not exist.
-        ValueError: an unknown model, or a pool the model cannot give.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        weights: str | os.PathLike[str] | None = None,
-        pretrained: bool = False,
-        pool: str = "embed",
-        layers: int | Sequence[int] | None = None,
-        img_size: int | None = None,
-        batch_size: int = 32,
-    ) -> None:
-        _check_pool(pool, TIMM_POOLS, "timm")
-        _check_timm_name(name)
-        self.name = name
-        self.weights = Path(weights).expanduser().resolve() if weights is not None else None
-        if self.weights is not None and not self.weights.is_file():
-            raise FileNotFoundError(f"weights file for {name} not found: {self.weights}")
-        self.pretrained = bool(pretrained) or self.weights is not None
-        self.pool = pool
-        self.img_size = img_size
-        self.batch_size = max(1, int(batch_size))
-        self.sha256 = file_digest(self.weights) if self.weights is not None else None
-        self.model = _create_timm(name, self.weights, self.pretrained, img_size)
-        self.preprocessing = _timm_preprocessing(self.model)
-        self.layers = _resolve_layers(self.model, layers) if pool == "multi" else layers
-        self.bf16 = cpu_supports_bf16()
-        self._check_model_pool()
-
-    def _check_model_pool(self) -> None:
-        """Fail early, with a clear message, for pools this architecture cannot give."""
-        if self.pool == "multi" and not hasattr(self.model, "forward_intermediates"):
-            raise ValueError(f"{self.name} has no forward_intermediates; pool 'multi' needs it")
-        if self.pool in ("cls", "cls_patch") and not self._is_token_model():
-            raise ValueError(
-                f"pool {self.pool!r} needs a ViT-like model with a CLS token; {self.name} "
-                "gives a feature map (use 'embed', 'patch_mean' or 'multi')"
-            )
-
-    def _is_token_model(self) -> bool:
-        """True for ViT-like models with a class token in ``forward_features``."""
-        has_cls = getattr(self.model, "cls_token", None) is not None
-        return has_cls and int(getattr(self.model, "num_prefix_tokens", 0)) > 0
-
-    def embed(self, x: np.ndarray) -> np.ndarray:
-        """Embed a normalised batch under ``no_grad`` (bf16 autocast where the CPU has it)."""
-        arr = _as_batch(x)
-        parts = [self._embed_chunk(torch.from_numpy(c)) for c in _chunks(arr, self.batch_size)]
-        if not parts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate(parts, axis=0)
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on CPUs with native bf16, else nothing."""
-        if self.bf16:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _embed_chunk(self, x: torch.Tensor) -> np.ndarray:
-        """One forward pass, pooled and returned as float32 numpy."""
-        with torch.no_grad(), self._autocast():
-            out = self._multi(x) if self.pool == "multi" else self._single(x)
-        return out.float().reshape(out.shape[0], -1).numpy().astype(np.float32, copy=False)
-
-    def _single(self, x: torch.Tensor) -> torch.Tensor:
-        """The ``embed``, ``cls``, ``patch_mean`` and ``cls_patch`` pools."""
-        feats = self.model.forward_features(x)
-        if self.pool == "embed":
-            return self.model.forward_head(feats, pre_logits=True)
-        if feats.ndim == 3:
-            prefix = int(getattr(self.model, "num_prefix_tokens", 0))
-            pooled = _pool_tokens(feats.float().numpy(), self.pool, prefix, self.name)
-            return torch.from_numpy(pooled)
-        return _spatial_mean(feats, getattr(self.model, "output_fmt", "NCHW"))
-
-    def _multi(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenated pooled features of the chosen intermediate layers."""
-        try:
-            feats = self.model.forward_intermediates(
-                x, indices=self.layers, intermediates_only=True
-            )
-        except (NotImplementedError, TypeError, AssertionError) as exc:
-            raise ValueError(f"{self.name}: forward_intermediates failed: {exc}") from exc
-        pooled = [f.mean(dim=1) if f.ndim == 3 else _spatial_mean(f, "NCHW") for f in feats]
-        return torch.cat([p.float() for p in pooled], dim=1)
-
-    def spec(self) -> dict[str, Any]:
-        """Type, model name, weights path and sha256, pool, layers and preprocessing."""
-        random_init = not self.pretrained
-        return {
-            "type": "timm",
-            "name": self.name,
-            "weights": str(self.weights) if self.weights is not None else None,
-            "sha256": self.sha256,
-            "pretrained": self.pretrained,
-            "init_seed": _RANDOM_INIT_SEED if random_init else None,
-            "pool": self.pool,
-            "layers": list(self.layers) if isinstance(self.layers, Sequence) else self.layers,
-            "img_size": self.img_size,
-            "preprocessing": self.preprocessing.to_dict(),
-            "batch_size": self.batch_size,
-        }
-
-    def identity(self) -> dict[str, Any]:
-        """The spec's identity plus whether bf16 autocast is used (it changes the values)."""
-        return {**super().identity(), "autocast": "bf16" if self.bf16 else None}
-
-
-def _check_timm_name(name: str) -> None:
-    """Raise a ValueError for a name timm does not know (hub names are left to timm)."""
-    import timm
-
-    if ":" not in name and not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r}")
-
-
-def _spatial_mean(feats: torch.Tensor, fmt: str) -> torch.Tensor:
-    """Global average pool of a 4-D feature map in ``NCHW`` or ``NHWC`` layout."""
-    if feats.ndim != 4:
-        raise ValueError(f"expected a 4-D feature map, got shape {tuple(feats.shape)}")
-    return feats.mean(dim=(1, 2)) if fmt == "NHWC" else feats.mean(dim=(2, 3))
-
-
-def _create_timm(
-    name: str, weights: Path | None, pretrained: bool, img_size: int | None
-) -> torch.nn.Module:
-    """Build a frozen, eval-mode timm model without a classifier."""
-    import timm
-
-    kwargs: dict[str, Any] = {"num_classes": 0}
-    if img_size is not None:
-        kwargs["img_size"] = int(img_size)
-    if weights is not None:
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
-    elif pretrained:
-        kwargs["pretrained"] = True
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_RANDOM_INIT_SEED)
-            model = timm.create_model(name, **kwargs)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        if pretrained and weights is None:
-            raise RuntimeError(
-                f"could not get pretrained weights for {name}: {exc}. Offline? Pass a local "
-                f"file as '{name}:/path/to/weights.safetensors'"
-            ) from exc
-        raise
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
-
-def _timm_preprocessing(model: torch.nn.Module) -> Preprocessing:
-    """The model's timm eval data config as a :class:`Preprocessing`."""
-    from timm.data import resolve_data_config
-
-    cfg = resolve_data_config({}, model=model)
-    return Preprocessing(
-        size=int(cfg["input_size"][-1]),
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        mean=tuple(float(v) for v in cfg["mean"]),
-        std=tuple(float(v) for v in cfg["std"]),
-        crop_pct=float(cfg.get("crop_pct", 0.875)),
-        resize_mode="resize",
-    )
-
-
-def _resolve_layers(model: torch.nn.Module, layers: int | Sequence[int] | None) -> int | list[int]:
-    """``layers`` for ``forward_intermediates``: an int capped at the model's depth, or a list."""
-    if layers is not None and not isinstance(layers, int):
-        return [int(i) for i in layers]
-    n = DEFAULT_MULTI_LAYERS if layers is None else int(layers)
-    if n < 1:
-        raise ValueError(f"layers must be at least 1, got {n}")
-    depth = len(getattr(model, "feature_info", []) or [])
-    return min(n, depth) if depth else n
-
-
-# --------------------------------------------------------------------------------------------
 # Reopening
 # --------------------------------------------------------------------------------------------
 
@@ -815,8 +521,10 @@ def _open_onnx_spec(
     return backbone
 
 
-def _open_timm_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> TimmBackbone:
+def _open_timm_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -> Backbone:
     """The timm half of :func:`open_backbone`."""
+    from fakescope.embed.timm_backbone import TimmBackbone
+
     weights = path if path is not None else find_weights_file(spec.get("weights"))
     if weights is not None and not Path(weights).is_file():
         raise _missing_file_error(spec, str(weights))
@@ -874,6 +582,8 @@ def open_backbone_arg(
     text = arg.strip()
     if text.lower().endswith(".onnx"):
         return OnnxBackbone(text, pool=pool, layers=layers)
+    from fakescope.embed.timm_backbone import TimmBackbone
+
     name, weights = _split_timm_arg(text)
     if weights is None:
         return TimmBackbone(name, pretrained=True, pool=pool)

@@ -19,7 +19,7 @@ import pandas as pd
 from fakescope.utils import file_digest
 
 if TYPE_CHECKING:
-    from fakescope.embed.backbones import Backbone
+    from fakescope.embed.base import Backbone
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EmbeddingCache:
 
     Args:
         root: the cache folder (created when missing).
-        cache_id: the backbone's :attr:`~fakescope.embed.backbones.Backbone.cache_id`.
+        cache_id: the backbone's :attr:`~fakescope.embed.base.Backbone.cache_id`.
     """
 
     def __init__(self, root: str | os.PathLike[str], cache_id: str) -> None:

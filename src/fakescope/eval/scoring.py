@@ -62,7 +62,7 @@ class Scores:
 
 @torch.no_grad()
 def score_loader(
-    model: nn.Module,
+    model: nn.Module | Detector,
     loader: DataLoader,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
@@ -73,9 +73,11 @@ def score_loader(
 
     ``model`` is a tensor-scoring detector, or one wrapped in ``DistributedDataParallel`` (the
     training run's validation pass calls it through the wrapper, which keeps the ranks' buffers
-    in step).
+    in step). A detector that is not a torch module (a probe, an exported ONNX file) scores the
+    batch as a numpy array with :meth:`~fakescope.models.detector.Detector.tensor_logits`.
     """
     model.eval()
+    torch_module = isinstance(model, nn.Module)
     idx, logits, labels, failures = [], [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         failures += batch["failures"]
@@ -86,9 +88,12 @@ def score_loader(
             if amp_dtype is not None
             else contextlib.nullcontext()
         )
-        with ctx:
-            out = model(batch["x"].to(device, non_blocking=True))
-        logits.append(out.float().cpu().numpy())
+        if torch_module:
+            with ctx:
+                out = model(batch["x"].to(device, non_blocking=True)).float().cpu().numpy()
+        else:
+            out = model.tensor_logits(batch["x"].numpy())[0]
+        logits.append(out)
         idx.append(batch["idx"].numpy())
         labels.append(batch["y"].numpy().astype(np.int64))
     cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dtype=dt)  # noqa: E731

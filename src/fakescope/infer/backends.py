@@ -185,7 +185,7 @@ def _onnx_member(
 
 def _stale(onnx_file: Path, checkpoint: Path) -> bool:
     """Whether a cached export is missing, older than its checkpoint or from an older exporter."""
-    from fakescope.models.onnx_export import EXPORT_VERSION, onnx_export_version
+    from fakescope.models.onnx_net import EXPORT_VERSION, onnx_export_version
 
     if not onnx_file.is_file():
         return True

@@ -4,12 +4,15 @@ Two methods:
 
 * **Grad-CAM** (Selvaraju et al., 2017) for timm networks, CNNs and ViTs alike: the gradient of
   the single (calibrated) logit with respect to the last feature stage, so positive heat is
-  evidence for *fake*. Any input filter (NPR) stays in the forward pass.
+  evidence for *fake*. Any input filter (NPR) stays in the forward pass. It needs torch (the
+  ``train`` extra): :mod:`fakescope.infer.gradcam`.
 * **Occlusion** (Zeiler & Fergus, 2014) for every detector kind, probes and fusions included:
   grey out one cell of a ``grid x grid`` lattice at a time and measure how much P(fake) drops.
+  numpy and the detector's own scoring only, in batches.
 
 Heatmaps are ``float32 [H, W]`` in ``[0, 1]`` at the model's input size, aligned with
-:attr:`Explanation.input_image` (the image after resize/crop, before normalisation).
+:attr:`Explanation.input_image` (the image after resize/crop, before normalisation), and laid back
+on the image at its own size (:attr:`Explanation.image_heatmap`).
 """
 
 from __future__ import annotations
@@ -17,19 +20,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
-from torch import nn
 
 from fakescope.data.images import ImageLoadError, load_image
-from fakescope.data.transforms import Preprocessing, eval_transform
+from fakescope.data.transforms import Preprocessing
+from fakescope.infer.heatmaps import fit_heatmap, interp_matrix, jet, preprocess, resize_bilinear
 from fakescope.models.detector import Detector
 
 logger = logging.getLogger(__name__)
@@ -116,13 +116,16 @@ def _explain(
         raise ValueError(f"Grad-CAM needs a timm network; this detector is {detector.spec.kind!r}")
     if method == "occlusion" or not detector.torch_network:
         return _occlusion(detector, rgb, grid, batch_size)
+    from fakescope.infer.gradcam import gradcam, target_layer
+
     if method == "auto":
         try:
-            _target_layer(detector.net)
+            target_layer(detector.net)
         except ValueError as exc:
             logger.warning("no Grad-CAM target layer (%s); using occlusion", exc)
             return _occlusion(detector, rgb, grid, batch_size)
-    return _gradcam(detector, rgb)
+    heat, score, seen = gradcam(detector, rgb)
+    return Explanation(fit_heatmap(heat, (seen.height, seen.width)), "gradcam", score, seen)
 
 
 def on_image(heat: np.ndarray, size: tuple[int, int], pre: Preprocessing) -> np.ndarray:
@@ -147,230 +150,30 @@ def on_image(heat: np.ndarray, size: tuple[int, int], pre: Preprocessing) -> np.
     left, top = crop_origin((nw, nh), s)  # where the model's view starts in the resized image
     xs = (np.arange(w, dtype=np.float32) + 0.5) * (nw / w) - 0.5 - left
     ys = (np.arange(h, dtype=np.float32) + 0.5) * (nh / h) - 0.5 - top
-    grid = _fit_heatmap(np.asarray(heat, dtype=np.float32), (s, s))
-    map_x = np.broadcast_to(np.clip(xs, 0, s - 1)[None, :], (h, w)).astype(np.float32)
-    map_y = np.broadcast_to(np.clip(ys, 0, s - 1)[:, None], (h, w)).astype(np.float32)
-    out = cv2.remap(grid, map_x, map_y, interpolation=cv2.INTER_LINEAR)
+    grid = fit_heatmap(np.asarray(heat, dtype=np.float32), (s, s))
+    out = interp_matrix(ys, s) @ grid @ interp_matrix(xs, s).T
     inside = ((ys >= -0.5) & (ys <= s - 0.5))[:, None] & ((xs >= -0.5) & (xs <= s - 0.5))[None, :]
     out[~inside] = np.nan
     return out.astype(np.float32)
 
 
-def _preprocess(pre: Preprocessing, image: Image.Image) -> tuple[torch.Tensor, Image.Image]:
-    """The normalised ``[1, 3, H, W]`` input tensor and the image the model sees."""
-    x = eval_transform(pre)(image).unsqueeze(0).float()
-    return x, _denormalise(x[0], pre)
-
-
-def _denormalise(x: torch.Tensor, pre: Preprocessing) -> Image.Image:
-    """Undo the normalisation of a ``[3, H, W]`` tensor and return an RGB image."""
-    mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
-    pixels = (x.detach().cpu().float() * std + mean).clamp(0, 1)
-    arr = (pixels.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-    return Image.fromarray(arr, mode="RGB")
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU for none)."""
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-# --------------------------------------------------------------------------------------------
-# Grad-CAM
-# --------------------------------------------------------------------------------------------
-
-
-class _LogitWrapper(nn.Module):
-    """The whole detector (input filter included) as ``[B, 1]`` calibrated logits."""
-
-    def __init__(self, detector: Detector) -> None:
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.detector.calibrated_logits(self.detector(x).float()).reshape(-1, 1)
-
-
-class _LogitTarget:
-    """Grad-CAM target: the single logit (positive = evidence for fake)."""
-
-    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
-        return model_output.reshape(-1)[0]
-
-
-def _gradcam(detector: Detector, image: Image.Image) -> Explanation:
-    """Grad-CAM of the detector's logit on its last feature stage, on the CPU in float32."""
-    from pytorch_grad_cam import GradCAM
-
-    pre = detector.spec.preprocessing
-    x, seen = _preprocess(pre, image)
-    layer, reshape = _target_layer(detector.net)
-    with _cpu_float32(detector), _grad_state(detector):
-        cam = GradCAM(
-            model=_LogitWrapper(detector), target_layers=[layer], reshape_transform=reshape
-        )
-        try:
-            with torch.enable_grad(), torch.autocast("cpu", enabled=False):
-                grayscale = cam(input_tensor=x.requires_grad_(True), targets=[_LogitTarget()])
-            logit = float(cam.outputs.detach().reshape(-1)[0])
-        finally:
-            cam.activations_and_grads.release()
-    heat = _fit_heatmap(np.asarray(grayscale[0], dtype=np.float32), x.shape[-2:])
-    return Explanation(heat, "gradcam", _sigmoid(logit), seen)
-
-
-def _sigmoid(z: float) -> float:
-    """A numerically safe logistic function."""
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
-def _fit_heatmap(heat: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Resize (bilinear) to ``size = (H, W)``, clean NaNs and clip to ``[0, 1]``, as float32."""
-    h, w = int(size[0]), int(size[1])
-    if heat.shape != (h, w):
-        heat = cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    heat = np.nan_to_num(heat, nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(heat, 0.0, 1.0).astype(np.float32)
-
-
 @contextlib.contextmanager
-def _cpu_float32(detector: Detector) -> Iterator[None]:
-    """Run on the CPU in float32, then put the detector back where and as it was."""
-    tensors = list(detector.parameters()) + list(detector.buffers())
-    device = tensors[0].device if tensors else torch.device("cpu")
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-    moved = device.type != "cpu" or dtype != torch.float32
-    if moved:
-        detector.to(device="cpu", dtype=torch.float32)
-    try:
+def _eval_mode(detector: Detector) -> Iterator[None]:
+    """A torch network in eval mode for the duration (restored after); others have no modes."""
+    was_training = getattr(detector, "training", None)
+    if was_training is None:
         yield
-    finally:
-        if moved:
-            detector.to(device=device, dtype=dtype)
-
-
-@contextlib.contextmanager
-def _grad_state(detector: Detector) -> Iterator[None]:
-    """Eval mode and frozen parameters (gradients flow from the input); all restored after.
-
-    Grad-CAM only needs gradients of activations, which the input's ``requires_grad`` gives;
-    freezing the parameters skips weight gradients and leaves any stored ``.grad`` untouched.
-    """
-    was_training = detector.training
-    params = list(detector.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [p.grad for p in params]
+        return
     detector.eval()
-    for p in params:
-        p.requires_grad_(False)
     try:
         yield
     finally:
-        for p, flag, grad in zip(params, flags, grads, strict=True):
-            p.requires_grad_(flag)
-            p.grad = grad
         detector.train(was_training)
 
 
-Reshape = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _target_layer(net: nn.Module) -> tuple[nn.Module, Reshape]:
-    """The Grad-CAM target layer of a timm network and the transform to ``[B, C, h, w]``.
-
-    ViT-like models (``blocks`` and ``num_prefix_tokens``): ``blocks[-1].norm1``, tokens reshaped
-    to a grid without the prefix (CLS, register) tokens. CNNs: the module of timm's last
-    ``feature_info`` stage, else the last ``nn.Conv2d``.
-
-    Raises:
-        ValueError: no suitable layer.
-    """
-    blocks = getattr(net, "blocks", None)
-    prefix = getattr(net, "num_prefix_tokens", None)
-    if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) and prefix is not None:
-        last = blocks[-1]
-        layer = getattr(last, "norm1", None)
-        layer = layer if isinstance(layer, nn.Module) else last
-        return layer, _TokensToMap(int(prefix), _grid_size(net))
-    layer, channels = _feature_stage(net)
-    if layer is None:
-        layer = _last_conv(net)
-        channels = getattr(layer, "out_channels", None)
-    if layer is None:
-        raise ValueError(f"{type(net).__name__} has no feature stage or Conv2d to attach to")
-    return layer, _TokensToMap(0, None, channels)
-
-
-def _feature_stage(net: nn.Module) -> tuple[nn.Module | None, int | None]:
-    """timm's last ``feature_info`` module and its channel count, if it can be found."""
-    info = getattr(net, "feature_info", None)
-    if not info:
-        return None, None
-    try:
-        last = info[-1]
-        name, channels = str(last["module"]), last.get("num_chs")
-        module = net.get_submodule(name) if name else None
-    except (AttributeError, KeyError, IndexError, TypeError):
-        return None, None
-    return module, (int(channels) if channels else None)
-
-
-def _last_conv(net: nn.Module) -> nn.Module | None:
-    """The last ``nn.Conv2d`` in module order, or None."""
-    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1] if convs else None
-
-
-def _grid_size(net: nn.Module) -> tuple[int, int] | None:
-    """A ViT's patch grid, from ``patch_embed.grid_size`` when it has one."""
-    grid = getattr(getattr(net, "patch_embed", None), "grid_size", None)
-    if grid is None:
-        return None
-    try:
-        return int(grid[0]), int(grid[1])
-    except (TypeError, IndexError, ValueError):
-        return None
-
-
-class _TokensToMap:
-    """Reshape a target layer's output to ``[B, C, h, w]``.
-
-    ``[B, T, C]`` tokens lose their ``prefix`` tokens and become a ``grid`` (or the square) map;
-    a channels-last ``[B, h, w, C]`` map (Swin and the like) is permuted; ``[B, C, h, w]`` passes.
-    """
-
-    def __init__(
-        self, prefix: int, grid: tuple[int, int] | None, channels: int | None = None
-    ) -> None:
-        self.prefix = prefix
-        self.grid = grid
-        self.channels = channels
-
-    def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        if t.ndim == 4:
-            nhwc = self.channels is not None and t.shape[1] != self.channels
-            return t.permute(0, 3, 1, 2) if nhwc and t.shape[-1] == self.channels else t
-        if t.ndim != 3:
-            raise ValueError(f"cannot make a 2-D map of a target output of shape {tuple(t.shape)}")
-        tokens = t[:, self.prefix :]
-        h, w = self._hw(tokens.shape[1])
-        return tokens.reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
-
-    def _hw(self, n: int) -> tuple[int, int]:
-        if self.grid is not None and self.grid[0] * self.grid[1] == n:
-            return self.grid
-        side = math.isqrt(n)
-        if side * side != n:
-            raise ValueError(f"{n} patch tokens do not form a square grid")
-        return side, side
+def _proba(detector: Detector, x: np.ndarray) -> np.ndarray:
+    """P(fake) of a preprocessed batch."""
+    return detector.probabilities(detector.tensor_logits(x)[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,11 +187,12 @@ def _occlusion(detector: Detector, image: Image.Image, grid: int, batch_size: in
         raise ValueError(f"grid must be at least 1, got {grid}")
     if detector.members:  # members preprocess their own way: occlude the image, not a tensor
         return _occlusion_fusion(detector, image, grid, batch_size)
-    x, seen = _preprocess(detector.spec.preprocessing, image)
-    x = x.to(_module_device(detector))
-    base = float(detector.predict_proba(x)[0])
-    cells = _cells(x.shape[-2], x.shape[-1], grid)
-    scores = _score_batches(detector.predict_proba, _occluded_tensors(x[0], cells), batch_size)
+    x, seen = preprocess(detector.spec.preprocessing, image)
+    with _eval_mode(detector):
+        base = float(_proba(detector, x)[0])
+        cells = _cells(x.shape[-2], x.shape[-1], grid)
+        copies = _occluded_arrays(x[0], cells)
+        scores = _score_batches(lambda b: _proba(detector, b), copies, batch_size)
     heat = _heat_from_scores(base, scores, grid, x.shape[-2:])
     return Explanation(heat, "occlusion", base, seen)
 
@@ -404,29 +208,27 @@ def _cells(h: int, w: int, grid: int) -> list[tuple[int, int, int, int]]:
     ]
 
 
-def _occluded_tensors(
-    x: torch.Tensor, cells: list[tuple[int, int, int, int]]
-) -> Iterator[torch.Tensor]:
-    """Copies of a normalised ``[3, H, W]`` tensor with one cell set to 0 (the mean colour)."""
+def _occluded_arrays(x: np.ndarray, cells: list[tuple[int, int, int, int]]) -> Iterator[np.ndarray]:
+    """Copies of a normalised ``[3, H, W]`` array with one cell set to 0 (the mean colour)."""
     for top, bottom, left, right in cells:
-        copy = x.clone()
+        copy = x.copy()
         copy[:, top:bottom, left:right] = 0.0
         yield copy
 
 
 def _score_batches(
-    score: Callable[[torch.Tensor], torch.Tensor], items: Iterator[torch.Tensor], batch_size: int
+    score: Callable[[np.ndarray], np.ndarray], items: Iterator[np.ndarray], batch_size: int
 ) -> np.ndarray:
     """P(fake) of every item, scored ``batch_size`` at a time."""
     out: list[np.ndarray] = []
-    batch: list[torch.Tensor] = []
+    batch: list[np.ndarray] = []
     for item in items:
         batch.append(item)
         if len(batch) >= max(1, batch_size):
-            out.append(score(torch.stack(batch)).detach().float().cpu().numpy())
+            out.append(np.asarray(score(np.stack(batch)), dtype=np.float32))
             batch = []
     if batch:
-        out.append(score(torch.stack(batch)).detach().float().cpu().numpy())
+        out.append(np.asarray(score(np.stack(batch)), dtype=np.float32))
     return np.concatenate(out).reshape(-1)
 
 
@@ -440,9 +242,7 @@ def _heat_from_scores(
     h, w = int(size[0]), int(size[1])
     if top <= 0.0:
         return np.zeros((h, w), dtype=np.float32)
-    cells = torch.from_numpy(drop / top)[None, None]
-    up = nn.functional.interpolate(cells, size=(h, w), mode="bilinear", align_corners=False)
-    return np.clip(up[0, 0].numpy(), 0.0, 1.0).astype(np.float32)
+    return np.clip(resize_bilinear(drop / top, (h, w)), 0.0, 1.0).astype(np.float32)
 
 
 def _occlusion_fusion(
@@ -455,7 +255,7 @@ def _occlusion_fusion(
     The reported score is the fusion's P(fake) of the original image.
     """
     pre = detector.spec.preprocessing
-    _, seen = _preprocess(pre, image)
+    _, seen = preprocess(pre, image)
     score = float(_pil_proba(detector, [image])[0])
     base = float(_pil_proba(detector, [seen])[0])
     cells = _cells(seen.height, seen.width, grid)
@@ -497,12 +297,8 @@ def _score_images(
 
 def _pil_proba(detector: Detector, images: list[Image.Image]) -> np.ndarray:
     """P(fake) of PIL images for any detector, fusions included."""
-    was_training = detector.training
-    detector.eval()
-    try:
+    with _eval_mode(detector):
         logits, _ = detector.image_logits([im.convert("RGB") for im in images], len(images))
-    finally:
-        detector.train(was_training)
     return detector.probabilities(logits)
 
 
@@ -522,16 +318,13 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> Ima
     Returns:
         An RGB image of the same size as ``image``.
     """
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    heat = _fit_heatmap(np.asarray(heatmap, dtype=np.float32), rgb.shape[:2])
-    blended = show_cam_on_image(
-        rgb, heat, use_rgb=True, colormap=cv2.COLORMAP_JET, image_weight=1.0 - alpha
-    )
-    return Image.fromarray(blended, mode="RGB")
+    heat = fit_heatmap(np.asarray(heatmap, dtype=np.float32), rgb.shape[:2])
+    cam = alpha * jet(heat) + (1.0 - alpha) * rgb
+    cam = cam / max(float(cam.max()), 1e-6)  # brightest pixel at full scale, as Grad-CAM's own
+    return Image.fromarray((cam * 255.0).round().clip(0, 255).astype(np.uint8), mode="RGB")
 
 
 def overlay_on_image(
@@ -552,7 +345,7 @@ def overlay_on_image(
         scale = max_side / max(rgb.size)
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
-        heat = cv2.resize(heat, size, interpolation=cv2.INTER_NEAREST)
+        heat = np.asarray(Image.fromarray(heat, mode="F").resize(size, Image.Resampling.NEAREST))
     seen = np.isfinite(heat)
     blended = np.asarray(overlay(rgb, np.where(seen, heat, 0.0)), dtype=np.float32)
     grey = 0.35 * np.asarray(rgb, dtype=np.float32) + 0.65 * 200.0

@@ -18,16 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from fakescope.data.images import DEFAULT_MAX_PIXELS, decode_item, load_image, to_rgb
-from fakescope.data.transforms import eval_transform
+from fakescope.data.transforms import EvalTransform
 from fakescope.data.video import Frame
 from fakescope.infer.video import VideoOptions, aggregate, read_frames, video_reason
 from fakescope.models.detector import Detector
 from fakescope.models.novelty import REASON as NOVELTY_REASON
-from fakescope.utils import autocast_dtype, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +110,13 @@ class Predictor:
         detector: a loaded :class:`Detector`.
         batch_size: images per model call.
         workers: decoding threads (0: decode in the calling thread).
-        device: ``auto``, ``cpu``, ``cuda``...
+        device: ``auto``, ``cpu``, ``cuda``... for torch networks; the others run with
+            onnxruntime and numpy on the CPU.
         video: video sampling and aggregation options.
         explain_dir: write a heatmap PNG per image here (None: off).
         max_pixels: decompression-bomb limit.
-        amp: ``auto`` (bf16 autocast where the CPU supports it), ``bf16`` or ``off`` (fp32).
+        amp: for torch networks: ``auto`` (bf16 autocast where the CPU supports it), ``bf16`` or
+            ``off`` (fp32).
         provenance: read each file's provenance metadata (see :class:`Prediction`).
     """
 
@@ -132,14 +132,19 @@ class Predictor:
         amp: str = "auto",
         provenance: bool = True,
     ) -> None:
-        self.device = resolve_device(device)
         self.provenance = provenance
-        self.detector = detector.to(self.device).eval()
+        self.device, self.amp = "cpu", None
+        if _uses_torch(detector):
+            from fakescope.utils import autocast_dtype, resolve_device
+
+            self.device = resolve_device(device)
+            self.amp = autocast_dtype(self.device, amp)
+            detector = detector.to(self.device).eval()
+        self.detector = detector
         self.batch_size, self.workers = batch_size, workers
         self.video = video or VideoOptions()
         self.explain_dir = explain_dir
         self.max_pixels = max_pixels
-        self.amp = autocast_dtype(self.device, amp)  # used by torch networks only
         self.tensor_path = not detector.members  # a combination scores images, not one tensor
 
     # ----------------------------------------------------------------------------------- scoring
@@ -190,7 +195,7 @@ class Predictor:
         good = [b for b in batch if b["error"] is None]
         t0 = time.perf_counter()
         if good and self.tensor_path:
-            logits, nov = self.detector.tensor_logits(torch.stack([b["x"] for b in good]), self.amp)
+            logits, nov = self.detector.tensor_logits(np.stack([b["x"] for b in good]), self.amp)
         else:
             logits, nov = self.image_logits([b["x"] for b in good])
         model_ms = (time.perf_counter() - t0) * 1000 / max(len(good), 1)
@@ -219,7 +224,7 @@ class Predictor:
         """What decode threads make of an image: the model's input tensor, or (for a combination,
         whose members preprocess their own way) the RGB image itself."""
         if self.tensor_path:
-            return eval_transform(self.detector.spec.preprocessing)
+            return EvalTransform(self.detector.spec.preprocessing).array
         return _same_image
 
     def _decoded(self, paths: Sequence[str]) -> Iterator[dict[str, Any]]:
@@ -407,6 +412,11 @@ def _provenance(path: str) -> dict[str, Any] | None:
     except Exception as e:  # a provenance reader failure must not lose the score
         logger.warning("%s: provenance not read: %s", path, e)
         return None
+
+
+def _uses_torch(detector: Detector) -> bool:
+    """Whether a detector (or one of its members) is a torch network."""
+    return detector.torch_network or any(_uses_torch(m) for m in detector.members)
 
 
 def _same_image(img: Image.Image) -> Image.Image:

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from fakescope.models.detector import Detector, DetectorSpec
 from fakescope.models.header import (
@@ -38,20 +37,31 @@ class MissingBackboneError(CheckpointError, FileNotFoundError):
     """A probe checkpoint is fine but its backbone file is not on this machine."""
 
 
-def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared or non-contiguous storage; clone keeps the values exact.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+def _plain_arrays(state: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Contiguous numpy copies of numpy arrays or torch tensors (bf16 is widened to float32)."""
+    out = {}
+    for k, v in state.items():
+        if hasattr(v, "detach"):  # a torch tensor
+            v = v.detach().to("cpu")
+            v = v.float() if str(v.dtype) == "torch.bfloat16" else v
+            v = v.numpy()
+        out[k] = np.ascontiguousarray(v).copy()
+    return out
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write ``tensors`` plus JSON ``meta`` to a safetensors file atomically."""
+def save_tensors(path: str | Path, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` (numpy arrays or torch tensors) plus JSON ``meta`` to a safetensors
+    file atomically."""
+    from safetensors.numpy import save_file
+
     header = {META_KEY: json.dumps(meta, default=_json_default)}
-    plain = _plain_tensors(tensors)
+    plain = _plain_arrays(tensors)
     return atomic_write(path, lambda tmp: save_file(plain, tmp, metadata=header))
 
 
-def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a file written by :func:`save_tensors`; raise :class:`CheckpointError` if it isn't one.
+def read_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by :func:`save_tensors` as numpy arrays; raise
+    :class:`CheckpointError` if it isn't one.
 
     The metadata is parsed (and must be a JSON object) before any tensor is read.
     """
@@ -61,7 +71,7 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if not path.is_file():
         raise missing_checkpoint(path)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
             if META_KEY not in header:
                 raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
@@ -108,7 +118,7 @@ def save_checkpoint(path: str | Path, detector: Detector, **extra: Any) -> Path:
 
 
 def load_detector(
-    path: str | Path, device: str | torch.device = "cpu", backbone_path: str | None = None
+    path: str | Path, device: Any = "cpu", backbone_path: str | None = None
 ) -> Detector:
     """Rebuild a detector from a checkpoint file alone (no downloads, no unpickling).
 
@@ -124,6 +134,7 @@ def load_detector(
             message names the file and the reason.
         MissingBackboneError: a probe's backbone file is not here (also a FileNotFoundError).
     """
+    from fakescope.models.fusion import load_net_state
     from fakescope.models.registry import build_from_spec
     from fakescope.zoo import builtin_path, is_builtin
 
@@ -131,7 +142,7 @@ def load_detector(
     if is_builtin(path):
         path = builtin_path(path)
     if Path(path).suffix.lower() == ".onnx":
-        from fakescope.models.onnx_export import load_onnx_detector
+        from fakescope.models.onnx_net import load_onnx_detector
 
         exported = load_onnx_detector(path)
         exported.source = source
@@ -152,8 +163,8 @@ def load_detector(
     tensors, _ = read_tensors(path)
     net_state = {k: v for k, v in tensors.items() if not k.startswith("__")}
     try:
-        missing, unexpected = detector.net.load_state_dict(net_state, strict=False)
-    except RuntimeError as e:  # shapes that do not fit
+        missing, unexpected = load_net_state(detector.net, net_state)
+    except ValueError as e:  # shapes that do not fit
         raise CheckpointError(f"{path}: tensors do not fit {spec.arch!r} ({str(e)[:500]})") from e
     if missing or unexpected:
         raise CheckpointError(

@@ -10,7 +10,10 @@ a few properties, so that no caller needs to know the family's name:
 * :attr:`Detector.embedder`: a frozen embedding stage whose outputs may be cached (probes), with
   :meth:`Detector.head_logits` to finish from cached embeddings;
 * :attr:`Detector.torch_network`: the whole detector is one torch network (a fine-tuned timm
-  model): it runs under autocast, exports to ONNX and has layers for Grad-CAM.
+  model): it runs under autocast, exports to ONNX and has layers for Grad-CAM. Such a detector
+  is a :class:`~fakescope.models.torch_detector.TorchDetector` (it needs the ``train`` extra);
+  every other family (probes on an ONNX tower, fusions, exported ``.onnx`` files) is a plain
+  :class:`Detector` whose parts are numpy and onnxruntime, so scoring needs no torch.
 
 Score convention (everywhere in fakescope): label 1 = fake, and ``score = P(fake)`` in [0, 1],
 obtained as ``sigmoid(a * logit + b)`` where ``a, b`` come from the stored calibration (1, 0 if none).
@@ -18,19 +21,15 @@ obtained as ``sigmoid(a * logit + b)`` where ``a, b`` come from the stored calib
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
-from fakescope.data.transforms import Preprocessing, eval_transform
-from fakescope.models.validate import INPUT_FILTERS
+from fakescope.data.transforms import EvalTransform, Preprocessing
 
 #: Raw logits ``[B]`` and the out-of-depth guard's distances ``[B]`` (None without a guard).
 LogitsAndNovelty = tuple[np.ndarray, np.ndarray | None]
@@ -77,17 +76,21 @@ class DetectorSpec:
         return cls(**known)
 
 
-class Detector(nn.Module):
-    """A network with one output logit per image, plus the spec that describes it."""
+class Detector:
+    """A network with one output logit per image, plus the spec that describes it.
 
-    def __init__(self, net: nn.Module, spec: DetectorSpec) -> None:
-        super().__init__()
+    ``net`` scores a preprocessed float32 batch ``[B, 3, H, W]`` with
+    ``net.logits_and_novelty(x) -> (logits [B], guard distances [B] or None)`` (numpy arrays), or
+    is a combination (:attr:`members`). Torch networks are wrapped by
+    :class:`~fakescope.models.torch_detector.TorchDetector` instead, which keeps this interface.
+    """
+
+    def __init__(self, net: Any, spec: DetectorSpec) -> None:
         self.net = net
         self.spec = spec
         self.meta: dict[str, Any] = {}
         #: What it was opened as (a file, or ``builtin:NAME``); None when made in memory.
         self.source: str | None = None
-        self.input_filter = make_input_filter(spec.input_filter)
 
     # ------------------------------------------------------------------------------ its name
     @property
@@ -130,23 +133,19 @@ class Detector(nn.Module):
         """Replace member ``i`` of a combination (e.g. by its ONNX-backed version)."""
         self.net.members[i] = member
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw (uncalibrated) logits, shape ``[B]``."""
-        out = self.net(self.input_filter(x))
-        return out.reshape(out.shape[0], -1)[:, 0]
+    def to(self, *args: Any, **kwargs: Any) -> Detector:
+        """Move torch members (if any) like ``nn.Module.to``; numpy parts stay where they are."""
+        for m in self.members:
+            m.to(*args, **kwargs)
+        return self
 
-    def logits_and_novelty(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Raw logits ``[B]`` and, for detectors with an out-of-depth guard, distances ``[B]``.
+    def eval(self) -> Detector:
+        """Evaluation mode for torch members (if any); numpy parts have no modes."""
+        for m in self.members:
+            m.eval()
+        return self
 
-        The guard (see :mod:`fakescope.models.novelty`) measures how far each input is from the
-        training images in the detector's own embedding space; None for detectors without one.
-        """
-        guarded = getattr(self.net, "logits_and_novelty", None)
-        if guarded is None:
-            return self(x), None
-        out, novelty = guarded(self.input_filter(x))
-        return out.reshape(out.shape[0], -1)[:, 0], novelty
-
+    # ----------------------------------------------------------------------- the guard
     @property
     def novelty_threshold(self) -> float | None:
         """The guard's distance threshold, or None for detectors without a guard."""
@@ -159,19 +158,12 @@ class Detector(nn.Module):
         return novelty is not None and t is not None and not novelty <= t
 
     # ------------------------------------------------------------------------------- scoring
-    def _device(self) -> torch.device:
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
-        return torch.device("cpu")
-
-    @torch.no_grad()
-    def tensor_logits(self, x: torch.Tensor, amp: torch.dtype | None = None) -> LogitsAndNovelty:
+    def tensor_logits(self, x: Any, amp: Any = None) -> LogitsAndNovelty:
         """Raw logits and guard distances of a preprocessed batch, as float32 arrays.
 
         Args:
-            x: ``[B, 3, H, W]``, made with ``eval_transform(self.spec.preprocessing)``.
+            x: ``[B, 3, H, W]`` float32, made with :class:`EvalTransform` of
+                ``self.spec.preprocessing`` (a numpy array; torch tensors are accepted).
             amp: an autocast dtype, used by torch networks only (None: fp32).
 
         Raises:
@@ -179,19 +171,13 @@ class Detector(nn.Module):
         """
         if self.members:
             raise TypeError("a fusion detector scores images: use Detector.image_logits")
-        x = x.to(self._device())
-        use_amp = amp is not None and self.torch_network
-        ctx = torch.autocast(x.device.type, dtype=amp) if use_amp else contextlib.nullcontext()
-        with ctx:
-            out, nov = self.logits_and_novelty(x)
-        novelty = None if nov is None else nov.float().cpu().numpy().astype(np.float32)
-        return out.float().cpu().numpy().astype(np.float32), novelty
+        arr = x if isinstance(x, np.ndarray) else x.detach().float().cpu().numpy()
+        out, nov = self.net.logits_and_novelty(np.ascontiguousarray(arr, dtype=np.float32))
+        novelty = None if nov is None else np.asarray(nov, dtype=np.float32)
+        return np.asarray(out, dtype=np.float32).reshape(len(arr)), novelty
 
     def image_logits(
-        self,
-        images: Sequence[Image.Image],
-        batch_size: int = 32,
-        amp: torch.dtype | None = None,
+        self, images: Sequence[Image.Image], batch_size: int = 32, amp: Any = None
     ) -> LogitsAndNovelty:
         """Raw logits and guard distances of RGB images: the one scoring method of every family.
 
@@ -207,9 +193,9 @@ class Detector(nn.Module):
                 axis=1,
             )
             return self.combine(z), None
-        tf = eval_transform(self.spec.preprocessing)
+        tf = EvalTransform(self.spec.preprocessing)
         parts = [
-            self.tensor_logits(torch.stack([tf(im) for im in images[i : i + batch_size]]), amp)
+            self.tensor_logits(np.stack([tf.array(im) for im in images[i : i + batch_size]]), amp)
             for i in range(0, len(images), max(1, batch_size))
         ]
         logits = np.concatenate([p[0] for p in parts])
@@ -223,35 +209,20 @@ class Detector(nn.Module):
 
     def head_logits(self, feats: np.ndarray) -> np.ndarray:
         """Raw logits ``[B]`` from :attr:`embedder` embeddings ``[B, D]`` (cached or fresh)."""
-        with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
-            return self.net.head_logits(x)[:, 0].cpu().numpy().astype(np.float32)
+        x = np.ascontiguousarray(feats, dtype=np.float32)
+        return np.asarray(self.net.head_logits(x), dtype=np.float32).reshape(len(x))
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated logits of raw ``logits`` as a float32 array."""
-        z = self.calibrated_logits(torch.from_numpy(np.asarray(logits, dtype=np.float32)))
-        return z.numpy().astype(np.float32)
+        """Calibrated logits of raw ``logits`` (the stored Platt scaling; identity when none)."""
+        z = np.asarray(logits, dtype=np.float32)
+        cal = self.spec.calibration
+        if not cal:
+            return z
+        return (z * np.float32(cal["a"]) + np.float32(cal["b"])).astype(np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated P(fake) of raw ``logits``."""
-        return torch.sigmoid(torch.from_numpy(self.calibrated(logits))).numpy()
-
-    def calibrated_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Apply the stored Platt scaling (identity when there is none)."""
-        cal = self.spec.calibration
-        if not cal:
-            return logits
-        return logits * float(cal["a"]) + float(cal["b"])
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """P(fake) for a preprocessed batch, shape ``[B]``, in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            return torch.sigmoid(self.calibrated_logits(self(x).float()))
-        finally:
-            self.train(was_training)
+        return sigmoid(self.calibrated(logits))
 
     def verdict(self, score: float, novelty: float | None = None) -> str:
         """ "fake", "real" or "uncertain" for a P(fake) score, using the stored threshold and band.
@@ -267,25 +238,8 @@ class Detector(nn.Module):
         return "fake" if score >= t else "real"
 
 
-class NPR(nn.Module):
-    """Neighbouring-pixel residual: ``x - up(down(x))`` with nearest 2x resampling.
-
-    Generators upsample; the residual keeps the local correlations that upsampling leaves and drops
-    image content (Tan et al., "Rethinking the up-sampling operations in CNN-based generative
-    network for generalizable deepfake detection", CVPR 2024). Odd sizes are cropped to even.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-        x = x[..., :h, :w]
-        down = nn.functional.interpolate(x, scale_factor=0.5, mode="nearest")
-        return x - nn.functional.interpolate(down, scale_factor=2.0, mode="nearest")
-
-
-def make_input_filter(name: str | None) -> nn.Module:
-    """The fixed input filter named in a spec (identity for None)."""
-    if name is None:
-        return nn.Identity()
-    if name == "npr":
-        return NPR()
-    raise ValueError(f"unknown input filter {name!r}; choose from {INPUT_FILTERS}")
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, float32, without overflow for large ``|z|``."""
+    z = np.asarray(z, dtype=np.float32)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)

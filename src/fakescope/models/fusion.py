@@ -6,33 +6,77 @@ Fitting the weights is training: see :mod:`fakescope.train.fusion`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from fakescope.models.detector import Detector, DetectorSpec
 
 
-class FusionNet(nn.Module):
+class FusionNet:
     """Holds member detectors and the linear combiner ``z = sum_i w_i * z_i + bias``.
 
     Members see images through their own preprocessing, so a fusion detector scores images
-    (:meth:`Detector.image_logits`), not one preprocessed tensor.
+    (:meth:`Detector.image_logits`), not one preprocessed tensor. Its own arrays are stored as
+    ``weights`` and ``bias``; each member's under ``members.<i>.net.``.
     """
 
     def __init__(self, members: Sequence[Detector]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.register_buffer("weights", torch.full((len(members),), 1.0 / max(len(members), 1)))
-        self.register_buffer("bias", torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise TypeError("a fusion detector scores images, not tensors: use Detector.image_logits")
+        self.members = list(members)
+        self.weights = np.full(len(members), 1.0 / max(len(members), 1), dtype=np.float32)
+        self.bias = np.zeros((), dtype=np.float32)
 
     def combine(self, z: np.ndarray) -> np.ndarray:
         """``z @ weights + bias`` for the members' calibrated logits ``z`` ``[rows, members]``."""
-        return z @ self.weights.cpu().numpy() + float(self.bias)
+        return z @ self.weights + self.bias
+
+    def state_dict(self) -> dict[str, Any]:
+        """Its arrays and every member's, by name."""
+        out: dict[str, Any] = {"weights": self.weights.copy(), "bias": self.bias.copy()}
+        for i, m in enumerate(self.members):
+            out.update({f"members.{i}.net.{k}": v for k, v in m.net.state_dict().items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """Load its arrays and hand each member its own; returns ``(missing, unexpected)``."""
+        missing = [k for k in ("weights", "bias") if k not in state]
+        unexpected = [
+            k for k in state if k not in ("weights", "bias") and not k.startswith("members.")
+        ]
+        for i, m in enumerate(self.members):
+            prefix = f"members.{i}.net."
+            own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            miss, extra = load_net_state(m.net, own)
+            missing += [prefix + k for k in miss]
+            unexpected += [prefix + k for k in extra]
+        if missing or unexpected:
+            return missing, unexpected
+        self.weights = _array(state["weights"]).reshape(len(self.members))
+        self.bias = _array(state["bias"]).reshape(())
+        return [], []
+
+
+def _array(v: Any) -> np.ndarray:
+    """A float32 numpy copy of an array or a torch tensor."""
+    return np.array(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
+
+
+def load_net_state(net: Any, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Load ``state`` into a detector's network, numpy or torch; ``(missing, unexpected)``.
+
+    Raises:
+        ValueError: shapes that do not fit (torch's RuntimeError is turned into this).
+    """
+    if hasattr(net, "parameters"):  # a torch network
+        import torch
+
+        tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
+        try:
+            missing, unexpected = net.load_state_dict(tensors, strict=False)
+        except RuntimeError as e:
+            raise ValueError(str(e)[:500]) from e
+        return list(missing), list(unexpected)
+    return net.load_state_dict(state)
 
 
 def create_fusion(
@@ -48,8 +92,8 @@ def create_fusion(
         model_kwargs={"method": method, "members": [m.spec.to_dict() for m in members]},
     )
     net = FusionNet(members)
-    net.weights.copy_(torch.as_tensor(np.asarray(weights), dtype=torch.float32))
-    net.bias.fill_(float(bias))
+    net.weights = np.asarray(weights, dtype=np.float32).reshape(len(members)).copy()
+    net.bias = np.asarray(float(bias), dtype=np.float32)
     return Detector(net, spec)
 
 

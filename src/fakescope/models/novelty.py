@@ -15,8 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 REASON = "unlike the training data"
 DEFAULT_K = 5
@@ -24,17 +22,25 @@ DEFAULT_QUANTILE = 0.995
 MAX_BANK = 2000
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.sqrt((x * x).sum(axis=-1, keepdims=True, dtype=np.float32))
+    return x / np.maximum(norm, np.float32(1e-12))
 
 
-class KnnNovelty(nn.Module):
+def _kth_largest(sims: np.ndarray, k: int) -> np.ndarray:
+    """The ``k``-th largest value of each row (``k`` clipped to the row length)."""
+    k = min(int(k), sims.shape[1])
+    return -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+
+
+class KnnNovelty:
     """Cosine distance to the k-th nearest training embedding, with a stored threshold.
 
-    The bank is a buffer, so it travels in the checkpoint's tensors; ``k``, the threshold and the
-    slice of the embedding it looks at (``dims``, e.g. the early transformer blocks of a layers
-    probe, whose low-level statistics set star fields and flat colours apart) are in the spec
-    (see :meth:`config`).
+    The bank (float16, L2-normalised rows) travels in the checkpoint's tensors as
+    ``novelty.bank``; ``k``, the threshold and the slice of the embedding it looks at (``dims``,
+    e.g. the early transformer blocks of a layers probe, whose low-level statistics set star
+    fields and flat colours apart) are in the spec (see :meth:`config`).
     """
 
     def __init__(
@@ -45,23 +51,20 @@ class KnnNovelty(nn.Module):
         threshold: float = float("inf"),
         dims: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__()
-        self.register_buffer("bank", torch.zeros(int(n), int(dim), dtype=torch.float16))
+        self.bank = np.zeros((int(n), int(dim)), dtype=np.float16)
         self.k = int(k)
         self.threshold = float(threshold)
         self.dims = None if dims is None else (int(dims[0]), int(dims[1]))
 
-    def _view(self, feats: torch.Tensor) -> torch.Tensor:
+    def _view(self, feats: np.ndarray) -> np.ndarray:
         return feats if self.dims is None else feats[:, self.dims[0] : self.dims[1]]
 
-    def distances(self, feats: torch.Tensor) -> torch.Tensor:
-        """``1 - cos`` to the k-th nearest bank row, shape ``[B]``."""
-        sims = _unit(self._view(feats).float()) @ self.bank.float().T
-        k = min(self.k, sims.shape[1])
-        return 1.0 - sims.topk(k, dim=1).values[:, -1]
+    def distances(self, feats: np.ndarray) -> np.ndarray:
+        """``1 - cos`` to the k-th nearest bank row, float32 ``[B]``."""
+        sims = _unit(self._view(np.asarray(feats))) @ self.bank.astype(np.float32).T
+        return (1.0 - _kth_largest(sims, self.k)).astype(np.float32)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.distances(feats)
+    __call__ = distances
 
     def config(self) -> dict[str, Any]:
         """What :func:`build_novelty` needs besides the bank tensor."""
@@ -111,9 +114,8 @@ def fit_novelty(
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.permutation(len(x))[:max_bank])
     guard = KnnNovelty(len(pick), x.shape[1], k, dims=dims)
-    guard.bank.copy_(_unit(torch.from_numpy(x[pick])).to(torch.float16))
-    sims = _unit(torch.from_numpy(x)) @ guard.bank.float().T
-    sims[torch.from_numpy(pick), torch.arange(len(pick))] = -2.0  # leave each bank row out
-    dist = 1.0 - sims.topk(min(k, sims.shape[1]), dim=1).values[:, -1]
-    guard.threshold = float(np.quantile(dist.numpy(), quantile))
+    guard.bank = _unit(x[pick]).astype(np.float16)
+    sims = _unit(x) @ guard.bank.astype(np.float32).T
+    sims[pick, np.arange(len(pick))] = -2.0  # leave each bank row out
+    guard.threshold = float(np.quantile(1.0 - _kth_largest(sims, k), quantile))
     return guard

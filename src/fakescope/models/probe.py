@@ -6,42 +6,47 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from fakescope.models.detector import Detector, DetectorSpec
 from fakescope.models.novelty import build_novelty
 
 
-class TowerDeltas(nn.Module):
-    """A tuned tower's low-rank weight deltas (``B @ A`` per matrix), kept as buffers so that
-    they are saved and loaded with the detector (:mod:`fakescope.embed.deltas` applies them).
+class TowerDeltas:
+    """A tuned tower's low-rank weight deltas (``B @ A`` per matrix), saved and loaded with the
+    detector (:mod:`fakescope.embed.deltas` applies them to the tower).
 
     Args:
         shapes: timm module name -> ``[rank, in, out]``.
     """
 
     def __init__(self, shapes: dict[str, list[int]]) -> None:
-        super().__init__()
         self.keys = sorted(shapes)
+        self.tensors: dict[str, np.ndarray] = {}
         for i, key in enumerate(self.keys):
             k, n_in, n_out = (int(v) for v in shapes[key])
-            self.register_buffer(f"A{i}", torch.zeros(k, n_in))
-            self.register_buffer(f"B{i}", torch.zeros(n_out, k))
+            self.tensors[f"A{i}"] = np.zeros((k, n_in), dtype=np.float32)
+            self.tensors[f"B{i}"] = np.zeros((n_out, k), dtype=np.float32)
 
     def set(self, deltas: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Install trained deltas (same keys and shapes)."""
         for i, key in enumerate(self.keys):
             a, b = deltas[key]
-            getattr(self, f"A{i}").copy_(torch.as_tensor(np.asarray(a), dtype=torch.float32))
-            getattr(self, f"B{i}").copy_(torch.as_tensor(np.asarray(b), dtype=torch.float32))
+            _copy_into(self.tensors[f"A{i}"], a, f"deltas.A{i}")
+            _copy_into(self.tensors[f"B{i}"], b, f"deltas.B{i}")
 
     def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The deltas as float32 numpy pairs ``(A, B)``."""
         return {
-            key: (getattr(self, f"A{i}").numpy(), getattr(self, f"B{i}").numpy())
-            for i, key in enumerate(self.keys)
+            key: (self.tensors[f"A{i}"], self.tensors[f"B{i}"]) for i, key in enumerate(self.keys)
         }
+
+
+def _copy_into(dst: np.ndarray, src: Any, name: str) -> None:
+    """Copy ``src`` into ``dst`` in place, as float32 of the same shape."""
+    arr = np.asarray(src, dtype=np.float32)
+    if arr.shape != dst.shape:
+        raise ValueError(f"{name}: shape {tuple(arr.shape)} does not fit {tuple(dst.shape)}")
+    dst[...] = arr
 
 
 def delta_shapes(deltas: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, list[int]]:
@@ -49,16 +54,20 @@ def delta_shapes(deltas: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, 
     return {k: [int(a.shape[0]), int(a.shape[1]), int(b.shape[0])] for k, (a, b) in deltas.items()}
 
 
-class ProbeNet(nn.Module):
-    """Frozen backbone → (L2-normalise) → standardise → linear head with one logit.
+class ProbeNet:
+    """Frozen backbone → (L2-normalise) → standardise → linear head with one logit, in numpy.
 
-    The backbone (ONNX session or frozen timm network) is not a submodule: its weights live in their
+    The backbone (ONNX session or frozen timm network) is not stored: its weights live in their
     own file and are referenced by path and sha256, so checkpoints hold only the head (kilobytes)
     and, when fitted, the out-of-depth guard's bank of training embeddings.
 
     A *tuned* probe's tower differs from the file by low-rank deltas (Effort or LoRA, see
     :mod:`fakescope.models.adapters`), held in :attr:`deltas` and saved with the head. Its
     backbone is then opened on first use, once the deltas are loaded, by ``open_backbone``.
+
+    Its tensors (:meth:`state_dict`) keep the names of the torch module it once was
+    (``mean``, ``scale``, ``head.weight``, ``head.bias``, ``novelty.bank``, ``deltas.A0``...), so
+    every probe file ever written still loads.
 
     Args:
         backbone: the frozen feature extractor (None for a tuned probe: see ``open_backbone``).
@@ -78,13 +87,13 @@ class ProbeNet(nn.Module):
         deltas: dict[str, list[int]] | None = None,
         open_backbone: Any = None,
     ) -> None:
-        super().__init__()
         self._backbone = backbone
         self._open_backbone = open_backbone
         self.l2 = bool(l2)
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
-        self.head = nn.Linear(dim, 1)
+        self.mean = np.zeros(dim, dtype=np.float32)
+        self.scale = np.ones(dim, dtype=np.float32)
+        self.weight = np.zeros(dim, dtype=np.float32)
+        self.bias = np.zeros(1, dtype=np.float32)
         self.novelty = build_novelty(novelty)
         self.deltas = TowerDeltas(deltas) if deltas else None
 
@@ -97,43 +106,72 @@ class ProbeNet(nn.Module):
             self._backbone = self._open_backbone(self.deltas.arrays())
         return self._backbone
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    # ------------------------------------------------------------------ tensors in and out
+    def _slots(self) -> dict[str, np.ndarray]:
+        slots = {"mean": self.mean, "scale": self.scale, "head.bias": self.bias}
+        if self.novelty is not None:
+            slots["novelty.bank"] = self.novelty.bank
+        if self.deltas is not None:
+            slots.update({f"deltas.{k}": v for k, v in self.deltas.tensors.items()})
+        return slots
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every stored array by name (the head's weight as ``[1, dim]``)."""
+        out = {k: v.copy() for k, v in self._slots().items()}
+        out["head.weight"] = self.weight.reshape(1, -1).copy()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """Load arrays by name; returns ``(missing, unexpected)`` names (nothing is loaded then).
+
+        Raises:
+            ValueError: an array whose shape does not fit.
+        """
+        slots = self._slots()
+        expected = set(slots) | {"head.weight"}
+        missing = sorted(expected - set(state))
+        unexpected = sorted(set(state) - expected)
+        if missing or unexpected:
+            return missing, unexpected
+        for name, dst in slots.items():
+            _copy_into(dst, state[name], name)
+        _copy_into(self.weight, np.asarray(state["head.weight"]).reshape(-1), "head.weight")
         if self.deltas is not None and self._open_backbone is not None:
             self._backbone = None  # reopened with the loaded deltas on first use
+        if self.novelty is not None:
+            self.novelty.bank = np.asarray(state["novelty.bank"], dtype=np.float16)
+        return [], []
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone embeddings of a preprocessed batch."""
-        feats = self.backbone.embed(x.detach().float().cpu().numpy())
-        return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).to(
-            self.head.weight.device
-        )
+    # ------------------------------------------------------------------------------ scoring
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Backbone embeddings of a preprocessed batch, float32 ``[B, dim]``."""
+        return np.ascontiguousarray(self.backbone.embed(x), dtype=np.float32)
 
-    def head_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        """Logits from embeddings, shape ``[B, 1]``."""
+    def head_logits(self, feats: np.ndarray) -> np.ndarray:
+        """Logits from embeddings, shape ``[B]``.
+
+        A row-wise product and sum rather than a GEMM: a GEMM's summation order depends on the
+        batch size, and an image's score must not depend on its batch mates, even in the 7th digit.
+        """
+        feats = np.asarray(feats, dtype=np.float32)
         if self.l2:
-            feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            norm = np.sqrt((feats * feats).sum(axis=1, dtype=np.float32))[:, None]
+            feats = feats / np.maximum(norm, np.float32(1e-12))
         z = (feats - self.mean) / self.scale
-        # a row-wise product and sum rather than a GEMM: a GEMM's summation order depends on the
-        # batch size, and an image's score must not depend on its batch mates, even in the 7th digit
-        return (z * self.head.weight[0]).sum(dim=1, keepdim=True) + self.head.bias
+        return (z * self.weight).sum(axis=1, dtype=np.float32) + self.bias[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_logits(self.embed(x))
-
-    def logits_and_novelty(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits ``[B, 1]`` and the guard's distances ``[B]`` (None without a guard), one pass."""
+    def logits_and_novelty(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits ``[B]`` and the guard's distances ``[B]`` (None without a guard), one pass."""
         feats = self.embed(x)
-        novelty = self.novelty(feats) if self.novelty is not None else None
+        novelty = self.novelty.distances(feats) if self.novelty is not None else None
         return self.head_logits(feats), novelty
 
     def set_head(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, bias: float) -> None:
         """Install a head fitted elsewhere (e.g. scikit-learn's logistic regression)."""
-        with torch.no_grad():
-            self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-            self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
-            self.head.weight.copy_(torch.as_tensor(coef, dtype=torch.float32).reshape(1, -1))
-            self.head.bias.fill_(float(bias))
+        _copy_into(self.mean, mean, "mean")
+        _copy_into(self.scale, scale, "scale")
+        _copy_into(self.weight, np.asarray(coef).reshape(-1), "head.weight")
+        self.bias[0] = np.float32(bias)
 
 
 def probe_arch(backbone_spec: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """A probe detector as one ONNX file: its tower (tuned deltas written in), its features and its head.
 
-A probe runs its ONNX tower in onnxruntime and its head (a dot product) in torch. The exported
+A probe runs its ONNX tower in onnxruntime and its head (a dot product) in numpy. The exported
 file does all of it in one graph: the tower's outputs, the pooling of the probe's ``pool``
 (``embed``: the projected embedding; ``layers``: every block's CLS token, each L2-normalised,
 concatenated and scaled), the probe's own L2 normalisation and standardisation, and the head,
@@ -106,10 +106,10 @@ def _layer_cls_nodes(graph: Any, names: list[str], helper: Any, numpy_helper: An
 def _head_nodes(graph: Any, feats: str, net: Any, helper: Any, numpy_helper: Any) -> str:
     """The probe's head: (L2-normalise), standardise, dot with the weights, add the bias."""
     x = _unit_rows(graph, feats, "probe/l2", helper, numpy_helper) if net.l2 else feats
-    mean = _const(graph, "probe/mean", net.mean.detach().numpy(), numpy_helper)
-    scale = _const(graph, "probe/std", net.scale.detach().numpy(), numpy_helper)
-    w = _const(graph, "probe/w", net.head.weight.detach().numpy().reshape(-1, 1), numpy_helper)
-    b = _const(graph, "probe/b", net.head.bias.detach().numpy().reshape(1), numpy_helper)
+    mean = _const(graph, "probe/mean", net.mean, numpy_helper)
+    scale = _const(graph, "probe/std", net.scale, numpy_helper)
+    w = _const(graph, "probe/w", net.weight.reshape(-1, 1), numpy_helper)
+    b = _const(graph, "probe/b", net.bias.reshape(1), numpy_helper)
     graph.node.extend(
         [
             helper.make_node("Sub", [x, mean], ["probe/centred"]),

@@ -6,11 +6,12 @@ import difflib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fakescope.models.detector import Detector, DetectorSpec, Preprocessing
+
+if TYPE_CHECKING:  # torch comes with the train extra; probes on ONNX towers need none of it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def count_timm_elements(name: str, model_kwargs: Any, num_classes: int = 1) -> i
         Exception: whatever timm raises for arguments the architecture does not take.
     """
     import timm  # on first use: probes on ONNX towers need none of it
+    import torch
 
     _check_timm_name(name)
     with torch.device("meta"):
@@ -178,6 +180,8 @@ def create_timm_detector(
     **kwargs: Any,
 ) -> Detector:
     """A timm network with a one-logit head, wrapped as a :class:`Detector`."""
+    from fakescope.models.torch_detector import TorchDetector
+
     _check_timm_name(name)
     model_kwargs = _timm_kwargs(name, img_size, kwargs)
     net = build_timm_net(name, model_kwargs, pretrained=pretrained, weights=weights)
@@ -187,7 +191,7 @@ def create_timm_detector(
         model_kwargs=model_kwargs,
         preprocessing=_preprocessing_for(net, img_size),
     )
-    return Detector(net, spec)
+    return TorchDetector(net, spec)
 
 
 def build_from_spec(spec: DetectorSpec, backbone_path: str | None = None) -> Detector:
@@ -199,8 +203,10 @@ def build_from_spec(spec: DetectorSpec, backbone_path: str | None = None) -> Det
     """
     if spec.kind == "timm":
         _check_timm_name(spec.arch)
+        from fakescope.models.torch_detector import TorchDetector
+
         net = build_timm_net(spec.arch, spec.model_kwargs, pretrained=False)
-        return Detector(net, spec)
+        return TorchDetector(net, spec)
     if spec.kind == "probe":
         from fakescope.models.probe import build_probe_from_spec
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -31,8 +32,9 @@ from fakescope.data.splits import load_dataset, load_splits, save_splits, valida
 from fakescope.data.transforms import AugmentConfig, eval_transform, train_transform
 from fakescope.eval.scoring import score_loader
 from fakescope.models.checkpoint import read_tensors, save_checkpoint, save_tensors
-from fakescope.models.detector import Detector, make_input_filter
+from fakescope.models.detector import Detector
 from fakescope.models.registry import create_detector
+from fakescope.models.torch_detector import make_input_filter
 from fakescope.train.loop import gather_scores, train_one_epoch
 from fakescope.utils import autocast_dtype, is_interactive, resolve_device, seed_everything
 
@@ -144,14 +146,15 @@ def restore_last(run_dir: Path, det: Detector, opt: torch.optim.Optimizer) -> Tr
 
 
 def apply_last(
-    blob: tuple[dict[str, torch.Tensor], dict[str, Any]], det: Detector, opt: torch.optim.Optimizer
+    blob: tuple[dict[str, Any], dict[str, Any]], det: Detector, opt: torch.optim.Optimizer
 ) -> TrainState:
     """Load ``(tensors, meta)`` as read from ``last.safetensors`` into the unwrapped ``det``.
 
     The file holds the plain (never DDP-wrapped) network and the optimiser state, so a run saved
     with any number of processes resumes with any other.
     """
-    tensors, meta = blob
+    arrays, meta = blob
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
     net = {k: v for k, v in tensors.items() if not k.startswith("__")}
     det.net.load_state_dict(net)
     _restore_optimizer(opt, tensors, meta["optimizer"])

@@ -1,0 +1,120 @@
+"""The core install (no torch, timm, pandas, scikit-learn, matplotlib or OpenCV) scores and
+explains images with a probe detector; commands that need the training stack say which extra."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fakescope.embed.backbones import OnnxBackbone
+from fakescope.models.checkpoint import save_checkpoint
+from fakescope.models.detector import Preprocessing
+from fakescope.models.probe import create_probe_detector
+
+from .test_embed import build_tiny_encoder
+
+#: What `pip install fakescope` does not bring (the train and ray extras).
+TRAINING_STACK = (
+    "torch",
+    "torchvision",
+    "timm",
+    "pandas",
+    "pyarrow",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "skimage",
+    "cv2",
+    "pytorch_grad_cam",
+    "imagehash",
+    "ray",
+)
+
+# Runs the CLI, or the given code, as if the training stack were not installed: importing any of
+# it raises ModuleNotFoundError, as it would in a core install.
+RUNNER = """
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None
+{body}
+"""
+
+
+def run_without_training_stack(body: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    code = RUNNER.format(blocked=TRAINING_STACK, body=body)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def cli(*args: str) -> str:
+    return f"from fakescope.cli import main\nsys.exit(main({list(args)!r}))"
+
+
+def tiny_probe(tmp_path: Path) -> Path:
+    encoder = build_tiny_encoder(tmp_path / "enc" / "tiny.onnx")
+    pre = Preprocessing(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
+    det = create_probe_detector(OnnxBackbone(encoder, preprocessing=pre), dim=4)
+    det.net.set_head(np.zeros(4), np.ones(4), np.array([1.0, -0.5, 0.25, 2.0]), 0.1)
+    return save_checkpoint(tmp_path / "probe.safetensors", det)
+
+
+def test_predict_explain_and_the_api_run_without_the_training_stack(tmp_path: Path) -> None:
+    ckpt = tiny_probe(tmp_path)
+    rng = np.random.default_rng(0)
+    img = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(img)
+    out = run_without_training_stack(
+        cli("predict", str(img), "--detector", str(ckpt), "--explain", str(tmp_path / "heat")),
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout.splitlines()[0])
+    assert row["verdict"] in ("fake", "real", "uncertain") and 0.0 <= row["score"] <= 1.0
+    assert row["heatmap"] and Path(row["heatmap"]).is_file()
+    api = run_without_training_stack(
+        "import fakescope\n"
+        f"rows = fakescope.predict([{str(img)!r}], detector={str(ckpt)!r})\n"
+        f"e = fakescope.explain({str(img)!r}, detector={str(ckpt)!r})\n"
+        "print(rows[0].score, e.image_heatmap.shape, e.method)",
+        tmp_path,
+    )
+    assert api.returncode == 0, api.stderr
+    score, *_ = api.stdout.split()
+    assert float(score) == row["score"]
+    assert "(60, 90) occlusion" in api.stdout
+
+
+def test_a_command_that_needs_torch_names_the_extra(tmp_path: Path) -> None:
+    (tmp_path / "data" / "real").mkdir(parents=True)
+    out = run_without_training_stack(
+        cli("train", str(tmp_path / "data"), "--out", str(tmp_path / "run")), tmp_path
+    )
+    assert out.returncode == 1
+    assert "fakescope train needs the 'train' extra" in out.stderr
+    assert "pip install 'fakescope[train]'" in out.stderr
+    assert "download.pytorch.org/whl/cpu" in out.stderr  # how to get CPU-only torch
+    assert "Traceback" not in out.stderr
+
+
+def test_models_lists_the_built_ins_and_says_what_training_needs(tmp_path: Path) -> None:
+    out = run_without_training_stack(cli("models"), tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "builtin:clip-layers" in out.stdout
+    assert "training needs the 'train' extra" in out.stdout
+
+
+def test_scan_names_the_ray_extra(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.png")
+    out = run_without_training_stack(
+        cli("scan", str(tmp_path / "in"), str(tmp_path / "out")), tmp_path
+    )
+    assert out.returncode == 1
+    assert "fakescope scan needs the 'ray' extra" in out.stderr
+    assert "pip install 'fakescope[ray]'" in out.stderr
