@@ -85,8 +85,12 @@ def explain(
     backend: str = "torch",
     precision: str = "auto",
     backbone_path: str | None = None,
+    grid: int | None = None,
 ) -> Explanation:
     """A heatmap of what made one image look fake, as arrays (nothing written).
+
+    ``method``: ``auto`` (Grad-CAM for fine-tuned networks, occlusion otherwise), ``gradcam`` or
+    ``occlusion``; ``grid``: the occlusion lattice (default 4: 4x4 cells, 17 model passes).
 
     Returns:
         An :class:`~fakescope.infer.explain.Explanation`: ``heatmap`` (float32 ``[H, W]`` in
@@ -110,7 +114,9 @@ def explain(
         img = to_rgb(
             image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
         )
-    return explain_image(detector, img, method=method)
+    from fakescope.infer.explain import DEFAULT_GRID
+
+    return explain_image(detector, img, method=method, grid=grid or DEFAULT_GRID)
 
 
 def _runs(items: Iterable[Any]) -> list[list[Any]]:

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Explanation", "explain_image", "explain_paths", "overlay", "save_explanation"]
 
 METHODS = ("auto", "gradcam", "occlusion")
-DEFAULT_GRID = 7
+DEFAULT_GRID = 4
 DEFAULT_BATCH = 16
 _MIN_PANEL = 256
 _MAX_PANEL = 1024
