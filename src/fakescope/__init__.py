@@ -4,6 +4,7 @@ The short public API (label 1 = fake, score = P(fake))::
 
     from fakescope import predict, explain, Prediction, DetectorRef
     from fakescope import create_detector, load_detector, list_models
+    from fakescope import adapt   # teach a detector a new generator from a few examples
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fakescope.version import __version__
 
 __all__ = [
     "DetectorRef",
+    "adapt",
     "Prediction",
     "__version__",
     "create_detector",
@@ -42,6 +44,10 @@ def __getattr__(name: str) -> Any:
         from fakescope.infer.backends import DetectorRef
 
         return DetectorRef
+    if name == "adapt":
+        from fakescope.train.adapt import adapt
+
+        return adapt
     if name == "load_detector":
         from fakescope.models.checkpoint import load_detector
 

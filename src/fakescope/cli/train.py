@@ -1,4 +1,4 @@
-"""``fakescope train``, ``demo``, ``fuse``, ``corpus`` and ``recipe``: commands that make
+"""``fakescope train``, ``demo``, ``fuse``, ``corpus``, ``recipe`` and ``adapt``: commands that make
 detectors (and the corpus the built-ins are made from)."""
 
 from __future__ import annotations
@@ -8,15 +8,19 @@ from pathlib import Path
 
 from fakescope.cli.common import (
     EXIT_OK,
+    EXIT_PARTIAL,
+    add_detector_arguments,
     add_training_arguments,
+    detector_ref,
     normalised_config,
     train_config_from_args,
 )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``demo``, ``fuse``, ``corpus`` and ``recipe``."""
+    """Add ``train``, ``demo``, ``fuse``, ``corpus``, ``recipe`` and ``adapt``."""
     _add_train(sub)
+    _add_adapt(sub)
     _add_demo(sub)
     _add_fuse(sub)
     _add_corpus(sub)
@@ -197,3 +201,58 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     path = build(RECIPES[args.name], feats, args.out)
     print(f"wrote {path}")
     return EXIT_OK
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    from fakescope.train.adapt import DEFAULT_MARGIN, MIN_PER_CLASS
+
+    p = sub.add_parser(
+        "adapt",
+        help="teach a detector a new generator from a few labelled examples",
+        description="Adapt a probe detector (the built-ins, or one made with `train --family "
+        "probe`) to EXAMPLES: fakes of a new generator and real images from the same setting, "
+        "as class folders (as `train` reads) or a manifest. It measures itself (cross-validated "
+        "AUC on the examples, and AUC on the detector's own reference rows), writes OUT only "
+        "when the examples gain and what it knew loses at most --margin, and records the parent, "
+        "the examples' digest and the measurements in OUT. Exit status 3: nothing written.",
+    )
+    p.add_argument("examples", help="folder of class folders, or a manifest (.csv, .parquet)")
+    p.add_argument("--out", required=True, help="the adapted detector to write (.safetensors)")
+    add_detector_arguments(p)
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        help="the largest AUC loss on the detector's reference rows to accept",
+    )
+    p.add_argument("--force", action="store_true", help="write even past --margin")
+    p.add_argument(
+        "--min-per-class",
+        type=int,
+        default=MIN_PER_CLASS,
+        help="fewest usable examples of each class",
+    )
+    p.add_argument("--json", action="store_true", help="print the full record as JSON")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes")
+    p.set_defaults(func=cmd_adapt)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    import json
+
+    from fakescope.train.adapt import adapt
+    from fakescope.utils import is_interactive
+
+    result = adapt(
+        args.examples,
+        args.out,
+        detector=detector_ref(args),
+        margin=args.margin,
+        force=args.force,
+        min_per_class=args.min_per_class,
+        workers=args.workers,
+        progress=is_interactive(),
+    )
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return EXIT_OK if result.written else EXIT_PARTIAL
+

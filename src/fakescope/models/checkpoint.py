@@ -107,10 +107,22 @@ def checkpoint_meta(detector: Detector, **extra: Any) -> dict[str, Any]:
     return meta
 
 
-def save_checkpoint(path: str | Path, detector: Detector, **extra: Any) -> Path:
-    """Save a detector (weights + spec + ``extra`` metadata) and its readable JSON sidecar."""
+def save_checkpoint(
+    path: str | Path,
+    detector: Detector,
+    extra_tensors: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """Save a detector (weights + spec + ``extra`` metadata) and its readable JSON sidecar.
+
+    ``extra_tensors`` are stored beside the network's, under names that start with ``__`` (data
+    that travels with the detector, such as :mod:`fakescope.train.adapt`'s reference rows; loading
+    the network ignores them).
+    """
+    if any(not k.startswith("__") for k in extra_tensors or {}):
+        raise ValueError("extra tensors must have names that start with '__'")
     meta = checkpoint_meta(detector, **extra)
-    path = save_tensors(path, detector.net.state_dict(), meta)
+    path = save_tensors(path, {**detector.net.state_dict(), **(extra_tensors or {})}, meta)
     atomic_write_text(
         Path(path).with_suffix(".json"), json.dumps(meta, indent=2, default=_json_default)
     )

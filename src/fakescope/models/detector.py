@@ -97,16 +97,32 @@ class Detector:
     def display_name(self) -> str:
         """What people call this detector: ``builtin:NAME``, the name of the file it was opened
         from, or (made in memory) its architecture, ``spec.arch``, which stays the technical
-        description whatever the name."""
+        description whatever the name. An adapted detector says so:
+        ``mine.safetensors (adapted from builtin:clip-layers)``."""
         from fakescope.zoo import display_name
 
-        return display_name(self.source) if self.source else self.spec.arch
+        name = display_name(self.source) if self.source else self.spec.arch
+        adapted = self.meta.get("adapted") if isinstance(self.meta, dict) else None
+        if isinstance(adapted, dict) and adapted.get("parent"):
+            name += f" (adapted from {adapted['parent']})"
+        return name
 
     @property
     def description(self) -> str | None:
-        """What a built-in detector is, in words (None for other detectors)."""
+        """What a built-in detector is, or how an adapted one was made, in words (None for
+        other detectors)."""
         from fakescope.zoo import describe
 
+        adapted = self.meta.get("adapted") if isinstance(self.meta, dict) else None
+        if isinstance(adapted, dict):
+            ex, cv = adapted.get("examples") or {}, adapted.get("cv") or {}
+            text = (
+                f"adapted from {adapted.get('parent')} with {ex.get('fake')} fake and "
+                f"{ex.get('real')} real examples (fakescope adapt)"
+            )
+            if cv.get("before") is not None and cv.get("after") is not None:
+                text += f"; AUC on them, cross-validated: {cv['before']:.2f} to {cv['after']:.2f}"
+            return text
         return describe(self.source) if self.source else None
 
     # ----------------------------------------------------------------------- what it is made of

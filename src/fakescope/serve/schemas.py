@@ -86,8 +86,18 @@ class ModelInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(description="the detector's architecture, technically (as rows' `model`)")
-    detector: str = Field(description="the detector's name: builtin:NAME, or its file's name")
-    description: str | None = Field(None, description="what a built-in detector is, in words")
+    detector: str = Field(
+        description="the detector's name: builtin:NAME, or its file's name (an adapted one adds "
+        "'(adapted from PARENT)')"
+    )
+    description: str | None = Field(
+        None, description="what a built-in detector is, or how an adapted one was made, in words"
+    )
+    adapted: dict[str, Any] | None = Field(
+        None,
+        description="for a detector made by `fakescope adapt`: its parent (name, sha256), the "
+        "examples (counts, sha256) and the measurements",
+    )
     kind: str
     preprocessing: dict[str, Any]
     threshold: float

@@ -166,6 +166,7 @@ class DetectService:
             "name": spec.arch,
             "detector": self.detector.display_name,
             "description": self.detector.description,
+            "adapted": meta.get("adapted"),
             "kind": spec.kind,
             "preprocessing": spec.preprocessing.to_dict(),
             "threshold": spec.threshold,

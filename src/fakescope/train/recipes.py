@@ -148,6 +148,7 @@ def build(
     from fakescope.eval.calibration import fit_platt
     from fakescope.models.checkpoint import save_checkpoint
     from fakescope.models.probe import attach_novelty, create_probe_detector
+    from fakescope.train.adapt import STORE_META, make_reference
 
     corpus = feats.corpus
     y = corpus["label"].to_numpy().astype(int)
@@ -194,7 +195,8 @@ def build(
         "history": fitted.history,
         **(extra_meta or {}),
     }
-    path = save_checkpoint(out, det, bench=meta)
+    ref = make_reference(l2_rows(x), y, src, det.head_logits(x), fit_rows, calib)
+    path = save_checkpoint(out, det, extra_tensors=ref.tensors(), bench=meta, **{STORE_META: ref.meta()})
     logger.info("wrote %s (%s)", path, recipe.name)
     return path
 
