@@ -127,7 +127,9 @@ def test_the_cli_prints_the_measurements_and_predict_names_the_adapted_detector(
     out = tmp_path / "mine.safetensors"
     assert main(["adapt", str(examples), "--out", str(out), "--detector", str(parent)]) == 0
     text = capsys.readouterr().out
-    assert "nested cross-validation" in text and "on what it knew" in text and f"wrote {out}" in text
+    assert (
+        "nested cross-validation" in text and "on what it knew" in text and f"wrote {out}" in text
+    )
     img = next((examples / "fake").glob("*.png"))
     assert main(["predict", str(img), "--detector", str(out), "--format", "jsonl"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])

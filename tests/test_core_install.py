@@ -118,3 +118,18 @@ def test_scan_names_the_ray_extra(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "fakescope scan needs the 'ray' extra" in out.stderr
     assert "pip install 'fakescope[ray]'" in out.stderr
+
+
+def test_a_video_and_its_timeline_need_no_training_stack(tmp_path: Path) -> None:
+    from .test_video import write_clip
+
+    ckpt = tiny_probe(tmp_path)
+    clip = write_clip(tmp_path / "clip.mp4", [0.0, 0.5, 1.0, 1.5], noise=True)
+    out = run_without_training_stack(
+        cli("predict", str(clip), "--detector", str(ckpt), "--timeline", str(tmp_path / "tl")),
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout.splitlines()[0])
+    assert row["kind"] == "video" and row["n_frames"] >= 2 and row["error"] is None
+    assert row["timeline"] and Path(row["timeline"]).is_file()

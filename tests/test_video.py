@@ -521,6 +521,10 @@ def test_plot_timeline(tmp_path: Path, band: float | None) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(out) as img:
         assert img.format == "PNG" and img.width > 100 and img.height > 50
+        px = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(p) for p in px}
+    assert (31, 119, 180) in colours and (207, 34, 46) in colours  # the scores, the threshold
+    assert ((226, 228, 240) in colours) == bool(band)  # the uncertain band, when given
     with pytest.raises(ValueError):
         VS.plot_timeline([0.0], [0.1, 0.2], tmp_path / "bad.png")
 

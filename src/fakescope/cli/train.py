@@ -255,4 +255,3 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return EXIT_OK if result.written else EXIT_PARTIAL
-

@@ -313,7 +313,10 @@ class Predictor:
             aggregate=v.aggregate,
             frames=rows,
         )
-        row.timeline = self._timeline(path, rows, v)
+        try:
+            row.timeline = self._timeline(path, rows, v)
+        except Exception as e:  # a plot failure must not lose the score
+            logger.warning("%s: no timeline: %s", path, e)
         return row
 
     def _timeline(self, path: str, rows: list[dict[str, Any]], v: VideoOptions) -> str | None:

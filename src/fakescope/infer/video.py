@@ -9,6 +9,7 @@ decode check both use it, so they decode the same frames).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,32 +176,63 @@ def plot_timeline(
     Raises:
         ValueError: ``times_s`` and ``scores`` differ in length.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from PIL import Image, ImageDraw
 
     if len(times_s) != len(scores):
         raise ValueError(f"{len(times_s)} times but {len(scores)} scores")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 3))
-    try:
-        ax.plot(times_s, scores, marker="o", markersize=4, linewidth=1.5, label="P(fake)")
-        if band:
-            lo, hi = max(0.0, threshold - band), min(1.0, threshold + band)
-            ax.axhspan(lo, hi, color="grey", alpha=0.2, label="uncertain")
-        ax.axhline(threshold, color="#cf222e", linestyle="--", linewidth=1, label="threshold")
-        ax.set_ylim(0.0, 1.0)
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("P(fake)")
-        if title:
-            ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    w, h, left, right, top, bottom = 800, 300, 56, 16, 34, 40
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    t = [float(v) for v in times_s]
+    t0, t1 = (min(t), max(t)) if t else (0.0, 1.0)
+    t1 = t1 if t1 > t0 else t0 + 1.0
+
+    def xy(time_s: float, score: float) -> tuple[float, float]:
+        x = left + (time_s - t0) / (t1 - t0) * (w - left - right)
+        return x, top + (1.0 - min(max(score, 0.0), 1.0)) * (h - top - bottom)
+
+    if band:
+        lo, hi = max(0.0, threshold - band), min(1.0, threshold + band)
+        draw.rectangle((xy(t0, hi), xy(t1, lo)), fill=(226, 228, 240))
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):  # the grid and the P(fake) axis
+        _, y = xy(t0, tick)
+        draw.line((left, y, w - right, y), fill=(225, 225, 225))
+        draw.text((left - 34, y - 6), f"{tick:.2f}", fill="black")
+    for tick in _time_ticks(t0, t1):
+        x, _ = xy(tick, 0.0)
+        draw.line((x, top, x, h - bottom), fill=(235, 235, 235))
+        draw.text((x - 10, h - bottom + 6), f"{tick:g}", fill="black")
+    x0, y_thr = xy(t0, threshold)
+    for x in range(int(left), w - right, 12):  # the threshold, dashed
+        draw.line((x, y_thr, min(x + 6, w - right), y_thr), fill=(207, 34, 46), width=1)
+    points = [xy(a, float(b)) for a, b in zip(t, scores, strict=True)]
+    if len(points) > 1:
+        draw.line(points, fill=(31, 119, 180), width=2)
+    for x, y in points:
+        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(31, 119, 180))
+    draw.rectangle((left, top, w - right, h - bottom), outline="black")
+    draw.text(((w - 60) / 2, h - 16), "time (s)", fill="black")
+    draw.text((4, 10), "P(fake)", fill="black")
+    legend = "blue: P(fake) per frame   red dashes: threshold" + (
+        "   grey: uncertain" if band else ""
+    )
+    draw.text((w - right - 6 * len(legend) - 4, top + 4), legend, fill=(90, 90, 90))
+    if title:
+        draw.text((left + 60, 10), title, fill="black")
+    img.save(out, format="PNG")
     logger.debug("wrote %s", out)
     return out
+
+
+def _time_ticks(t0: float, t1: float, most: int = 8) -> list[float]:
+    """Round tick values between ``t0`` and ``t1`` (1, 2 or 5 times a power of ten apart)."""
+    span = max(t1 - t0, 1e-9)
+    step = 10.0 ** math.floor(math.log10(span / most))
+    for factor in (1, 2, 5, 10):
+        if span / (step * factor) <= most:
+            step *= factor
+            break
+    first = math.ceil(t0 / step) * step
+    return [round(first + i * step, 6) for i in range(int((t1 - first) / step + 1e-9) + 1)]

@@ -196,7 +196,9 @@ def build(
         **(extra_meta or {}),
     }
     ref = make_reference(l2_rows(x), y, src, det.head_logits(x), fit_rows, calib)
-    path = save_checkpoint(out, det, extra_tensors=ref.tensors(), bench=meta, **{STORE_META: ref.meta()})
+    path = save_checkpoint(
+        out, det, extra_tensors=ref.tensors(), bench=meta, **{STORE_META: ref.meta()}
+    )
     logger.info("wrote %s (%s)", path, recipe.name)
     return path
 
