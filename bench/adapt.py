@@ -182,6 +182,27 @@ def report(results: Path) -> None:
             for f in folds
         )
         print(f"k={k}: {g.mean():+.3f} [{g.min():+.3f}, {g.max():+.3f}], wrote {wrote:.0%} ({per})")
+    print(
+        "\nwithout the margin (--force): gain, mean [min, max]; share written; check-row AUC change"
+    )
+    for k in KS:
+        sub = [r for r in rows if r["k"] == k]
+        gains = [
+            bool(c["after"] is not None and c["after"] > c["before"] and c["after_ci"][0] > 0.5)
+            for c in (r["cv"] for r in sub)
+        ]
+        g = np.array(
+            [r["candidate"] - r["parent"] if w else 0.0 for r, w in zip(sub, gains, strict=True)]
+        )
+        chk = np.array(
+            [r["check_rows"][1] - r["check_rows"][0] for r, w in zip(sub, gains, strict=True) if w]
+        )
+        refused = np.mean([w and not r["wrote"] for r, w in zip(sub, gains, strict=True)])
+        print(
+            f"k={k}: {g.mean():+.3f} [{g.min():+.3f}, {g.max():+.3f}], wrote {np.mean(gains):.0%}"
+            f" (the margin refused {refused:.0%}); check rows "
+            + (f"{chk.mean():+.4f} [worst {chk.min():+.4f}]" if len(chk) else "n/a")
+        )
     print("\nforgetting (after - before), mean [worst draw]")
     for k in KS:
         sub = [r for r in rows if r["k"] == k]
