@@ -5,41 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TINY_MODEL = "test_efficientnet"
-
-
-def synthetic_image(label: int, rng: np.random.Generator, size: int = 40) -> Image.Image:
-    """A real-ish smooth image, or the same plus a periodic 2-pixel grid (an upsampling trace) for fakes."""
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    base = np.stack(
-        [yy * rng.uniform(60, 200), xx * rng.uniform(60, 200), (xx + yy) * rng.uniform(30, 120)],
-        axis=-1,
-    )
-    base += rng.normal(0, 6, base.shape)
-    if label == 1:
-        grid = ((np.indices((size, size)).sum(axis=0) % 2) * 40.0)[..., None]
-        base += grid
-    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
-
-
-def make_seed_layout(root: Path, n_per_group: int = 6, size: int = 40, seed: int = 0) -> Path:
-    """The seed's Kaggle layout: AI/ and Real/ with files like green-apple-ohs-1.jpg."""
-    rng = np.random.default_rng(seed)
-    for cls, label in (("AI", 1), ("Real", 0)):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for colour in ("green", "red"):
-            for shot in ("ohs", "ss"):
-                for i in range(1, n_per_group + 1):
-                    img = synthetic_image(label, rng, size)
-                    img.save(root / cls / f"{colour}-apple-{shot}-{i}.png")
-    return root
+from .helpers import SHARED, make_seed_layout  # noqa: F401 (SHARED: for the fixtures)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .conftest import synthetic_image
+from .helpers import synthetic_image
 
 W, H = 64, 48
 

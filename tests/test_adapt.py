@@ -20,7 +20,7 @@ from fakescope.train import adapt as adapt_mod
 from fakescope.train.adapt import STORE_META, AdaptError, ReferenceRows, adapt, make_reference
 from fakescope.utils import file_digest
 
-from .test_embed import W, build_tiny_encoder
+from .helpers import W, build_tiny_encoder
 
 PRE = Preprocessing(size=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_pct=1.0)
 

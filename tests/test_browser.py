@@ -21,7 +21,7 @@ import pytest
 
 from fakescope.models import create_detector, load_detector, save_checkpoint
 
-from .conftest import TINY_MODEL
+from .helpers import TINY_MODEL
 from .serve_helpers import live_server, mp4_codec, png_bytes, write_mp4
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -180,7 +180,7 @@ def test_page_says_why_an_out_of_depth_image_is_uncertain(tmp_path: Path) -> Non
     from fakescope.embed.backbones import OnnxBackbone
     from fakescope.models.probe import attach_novelty, create_probe_detector
 
-    from .test_novelty import build_encoder, far_away, textures
+    from .helpers import build_encoder, far_away, textures
 
     backbone = OnnxBackbone(build_encoder(tmp_path / "enc.onnx", quantise=False))
     det = create_probe_detector(backbone, 16, l2=True)

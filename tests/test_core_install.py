@@ -16,7 +16,7 @@ from fakescope.models.checkpoint import save_checkpoint
 from fakescope.models.detector import Preprocessing
 from fakescope.models.probe import create_probe_detector
 
-from .test_embed import build_tiny_encoder
+from .helpers import build_tiny_encoder, write_clip
 
 #: What `pip install fakescope` does not bring (the train and ray extras).
 TRAINING_STACK = (
@@ -121,8 +121,6 @@ def test_scan_names_the_ray_extra(tmp_path: Path) -> None:
 
 
 def test_a_video_and_its_timeline_need_no_training_stack(tmp_path: Path) -> None:
-    from .test_video import write_clip
-
     ckpt = tiny_probe(tmp_path)
     clip = write_clip(tmp_path / "clip.mp4", [0.0, 0.5, 1.0, 1.5], noise=True)
     out = run_without_training_stack(

@@ -25,7 +25,7 @@ import torch
 from fakescope.cli import main
 from fakescope.models.checkpoint import read_tensors
 
-from .conftest import make_seed_layout
+from .helpers import make_seed_layout
 
 EPOCHS = 3
 FAST = [

@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pandas as pd
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from fakescope.embed.backbones import OnnxBackbone, open_backbone, open_backbone_arg
@@ -20,6 +18,8 @@ from fakescope.embed.cache import EmbeddingCache, default_cache_dir, embed_frame
 from fakescope.embed.timm_backbone import TimmBackbone
 from fakescope.models.detector import Preprocessing
 from fakescope.utils import file_digest
+
+from .helpers import W, build_tiny_encoder, build_tiny_vit
 
 CLIP_ONNX = (
     Path(__file__).resolve().parents[2]
@@ -30,41 +30,11 @@ CLIP_ONNX = (
 TINY_PRE = Preprocessing(
     size=32, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0
 )
-W = np.arange(12, dtype=np.float32).reshape(3, 4) / 10 - 0.5
 
 
 # --------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------
-
-
-def build_tiny_encoder(path: Path, with_hidden: bool = True) -> Path:
-    """A valid ONNX 'image encoder': GAP @ W as the embedding, pixels as [B, H*W, 3] tokens."""
-    x = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["B", 3, "H", "W"])
-    emb = helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["B", 4])
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["pixel_values"], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
-        helper.make_node("MatMul", ["flat", "w"], ["image_embeds"]),
-    ]
-    inits = [numpy_helper.from_array(W, "w")]
-    outputs = [emb]
-    if with_hidden:
-        nodes += [
-            helper.make_node("Reshape", ["pixel_values", "shape"], ["chw"]),
-            helper.make_node("Transpose", ["chw"], ["hidden_states"], perm=[0, 2, 1]),
-        ]
-        inits.append(numpy_helper.from_array(np.array([0, 3, -1], dtype=np.int64), "shape"))
-        outputs.append(
-            helper.make_tensor_value_info("hidden_states", TensorProto.FLOAT, ["B", "T", 3])
-        )
-    graph = helper.make_graph(nodes, "tiny_encoder", [x], outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
 
 
 def reference(x: np.ndarray, pool: str) -> np.ndarray:
@@ -432,42 +402,6 @@ def test_embed_frame_embeds_identical_files_once(tiny_onnx: Path, tmp_path: Path
 # --------------------------------------------------------------------------------------------
 # Block outputs of an ONNX ViT (pool "layers")
 # --------------------------------------------------------------------------------------------
-
-
-def build_tiny_vit(path: Path, blocks: int = 3) -> Path:
-    """A 'ViT' with HF-style block names: tokens = pixels; block k adds (k + 1) to its input."""
-    x = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["B", 3, "H", "W"])
-    nodes = [
-        helper.make_node("Reshape", ["pixel_values", "shape"], ["chw"]),
-        helper.make_node("Transpose", ["chw"], ["h0"], perm=[0, 2, 1]),
-    ]
-    inits = [numpy_helper.from_array(np.array([0, 3, -1], dtype=np.int64), "shape")]
-    for k in range(blocks):
-        nodes.append(
-            helper.make_node(
-                "ReduceMean",
-                [f"h{k}"],
-                [f"m{k}"],
-                axes=[-1],
-                name=f"/vision_model/encoder/layers.{k}/layer_norm1/ReduceMean",
-            )
-        )
-        inits.append(numpy_helper.from_array(np.full(3, k + 1.0, np.float32), f"b{k}"))
-        nodes.append(helper.make_node("Add", [f"h{k}", f"b{k}"], [f"h{k + 1}"]))
-    nodes.append(helper.make_node("Identity", [f"h{blocks}"], ["last_hidden"]))
-    nodes.append(
-        helper.make_node("ReduceMean", ["last_hidden"], ["image_embeds"], axes=[1], keepdims=0)
-    )
-    outputs = [
-        helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["B", 3]),
-        helper.make_tensor_value_info("last_hidden", TensorProto.FLOAT, ["B", "T", 3]),
-    ]
-    graph = helper.make_graph(nodes, "tiny_vit", [x], outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 def test_layers_pool_gives_each_blocks_cls_token(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from fakescope.models.probe import create_probe_detector
 from fakescope.models.registry import create_detector
 from fakescope.models.torch_detector import TorchDetector, make_input_filter
 
-from .test_embed import build_tiny_encoder
+from .helpers import build_tiny_encoder
 
 PLAIN_PRE = Preprocessing(
     size=32, interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_pct=1.0

@@ -20,7 +20,7 @@ from fakescope.models.onnx_export import calibration_images, export_onnx
 from fakescope.models.onnx_net import EXPORT_VERSION, onnx_export_version
 from fakescope.models.registry import create_detector
 
-from .conftest import synthetic_image
+from .helpers import synthetic_image
 
 TF_MODEL = "tf_mobilenetv3_small_minimal_100"  # TF "same" padding, like tf_efficientnet_lite0
 

@@ -11,7 +11,7 @@ from fakescope.cli import main
 from fakescope.data.manifest import build_manifest
 from fakescope.eval.generalise import format_table, summary_row
 
-from .test_embed import build_tiny_encoder
+from .helpers import build_tiny_encoder
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from fakescope.models.header import read_meta
 from fakescope.models.onnx_net import load_onnx_detector, onnx_export_version
 from fakescope.models.validate import MAX_PARAMS, TIMM_KWARGS
 
-from .conftest import TINY_MODEL
+from .helpers import TINY_MODEL
 
 #: Models small enough to build for real in these tests; anything else must stay on ``meta``.
 SMALL = {TINY_MODEL, "test_vit"}

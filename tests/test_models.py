@@ -20,7 +20,7 @@ from fakescope.models import (
 from fakescope.models.header import read_meta
 from fakescope.models.registry import RECOMMENDED
 
-from .conftest import TINY_MODEL
+from .helpers import TINY_MODEL
 
 
 @pytest.mark.parametrize("name", [*RECOMMENDED, TINY_MODEL, "test_vit"])

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pandas as pd
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import fakescope
 from fakescope.config import TrainConfig
@@ -19,78 +17,14 @@ from fakescope.models.novelty import REASON, KnnNovelty, fit_novelty
 from fakescope.models.probe import attach_novelty, create_probe_detector
 from fakescope.train.probe import fit_logistic_head, fit_probe, l2_normalise
 
+from .helpers import build_encoder, build_tiny_vit, far_away, textures
+
 PRE = dict(size=32, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0)
 
 
 # --------------------------------------------------------------------------------------------
 # Fixtures: a tiny "encoder" (fp32 and dynamically int8-quantised) and far-away images
 # --------------------------------------------------------------------------------------------
-
-
-def build_encoder(path: Path, quantise: bool) -> Path:
-    """Any-size 'encoder': per-channel mean, mean square and local detail, times W (9 -> 16)."""
-    w = (np.eye(9, 16) + 0.1 * np.random.default_rng(0).normal(size=(9, 16))).astype(np.float32)
-    x = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["B", 3, "H", "W"])
-    out = helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["B", 16])
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["pixel_values"], ["m"]),
-        helper.make_node("Mul", ["pixel_values", "pixel_values"], ["sq"]),
-        helper.make_node("GlobalAveragePool", ["sq"], ["m2"]),
-        helper.make_node(
-            "AveragePool", ["pixel_values"], ["blur"], kernel_shape=[3, 3], pads=[1] * 4
-        ),
-        helper.make_node("Sub", ["pixel_values", "blur"], ["hp"]),
-        helper.make_node("Abs", ["hp"], ["ahp"]),
-        helper.make_node("GlobalAveragePool", ["ahp"], ["d"]),
-        helper.make_node("Concat", ["m", "m2", "d"], ["stats"], axis=1),
-        helper.make_node("Flatten", ["stats"], ["f"], axis=1),
-        helper.make_node("MatMul", ["f", "w"], ["image_embeds"]),
-    ]
-    graph = helper.make_graph(nodes, "enc", [x], [out], [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    fp32 = path.with_suffix(".fp32.onnx")
-    onnx.save(model, str(fp32))
-    if not quantise:
-        return fp32
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
-    return path
-
-
-def textures(n: int, seed: int = 0, size: int = 48) -> list[Image.Image]:
-    """'Photos': smooth random colour fields with fine grain."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        base = rng.uniform(70, 180, size=(4, 4, 3))
-        big = np.kron(base, np.ones((size // 4, size // 4, 1)))
-        img = np.clip(big + rng.normal(0, 25, size=(size, size, 3)), 0, 255).astype(np.uint8)
-        out.append(Image.fromarray(img))
-    return out
-
-
-def far_away(size: int = 48) -> dict[str, Image.Image]:
-    """Images unlike the textures: flat colours, a star field, a text screenshot, a micrograph."""
-    rng = np.random.default_rng(1)
-    stars = np.zeros((size, size, 3), np.uint8)
-    ys, xs = rng.integers(0, size, 20), rng.integers(0, size, 20)
-    stars[ys, xs] = 255
-    text = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(text)
-    for row in range(0, size, 8):
-        draw.text((1, row), "fakescope text", fill="black")
-    yy, xx = np.mgrid[0:size, 0:size]
-    cells = 255 - 255 * (np.sin(xx / 2.5) * np.sin(yy / 2.5) > 0.5)
-    micro = np.stack([cells, cells * 0.8, cells], -1).astype(np.uint8)
-    return {
-        "flat": Image.new("RGB", (size, size), (255, 255, 255)),
-        "flat-red": Image.new("RGB", (size, size), (255, 0, 0)),
-        "stars": Image.fromarray(stars),
-        "text": text,
-        "micrograph": Image.fromarray(micro),
-    }
 
 
 def write(images: list[Image.Image], folder: Path, prefix: str) -> list[str]:
@@ -259,8 +193,6 @@ def test_guard_can_look_at_a_slice_and_layers_probes_use_their_early_blocks() ->
 
 def test_layers_probe_trains_saves_and_reloads_with_the_same_scores(tmp_path: Path) -> None:
     from fakescope.data.splits import make_splits
-
-    from .test_embed import build_tiny_vit
 
     vit = build_tiny_vit(tmp_path / "vit.onnx", blocks=4)
     reals, fakes = textures(30, seed=0), textures(30, seed=1)

@@ -17,7 +17,7 @@ from fakescope.cli import main
 from fakescope.infer.output import completed_paths, load_rows
 from fakescope.models import create_detector, save_checkpoint
 
-from .conftest import TINY_MODEL, synthetic_image
+from .helpers import TINY_MODEL, synthetic_image
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +383,7 @@ def test_only_missing_files_fail_before_the_detector_opens(
 
 def test_rows_into_a_closed_pipe_end_quietly(ckpt: Path, folder: Path) -> None:
     """``fakescope predict ... | head``: no BrokenPipeError traceback."""
-    from .test_zoo import run_into_a_closed_pipe
+    from .helpers import run_into_a_closed_pipe
 
     code, err = run_into_a_closed_pipe(
         "predict", str(folder), "--detector", str(ckpt), "--format", "jsonl", "--workers", "0"
@@ -411,7 +411,7 @@ def test_resume_needs_output(ckpt: Path, folder: Path, capsys) -> None:
     [("uniform", "mean"), ("interval", "median"), ("keyframes", "topk"), ("uniform", "max")],
 )
 def test_video_rows_with_timeline(ckpt: Path, tmp_path: Path, sample: str, aggregate: str) -> None:
-    from .test_video import MP4_CODEC, cfr, write_audio_only, write_clip
+    from .helpers import MP4_CODEC, cfr, write_audio_only, write_clip
 
     if MP4_CODEC is None:
         pytest.skip("no H.264 or MPEG-4 encoder in PyAV")

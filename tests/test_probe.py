@@ -16,8 +16,7 @@ from fakescope.eval.scoring import score_frame
 from fakescope.models.checkpoint import load_detector
 from fakescope.train.fusion import fuse
 
-from .conftest import TINY_MODEL, make_seed_layout
-from .test_embed import build_tiny_encoder
+from .helpers import TINY_MODEL, build_tiny_encoder, make_seed_layout
 
 
 def _train_probe(data: Path, root: Path) -> Path:

@@ -235,7 +235,7 @@ def test_protocol_command_scores_a_detector(tmp_path: Path, capsys) -> None:
     from fakescope.models.checkpoint import save_checkpoint
     from fakescope.models.probe import create_probe_detector
 
-    from .test_novelty import build_encoder
+    from .helpers import build_encoder
 
     pool = write_pool(tmp_path / "pool")
     det = create_probe_detector(OnnxBackbone(build_encoder(tmp_path / "e.onnx", False)), 16)

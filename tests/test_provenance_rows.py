@@ -28,7 +28,7 @@ from tests.provenance_fixtures import (
     xmp_packet,
 )
 
-from .conftest import TINY_MODEL
+from .helpers import TINY_MODEL
 
 SOFTWARE = 0x0131  # EXIF IFD0 Software
 

@@ -23,8 +23,7 @@ from fakescope.eval.robustness import (
 from fakescope.experiments.crossval import assign_folds, cross_validate
 from fakescope.models import create_detector, save_checkpoint
 
-from .conftest import TINY_MODEL, make_seed_layout, synthetic_image
-from .test_embed import build_tiny_encoder
+from .helpers import TINY_MODEL, build_tiny_encoder, make_seed_layout, synthetic_image
 
 GRID = [
     "jpeg95",

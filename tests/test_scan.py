@@ -29,7 +29,7 @@ from fakescope.scan.ray_scan import (
     scan,
 )
 
-from .conftest import TINY_MODEL, synthetic_image
+from .helpers import TINY_MODEL, synthetic_image
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from fakescope.serve import ServeSettings, create_app  # noqa: E402
 from fakescope.serve.limits import ApiError  # noqa: E402
 from fakescope.serve.uploads import display_name, receive_files, sniff  # noqa: E402
 
-from .conftest import TINY_MODEL  # noqa: E402
+from .helpers import TINY_MODEL  # noqa: E402
 from .serve_helpers import (  # noqa: E402
     bomb_png_bytes,
     jpeg_bytes,
@@ -702,7 +702,7 @@ def test_json_rows_carry_the_out_of_depth_guard(tmp_path: Path) -> None:
     from fakescope.embed.backbones import OnnxBackbone
     from fakescope.models.probe import attach_novelty, create_probe_detector
 
-    from .test_novelty import build_encoder, far_away, textures
+    from .helpers import build_encoder, far_away, textures
 
     backbone = OnnxBackbone(build_encoder(tmp_path / "enc.onnx", quantise=False))
     det = create_probe_detector(backbone, 16, l2=True)

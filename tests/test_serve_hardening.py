@@ -35,7 +35,7 @@ from fakescope.serve.limits import ApiError  # noqa: E402
 from fakescope.serve.protocol import ConnectionLimits  # noqa: E402
 from fakescope.serve.uploads import receive_files  # noqa: E402
 
-from .conftest import TINY_MODEL  # noqa: E402
+from .helpers import TINY_MODEL  # noqa: E402
 from .serve_helpers import (  # noqa: E402
     live_server,
     mp4_codec,

@@ -12,7 +12,7 @@ import torch
 from fakescope.cli import main
 from fakescope.models.checkpoint import read_tensors
 
-from .conftest import TINY_MODEL, make_seed_layout
+from .helpers import TINY_MODEL, make_seed_layout
 
 FAST = [
     "--model",

@@ -15,7 +15,7 @@ from fakescope.embed.tower import ClipTower, TowerError, build_clip_tower
 from fakescope.models.adapters import LoRALinear, SVDResidualLinear, wrap_block_linears
 from fakescope.train.tune import TuneConfig, TunedTail, balanced_weights, tail_features, tune_tail
 
-from .conftest import SHARED
+from .helpers import SHARED
 from .tower_helpers import cosine, export_fp32, export_int8, tiny_vit
 
 CLIP = SHARED / "weights" / "clip_vit_b16_openai_visual.int8.onnx"

@@ -6,7 +6,6 @@ import math
 import pickle
 import struct
 from collections.abc import Iterator, Sequence
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -16,90 +15,16 @@ from PIL import Image
 from fakescope.data import video as V
 from fakescope.infer import video as VS
 
-av = pytest.importorskip("av")
+from .helpers import CLIP_H as H
+from .helpers import CLIP_W as W
+from .helpers import MP4_CODEC, WEBM_CODEC, cfr, write_audio_only, write_clip
+from .helpers import frame_level as _level
 
-W, H = 64, 48
+av = pytest.importorskip("av")
 
 
 # --------------------------------------------------------------------------------- clip writers
-def _has_encoder(name: str) -> bool:
-    try:
-        av.codec.Codec(name, "w")
-    except Exception:
-        return False
-    return True
-
-
-MP4_CODEC = next((c for c in ("libx264", "mpeg4") if _has_encoder(c)), None)
-WEBM_CODEC = next((c for c in ("libvpx-vp9", "libvpx") if _has_encoder(c)), None)
 needs_mp4 = pytest.mark.skipif(MP4_CODEC is None, reason="no H.264 or MPEG-4 encoder in PyAV")
-
-
-def _level(i: int) -> int:
-    """Grey level of frame ``i``: frames are told apart by brightness."""
-    return 16 + (8 * i) % 224
-
-
-def write_clip(
-    path: Path,
-    times: Sequence[float],
-    codec: str | None = MP4_CODEC,
-    rate: int = 10,
-    gop: int | None = None,
-    rotation: int | None = None,
-    noise: bool = False,
-    container_options: dict[str, str] | None = None,
-) -> Path:
-    """Write flat grey frames (level by frame number) shown at ``times`` seconds."""
-    assert codec is not None
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w", options=container_options or {}) as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        stream.codec_context.max_b_frames = 0  # keeps MP4 durations exact for uneven pts
-        if gop:
-            stream.codec_context.gop_size = gop
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "scenecut": "0"}
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for i, t in enumerate(times):
-            if noise:
-                pixels = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-            else:
-                pixels = np.full((H, W, 3), _level(i), np.uint8)
-                pixels[: H // 2, : W // 2] = 255  # a white top-left quarter, to check rotation
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
-
-
-def cfr(n: int, fps: float) -> list[float]:
-    return [i / fps for i in range(n)]
-
-
-def write_audio_only(path: Path) -> Path:
-    """A short silent AAC (or PCM) file, written as .m4a/.wav and renamed to ``path``."""
-    codec, suffix, fmt = (
-        ("aac", ".m4a", "fltp") if _has_encoder("aac") else ("pcm_s16le", ".wav", "s16")
-    )
-    tmp = path.with_suffix(suffix)
-    with av.open(str(tmp), "w") as out:
-        stream = out.add_stream(codec, rate=16000)
-        stream.layout = "mono"
-        dtype = np.float32 if fmt == "fltp" else np.int16
-        for i in range(8):
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, 1024), dtype), format=fmt, layout="mono"
-            )
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    tmp.rename(path)
-    return path
 
 
 def write_gif(path: Path, durations_ms: Sequence[int]) -> Path:

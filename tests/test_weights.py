@@ -17,7 +17,7 @@ from fakescope.embed import weights as W
 from fakescope.embed.backbones import open_backbone
 from fakescope.utils import file_digest
 
-from .conftest import SHARED
+from .helpers import SHARED
 
 CLIP = SHARED / "weights" / "clip_vit_b16_openai_visual.int8.onnx"
 TINY = dict(depth=2, num_heads=3, embed_dim=48, num_classes=8)

@@ -14,6 +14,8 @@ from fakescope.models.header import read_meta
 from fakescope.models.novelty import REASON
 from fakescope.zoo import BUILTINS, DEFAULT_DETECTOR, builtin_path
 
+from .helpers import run_into_a_closed_pipe
+
 CLIP_FILE = "clip_vit_b16_openai_visual.int8.onnx"
 
 
@@ -194,22 +196,6 @@ def test_info_reads_a_builtin(capsys) -> None:
 
     assert main(["info", DEFAULT_DETECTOR]) == 0
     assert json.loads(capsys.readouterr().out)["bench"]["builtin"] == "clip-layers"
-
-
-def run_into_a_closed_pipe(*args: str) -> tuple[int, str]:
-    """Run ``fakescope ARGS`` with its stdout a pipe whose reader is gone (``| head`` after
-    the first line); return the exit code and stderr."""
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fakescope", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    proc.stdout.close()  # before the command writes a byte: every write fails with EPIPE
-    err = proc.stderr.read().decode()
-    return proc.wait(timeout=120), err
 
 
 @pytest.mark.parametrize("args", [("info", DEFAULT_DETECTOR), ("models", "--all")])
