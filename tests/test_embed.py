@@ -233,7 +233,7 @@ def test_cache_store_reopen_and_chunked_lookup(tmp_path: Path) -> None:
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "c"))
-    assert default_cache_dir() == tmp_path / "c"
+    assert default_cache_dir() == tmp_path / "c" / "embeddings"
     monkeypatch.delenv("FAKESCOPE_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "fakescope" / "embeddings"
 
@@ -433,3 +433,19 @@ def test_layers_pool_subset_round_trip_and_errors(tmp_path: Path) -> None:
         OnnxBackbone(path, pool="layers", layers=[5], preprocessing=TINY_PRE)
     with pytest.raises(ValueError, match="needs a ViT exported with block names"):
         OnnxBackbone(build_tiny_encoder(tmp_path / "plain.onnx"), pool="layers")
+
+
+def test_every_cache_is_a_folder_under_one_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fakescope.data.normalise import default_normalised_dir
+    from fakescope.embed.weights import cache_dir as weights_dir
+    from fakescope.infer.backends import onnx_path_for
+    from fakescope.zoo import builtin_path
+
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "root"))
+    root = tmp_path / "root"
+    assert default_cache_dir() == root / "embeddings"
+    assert weights_dir() == root / "weights"
+    assert default_normalised_dir() == root / "normalised"
+    assert onnx_path_for(builtin_path("builtin:clip-layers"), "fp32").parent == root / "onnx"

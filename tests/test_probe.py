@@ -304,4 +304,4 @@ def test_cache_dir_is_used_for_training_calibration_and_report(
     )
     assert list(mine.glob("*.sqlite"))
     default = Path(os.environ["FAKESCOPE_CACHE"])
-    assert not default.exists() or not list(default.glob("*.sqlite"))
+    assert not default.exists() or not list(default.rglob("*.sqlite"))

@@ -51,7 +51,7 @@ class TrainConfig:
         probe_c: inverse L2 strength of the probe's logistic regression (None: chosen on val).
         probe_l2: L2-normalise embeddings before the probe's head instead of standardising them
             (UnivFD's set-up; the plain baseline).
-        cache_dir: embedding cache directory (None: ``$FAKESCOPE_CACHE`` or ~/.cache/fakescope).
+        cache_dir: embedding cache directory (None: ``$FAKESCOPE_CACHE/embeddings``).
     """
 
     data: str = ""

@@ -136,6 +136,17 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "fakescope"
 
 
+#: What the cache holds, each in its own folder under :func:`cache_root`.
+CACHE_KINDS = ("embeddings", "weights", "onnx", "onnx-edited", "normalised")
+
+
+def cache_dir(kind: str) -> Path:
+    """The one rule for cache folders: ``cache_root() / kind`` (see :data:`CACHE_KINDS`)."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; choose from {CACHE_KINDS}")
+    return cache_root() / kind
+
+
 #: Which optional extra brings each top-level module that the core install lacks.
 EXTRA_OF_MODULE = {
     **dict.fromkeys(

@@ -307,7 +307,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         help="L2-normalise probe embeddings instead of standardising them (UnivFD's set-up)",
     )
     p.add_argument(
-        "--cache-dir", help="embedding cache (default $FAKESCOPE_CACHE or ~/.cache/fakescope)"
+        "--cache-dir",
+        help="embedding cache (default $FAKESCOPE_CACHE/embeddings, ~/.cache/fakescope/embeddings)",
     )
     p.add_argument("--config", help="YAML file of config keys (flags given here win)")
     p.add_argument(

@@ -179,9 +179,7 @@ def _add_recipe(sub: argparse._SubParsersAction) -> None:
         "--backbone-path",
         help="the int8 CLIP tower file (default: found by name in FAKESCOPE_WEIGHTS or the cache)",
     )
-    p.add_argument(
-        "--cache-dir", help="embedding cache (default: FAKESCOPE_CACHE or the user cache)"
-    )
+    p.add_argument("--cache-dir", help="embedding cache (default: $FAKESCOPE_CACHE/embeddings)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes")
     p.set_defaults(func=cmd_recipe)
 

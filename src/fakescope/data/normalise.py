@@ -143,9 +143,10 @@ class NormalisedTransform:
 
 
 def default_normalised_dir() -> Path:
-    """``$FAKESCOPE_NORMALISED`` when set, else ``~/.cache/fakescope/normalised``."""
-    env = os.environ.get("FAKESCOPE_NORMALISED")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fakescope" / "normalised"
+    """``$FAKESCOPE_CACHE/normalised`` (default ``~/.cache/fakescope/normalised``)."""
+    from fakescope.utils import cache_dir
+
+    return cache_dir("normalised")
 
 
 def _digest(path: str) -> str:

@@ -334,10 +334,10 @@ def _open_edited(
 def edited_cache_file(path: Path, key: Mapping[str, Any]) -> Path:
     """Where an edited graph of ``path`` is cached: ``<cache root>/onnx-edited/<stem>.<hash>.onnx``
     (with a ``.json`` record beside it of what the edit was)."""
-    from fakescope.utils import cache_root
+    from fakescope.utils import cache_dir
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-    return cache_root() / "onnx-edited" / f"{path.stem}.{digest}.onnx"
+    return cache_dir("onnx-edited") / f"{path.stem}.{digest}.onnx"
 
 
 def _read_edit_record(cached: Path, key: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -29,11 +29,10 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def default_cache_dir() -> Path:
-    """``$FAKESCOPE_CACHE`` when set, else ``~/.cache/fakescope/embeddings``."""
-    env = os.environ.get("FAKESCOPE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "fakescope" / "embeddings"
+    """``$FAKESCOPE_CACHE/embeddings`` (default ``~/.cache/fakescope/embeddings``)."""
+    from fakescope.utils import cache_dir
+
+    return cache_dir("embeddings")
 
 
 class EmbeddingCache:

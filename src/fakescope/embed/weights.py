@@ -64,10 +64,11 @@ RECIPES: dict[str, Recipe] = {
 
 
 def cache_dir() -> Path:
-    """Where fetched weights go: ``$FAKESCOPE_CACHE/weights``, else ``~/.cache/fakescope/weights``."""
-    env = os.environ.get("FAKESCOPE_CACHE")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "fakescope"
-    return root / "weights"
+    """Where fetched weights go: ``$FAKESCOPE_CACHE/weights`` (default
+    ``~/.cache/fakescope/weights``)."""
+    from fakescope.utils import cache_dir as kind_dir
+
+    return kind_dir("weights")
 
 
 def search_dirs() -> list[Path]:

@@ -34,7 +34,7 @@ def evaluate_frame(
 ) -> dict[str, Any]:
     """Score ``df`` (with labels), compute metrics with intervals and write the report into ``out_dir``.
 
-    ``cache_dir`` is the embedding cache for probe detectors (default ``$FAKESCOPE_CACHE``).
+    ``cache_dir`` is the embedding cache for probe detectors (default ``$FAKESCOPE_CACHE/embeddings``).
     """
     from fakescope.eval.metrics import compute_metrics, format_summary
     from fakescope.eval.report import write_report

@@ -123,7 +123,7 @@ def raw_logits(
         amp: mixed precision for torch networks (see :func:`fakescope.utils.autocast_dtype`).
         max_pixels: decompression-bomb limit.
         cache_dir: the embedding cache for detectors with a cacheable stage (default
-            ``$FAKESCOPE_CACHE``).
+            ``$FAKESCOPE_CACHE/embeddings``).
 
     Returns:
         ``(row positions scored, logits, failures)``, positions ascending.

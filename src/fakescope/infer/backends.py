@@ -30,12 +30,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-def _user_cache() -> Path:
-    from fakescope.utils import cache_root
-
-    return cache_root()
-
-
 def onnx_path_for(checkpoint: str | Path, precision: str, member: int | None = None) -> Path:
     """Where the exported ONNX file for a checkpoint (or one fusion member) is cached.
 
@@ -44,6 +38,8 @@ def onnx_path_for(checkpoint: str | Path, precision: str, member: int | None = N
     ``$FAKESCOPE_CACHE/onnx`` (default ``~/.cache/fakescope/onnx``), named with a hash of the
     checkpoint's path.
     """
+    from fakescope.utils import cache_dir
+
     p = Path(checkpoint)
     name = f"{p.stem}{'' if member is None else f'.member{member}'}.{precision}.onnx"
     resolved = p.resolve()
@@ -51,7 +47,7 @@ def onnx_path_for(checkpoint: str | Path, precision: str, member: int | None = N
     if not in_package and os.access(resolved.parent, os.W_OK):
         return p.with_name(name)
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:10]
-    return _user_cache() / "onnx" / f"{digest}-{name}"
+    return cache_dir("onnx") / f"{digest}-{name}"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def cache_root(cfg: TrainConfig) -> Path:
-    """Where embeddings are cached: ``cfg.cache_dir`` or the default (``$FAKESCOPE_CACHE``)."""
+    """Where embeddings are cached: ``cfg.cache_dir`` or the default (``$FAKESCOPE_CACHE/embeddings``)."""
     from fakescope.embed.cache import default_cache_dir
 
     return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
