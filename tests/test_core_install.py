@@ -131,3 +131,10 @@ def test_a_video_and_its_timeline_need_no_training_stack(tmp_path: Path) -> None
     row = json.loads(out.stdout.splitlines()[0])
     assert row["kind"] == "video" and row["n_frames"] >= 2 and row["error"] is None
     assert row["timeline"] and Path(row["timeline"]).is_file()
+
+
+def test_adapt_names_the_train_extra(tmp_path: Path) -> None:
+    out = run_without_training_stack(
+        cli("adapt", str(tmp_path), "--out", str(tmp_path / "mine.safetensors")), tmp_path
+    )
+    assert out.returncode == 1 and "fakescope adapt needs the 'train' extra" in out.stderr

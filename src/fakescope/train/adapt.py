@@ -402,11 +402,11 @@ def adapt(
     from fakescope.models.checkpoint import read_tensors
     from fakescope.utils import file_digest
 
+    df = build_manifest(examples)  # the examples first: a bad folder fails before any model
+    _check_counts(df, min_per_class, examples, "examples")
     parent, parent_file = _open_parent(detector)
     if Path(out).resolve() == parent_file.resolve():
         raise AdaptError(f"{out}: that is the parent detector's own file; write a new one")
-    df = build_manifest(examples)
-    _check_counts(df, min_per_class, examples, "examples")
     backbone = parent.embedder
     with EmbeddingCache(cache_dir or default_cache_dir(), backbone.cache_id) as cache:
         x, failures = embed_frame(backbone, df, cache=cache, workers=workers, progress=progress)
