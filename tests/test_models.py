@@ -168,3 +168,21 @@ def test_npr_detector_round_trip(tmp_path) -> None:
     assert back.spec.input_filter == "npr"
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(back(x), det(x))
+
+
+def test_one_verdict_rule_for_score_guard_and_declared_origin() -> None:
+    from types import SimpleNamespace
+
+    from fakescope.models.detector import DECLARED, Detector, DetectorSpec
+    from fakescope.models.novelty import REASON
+
+    net = SimpleNamespace(novelty=SimpleNamespace(threshold=0.3))
+    det = Detector(net, DetectorSpec(kind="probe", arch="x", threshold=0.5, uncertain_band=0.1))
+    assert det.decide(None) == ("error", None)
+    assert det.decide(None, declared=True) == ("error", None)  # nothing scored, nothing declared
+    assert det.decide(0.9, 0.1) == ("fake", None)
+    assert det.decide(0.1, 0.1) == ("real", None)
+    assert det.decide(0.55, 0.1) == ("uncertain", None)  # inside the band
+    assert det.decide(0.9, 0.8) == ("uncertain", REASON)  # unlike the training data
+    assert det.decide(0.1, 0.8, declared=True)[0] == DECLARED  # the metadata wins
+    assert det.decide(float("nan")) == ("uncertain", None)

@@ -25,7 +25,6 @@ from fakescope.data.transforms import EvalTransform
 from fakescope.data.video import Frame
 from fakescope.infer.video import VideoOptions, aggregate, read_frames, video_reason
 from fakescope.models.detector import Detector
-from fakescope.models.novelty import REASON as NOVELTY_REASON
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +162,8 @@ class Predictor:
         **extra: Any,
     ) -> Prediction:
         spec = self.detector.spec
-        verdict = "error" if score is None else self.detector.verdict(float(score), novelty)
-        novel = score is not None and self.detector.is_novel(novelty)
-        reason = NOVELTY_REASON if novel else None
-        if score is not None and provenance and provenance.get("declared_ai"):
-            verdict, reason = DECLARED, "its metadata declares it AI-generated"
+        declared = bool(provenance and provenance.get("declared_ai"))
+        verdict, reason = self.detector.decide(score, novelty, declared)
         return Prediction(
             path=path,
             kind=kind,
@@ -402,8 +398,6 @@ class Predictor:
         ]
 
 
-#: The verdict of a file whose metadata declares it AI-generated (whatever its pixel score).
-DECLARED = "fake (declared)"
 
 
 def _provenance(path: str) -> dict[str, Any] | None:

@@ -36,6 +36,10 @@ LogitsAndNovelty = tuple[np.ndarray, np.ndarray | None]
 
 CLASSES = ("real", "fake")
 
+#: The verdict of a file whose metadata declares it AI-generated (whatever its pixel score).
+DECLARED = "fake (declared)"
+DECLARED_REASON = "its metadata declares it AI-generated"
+
 
 @dataclass
 class DetectorSpec:
@@ -239,6 +243,26 @@ class Detector:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated P(fake) of raw ``logits``."""
         return sigmoid(self.calibrated(logits))
+
+    def decide(
+        self, score: float | None, novelty: float | None = None, declared: bool = False
+    ) -> tuple[str, str | None]:
+        """The one verdict rule: ``(verdict, reason)`` from the pixel score, the out-of-depth
+        guard's distance and whether the file's metadata declares an AI origin.
+
+        No score: ``"error"``. A declared origin: :data:`DECLARED`, whatever the score. Past the
+        guard's threshold: ``"uncertain"``, because the input is unlike the training data.
+        Otherwise :meth:`verdict`, with no reason.
+        """
+        from fakescope.models.novelty import REASON
+
+        if score is None:
+            return "error", None
+        if declared:
+            return DECLARED, DECLARED_REASON
+        if self.is_novel(novelty):
+            return "uncertain", REASON
+        return self.verdict(float(score), novelty), None
 
     def verdict(self, score: float, novelty: float | None = None) -> str:
         """ "fake", "real" or "uncertain" for a P(fake) score, using the stored threshold and band.
