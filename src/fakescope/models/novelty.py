@@ -56,12 +56,13 @@ class KnnNovelty:
         self.threshold = float(threshold)
         self.dims = None if dims is None else (int(dims[0]), int(dims[1]))
 
-    def _view(self, feats: np.ndarray) -> np.ndarray:
+    def view(self, feats: np.ndarray) -> np.ndarray:
+        """The slice of the embedding the guard looks at (``dims``; all of it when None)."""
         return feats if self.dims is None else feats[:, self.dims[0] : self.dims[1]]
 
     def distances(self, feats: np.ndarray) -> np.ndarray:
         """``1 - cos`` to the k-th nearest bank row, float32 ``[B]``."""
-        sims = _unit(self._view(np.asarray(feats))) @ self.bank.astype(np.float32).T
+        sims = _unit(self.view(np.asarray(feats))) @ self.bank.astype(np.float32).T
         return (1.0 - _kth_largest(sims, self.k)).astype(np.float32)
 
     __call__ = distances

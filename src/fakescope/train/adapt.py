@@ -511,8 +511,10 @@ def _describe_examples(df: Any) -> dict[str, Any]:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+    """Rows scaled to unit length, as float32 (the probe's own L2 step)."""
+    from fakescope.train.families import l2_rows
+
+    return l2_rows(np.asarray(x, dtype=np.float32)).astype(np.float32)
 
 
 def _features(parent: Detector, x: np.ndarray) -> np.ndarray:
@@ -545,7 +547,7 @@ def _near_training(parent: Detector, x: np.ndarray, df: Any) -> list[str]:
     if guard is None:
         return []
     nearest = guard.distances(x)  # k-th nearest; near-duplicates sit at ~0 for the first
-    sims = _unit(guard._view(x)) @ guard.bank.astype(np.float32).T
+    sims = _unit(guard.view(x)) @ guard.bank.astype(np.float32).T
     first = 1.0 - sims.max(axis=1)
     close = np.flatnonzero(np.minimum(first, nearest) < TRAINING_DUPLICATE_DISTANCE)
     return [str(df["path"].iloc[i]) for i in close]
@@ -726,7 +728,7 @@ def _child(parent: Detector, dw: np.ndarray, db: float, x: np.ndarray) -> Detect
     guard = parent.net.novelty
     if guard is not None:
         net.novelty = copy.copy(guard)
-        grown = np.vstack([guard.bank, _unit(guard._view(x)).astype(np.float16)])
+        grown = np.vstack([guard.bank, _unit(guard.view(x)).astype(np.float16)])
         net.novelty.bank = grown
         child.spec.model_kwargs["novelty"] = net.novelty.config()
     child.net = net
