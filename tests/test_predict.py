@@ -177,7 +177,18 @@ def test_table_columns_line_up_with_a_declared_verdict(tmp_path: Path) -> None:
     verdicts = ("fake (declared)", "real", "uncertain", "fake", "error")
     for verdict in verdicts:
         score = None if verdict == "error" else 0.25
-        writer.write(Prediction(f"{verdict}.png", "image", score, verdict, 0.5, 0.1, "m", 12.5))
+        writer.write(
+            Prediction(
+                path=f"{verdict}.png",
+                kind="image",
+                score=score,
+                verdict=verdict,
+                threshold=0.5,
+                uncertain_band=0.1,
+                model="m",
+                time_ms=12.5,
+            )
+        )
     writer.close()
     header, *lines = out.read_text().splitlines()
     assert len(lines) == len(verdicts)
@@ -526,3 +537,34 @@ def test_api_exports_prediction_and_returns_heatmaps_as_arrays(ckpt: Path, folde
         np.asarray(Image.open(path).convert("RGB")), detector=ckpt, method="occlusion"
     )
     np.testing.assert_allclose(same.heatmap, expl.heatmap, atol=1e-6)
+
+
+def test_the_row_is_declared_once() -> None:
+    """CSV columns, Parquet columns and the server's response model all come from Prediction."""
+    import pyarrow as pa
+
+    from fakescope.infer.row import CSV_COLUMNS, Prediction
+    from fakescope.scan.ray_scan import SCHEMA
+    from fakescope.serve.schemas import DetectResult
+
+    fields = list(Prediction.model_fields)
+    assert list(CSV_COLUMNS) == [f for f in fields if f != "frames"]
+    assert SCHEMA.names == fields
+    types = {f.name: f.type for f in SCHEMA}
+    assert types["score"] == pa.float64() and types["width"] == pa.int64()
+    assert types["provenance"] == types["frames"] == types["path"] == pa.string()
+    assert list(DetectResult.model_fields)[: len(fields)] == fields
+    row = Prediction(
+        path="a.png",
+        kind="image",
+        score=0.5,
+        verdict="uncertain",
+        threshold=0.5,
+        uncertain_band=0.1,
+        model="m",
+        time_ms=1.0,
+        frames=[{"index": 0, "time_s": 0.0, "score": 0.5}],
+    )
+    assert list(row.to_dict()) == fields and row.to_dict()["frames"][0]["score"] == 0.5
+    with pytest.raises(ValueError, match="colour"):
+        Prediction(**row.to_dict(), colour="red")  # a field that is not declared is refused

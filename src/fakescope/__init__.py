@@ -37,7 +37,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "Prediction":
-        from fakescope.infer.predictor import Prediction
+        from fakescope.infer.row import Prediction
 
         return Prediction
     if name == "DetectorRef":

@@ -10,31 +10,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fakescope.infer.predictor import Prediction
+from fakescope.infer.row import CSV_COLUMNS
 
 FORMATS = ("table", "jsonl", "csv")
 #: The format an output file's extension stands for (``.json`` too is written as JSON Lines).
 SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-CSV_COLUMNS = (
-    "path",
-    "kind",
-    "score",
-    "verdict",
-    "threshold",
-    "uncertain_band",
-    "detector",
-    "model",
-    "time_ms",
-    "error",
-    "width",
-    "height",
-    "n_frames",
-    "aggregate",
-    "timeline",
-    "heatmap",
-    "novelty",
-    "reason",
-    "provenance",
-)
 _VERDICT_STYLE = {
     "fake": "bold red",
     "fake (declared)": "bold red",

@@ -13,7 +13,6 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,55 +22,11 @@ from PIL import Image
 from fakescope.data.images import DEFAULT_MAX_PIXELS, decode_item, load_image, to_rgb
 from fakescope.data.transforms import EvalTransform
 from fakescope.data.video import Frame
+from fakescope.infer.row import Prediction
 from fakescope.infer.video import VideoOptions, aggregate, read_frames, video_reason
 from fakescope.models.detector import Detector
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Prediction:
-    """One scored input. ``score`` is P(fake); ``verdict`` is fake, real, uncertain or error.
-
-    ``novelty`` is the out-of-depth guard's distance from the training data (None for detectors
-    without a guard); ``reason`` says why a verdict is "uncertain" when the score alone does not
-    (``"unlike the training data"``) or why it is ``"fake (declared)"``.
-
-    ``detector`` names the detector for people (``builtin:clip-layers``, or the checkpoint's
-    file name); ``model`` is its technical description (``spec.arch``, e.g.
-    ``probe:clip_vit_b16_openai_visual.int8.onnx/layers+l2``).
-
-    ``provenance`` is what the file's metadata says about its origin (C2PA, IPTC, EXIF/XMP,
-    generator PNG chunks, Stable Diffusion's invisible watermark; see
-    :mod:`fakescope.data.provenance`), or None when not read (in-memory images). A declared AI
-    origin makes the verdict ``"fake (declared)"``; the score stays the pixel score. Absent
-    metadata proves nothing and leaves the pixel verdict alone.
-    """
-
-    path: str
-    kind: str
-    score: float | None
-    verdict: str
-    threshold: float
-    uncertain_band: float
-    model: str
-    time_ms: float
-    detector: str | None = None
-    error: str | None = None
-    width: int | None = None
-    height: int | None = None
-    n_frames: int | None = None
-    aggregate: str | None = None
-    timeline: str | None = None
-    heatmap: str | None = None
-    frames: list[dict[str, Any]] | None = field(default=None)
-    novelty: float | None = None
-    reason: str | None = None
-    provenance: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (video rows keep their per-frame scores)."""
-        return asdict(self)
 
 
 class _Decode:

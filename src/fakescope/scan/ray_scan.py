@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ import pyarrow.parquet as pq
 
 from fakescope.infer.backends import DetectorRef, open_detector
 from fakescope.infer.predictor import VideoOptions
+from fakescope.infer.row import NESTED_FIELDS, Prediction
 from fakescope.utils import atomic_write, atomic_write_text
 from fakescope.zoo import builtin_path, is_builtin
 
@@ -47,31 +49,18 @@ PART_SIZE = 1024
 STATE_FILE = "_scan.json"
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
-#: Predict's row (:class:`fakescope.infer.predictor.Prediction`); ``frames`` and ``provenance``
-#: are JSON strings.
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    """The Parquet type of a row field: text, float64, int64; nested values are JSON text."""
+    plain = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    base = typing.get_origin(plain[0]) or plain[0]
+    return {float: pa.float64(), int: pa.int64()}.get(base, pa.string())
+
+
+#: Predict's row (:class:`fakescope.infer.row.Prediction`), one column per field, in order;
+#: ``frames`` and ``provenance`` are JSON strings.
 SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("kind", pa.string()),
-        ("score", pa.float64()),
-        ("verdict", pa.string()),
-        ("threshold", pa.float64()),
-        ("uncertain_band", pa.float64()),
-        ("model", pa.string()),
-        ("time_ms", pa.float64()),
-        ("detector", pa.string()),
-        ("error", pa.string()),
-        ("width", pa.int64()),
-        ("height", pa.int64()),
-        ("n_frames", pa.int64()),
-        ("aggregate", pa.string()),
-        ("timeline", pa.string()),
-        ("heatmap", pa.string()),
-        ("frames", pa.string()),
-        ("novelty", pa.float64()),
-        ("reason", pa.string()),
-        ("provenance", pa.string()),
-    ]
+    [(name, _arrow_type(f.annotation)) for name, f in Prediction.model_fields.items()]
 )
 _KEYS = ("_part", "_i")  # where a row goes: part number and position in the part
 
@@ -252,7 +241,7 @@ def rows_to_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     fixed = [
         {
             **r,
-            **{k: None if r.get(k) is None else json.dumps(r[k]) for k in ("frames", "provenance")},
+            **{k: None if r.get(k) is None else json.dumps(r[k]) for k in NESTED_FIELDS},
         }
         for r in rows
     ]

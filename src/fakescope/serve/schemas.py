@@ -6,59 +6,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class FrameScore(BaseModel):
-    """One sampled video frame and its score."""
-
-    index: int = Field(description="ordinal among the sampled frames")
-    time_s: float = Field(description="presentation time in seconds")
-    score: float = Field(description="P(fake) of this frame")
+from fakescope.infer.row import Prediction
 
 
-class DetectResult(BaseModel):
-    """One scored file: the same row as ``fakescope predict`` writes."""
+class DetectResult(Prediction):
+    """One scored file: the same row as ``fakescope predict`` writes (:class:`Prediction`), plus
+    the heatmap inline when asked for."""
 
     model_config = ConfigDict(extra="allow")
 
-    path: str = Field(description="the uploaded file's name (display only)")
-    kind: str = Field(description="image or video")
-    score: float | None = Field(description="P(fake) in [0, 1]; null on error")
-    verdict: str = Field(description="fake, real, uncertain, error, or 'fake (declared)'")
-    threshold: float = Field(description="P(fake) at or above which the verdict is fake")
-    uncertain_band: float = Field(description="half-width around the threshold read as uncertain")
-    model: str = Field(
-        description="the detector's architecture, technically (e.g. "
-        "probe:clip_vit_b16_openai_visual.int8.onnx/layers+l2); `detector` names it for people"
-    )
-    time_ms: float
-    detector: str | None = Field(
-        None, description="the detector's name: builtin:NAME, or its checkpoint's file name"
-    )
-    error: str | None = Field(None, description="why the file could not be scored")
-    width: int | None = None
-    height: int | None = None
-    n_frames: int | None = Field(None, description="frames scored (videos)")
-    aggregate: str | None = Field(None, description="how frame scores were combined (videos)")
-    timeline: str | None = None
-    heatmap: str | None = None
-    frames: list[FrameScore] | None = Field(None, description="per-frame scores (videos)")
     heatmap_png: str | None = Field(
         None, description="base64 PNG heatmap overlay (images, with ?explain=true)"
     )
     heatmap_method: str | None = Field(None, description="gradcam or occlusion")
-    novelty: float | None = Field(
-        None, description="distance from the training data (detectors with an out-of-depth guard)"
-    )
-    reason: str | None = Field(
-        None,
-        description="why the verdict is uncertain beyond the score, e.g. 'unlike the training data'",
-    )
-    provenance: dict[str, Any] | None = Field(
-        None,
-        description="what the file's metadata says about its origin: declared_ai, summary, "
-        "error, evidence (source, field, value, ai, means, signature); a declared AI origin "
-        "makes the verdict 'fake (declared)', absent metadata proves nothing",
-    )
 
 
 class BatchResult(BaseModel):
