@@ -295,3 +295,26 @@ def test_unreadable_files_are_left_out_with_the_reason(tmp_path: Path) -> None:
     }
     assert skipped["reason"].str.len().min() > 5
     assert (df["set"] == "pool-photo").sum() == 8  # 5 photo fakes + 3 reals: the rest went on
+
+
+def test_every_command_names_its_detector_with_the_one_option(monkeypatch) -> None:
+    """One --detector definition (repeatable where detectors are compared), one default rule:
+    --detector, else $FAKESCOPE_DETECTOR, else the default built-in; backend options too."""
+    from fakescope.cli import build_parser
+    from fakescope.cli.common import detector_refs
+
+    parser = build_parser()
+    monkeypatch.setenv("FAKESCOPE_DETECTOR", "mine.safetensors")
+    for argv in (["protocol", "sets"], ["predict", "x.jpg"], ["serve"]):
+        args = parser.parse_args(argv)
+        assert [r.ref for r in detector_refs(args)] == ["mine.safetensors"], argv
+    args = parser.parse_args(
+        ["protocol", "sets", "--detector", "a.safetensors", "--detector", "b.safetensors"]
+        + ["--backend", "onnx", "--precision", "fp32"]
+    )
+    refs = detector_refs(args)
+    assert [r.ref for r in refs] == ["a.safetensors", "b.safetensors"]
+    assert {(r.backend, r.precision) for r in refs} == {("onnx", "fp32")}
+    monkeypatch.delenv("FAKESCOPE_DETECTOR")
+    args = parser.parse_args(["protocol", "sets"])
+    assert [r.ref for r in detector_refs(args)] == ["builtin:clip-layers"]

@@ -43,13 +43,25 @@ def ratios(text: str) -> list[float]:
 # ---------------------------------------------------------------------------------- detector
 
 
-def add_detector_arguments(p: argparse.ArgumentParser) -> None:
-    """Which detector and how it runs, shared by ``predict``, ``serve`` and ``scan``."""
+def add_detector_arguments(
+    p: argparse.ArgumentParser, repeatable: bool = False, run_options: bool = True
+) -> None:
+    """The one ``--detector`` option (and how it runs), for every command that names one.
+
+    Args:
+        repeatable: several detectors are compared (``--detector A --detector B``).
+        run_options: add ``--backbone-path``, ``--backend`` and ``--precision`` (commands that
+            only read a detector's file, such as ``info``, need none of them).
+    """
     p.add_argument(
         "--detector",
-        help="checkpoint (.safetensors, .onnx) or builtin:NAME; default $FAKESCOPE_DETECTOR, "
-        "else builtin:clip-layers",
+        action="append" if repeatable else "store",
+        help="checkpoint (.safetensors, .onnx) or builtin:NAME"
+        + ("; repeat to compare" if repeatable else "")
+        + "; default $FAKESCOPE_DETECTOR, else builtin:clip-layers",
     )
+    if not run_options:
+        return
     p.add_argument(
         "--backbone-path", help="for probe detectors: where the frozen backbone file is now"
     )
@@ -73,8 +85,15 @@ def detector_ref(args: argparse.Namespace) -> DetectorRef:
     """What :func:`add_detector_arguments` options name: ``--detector``, else
     ``$FAKESCOPE_DETECTOR``, else the default built-in detector, with its backend, precision and
     backbone path. Open it with :func:`fakescope.infer.backends.open_detector`."""
-    name = args.detector or default_detector()
-    return DetectorRef(name, args.backend, args.precision, args.backbone_path)
+    return detector_refs(args)[0]
+
+
+def detector_refs(args: argparse.Namespace) -> list[DetectorRef]:
+    """Every detector a (repeatable) ``--detector`` names, with the same default rule and run
+    options as :func:`detector_ref`."""
+    named = args.detector
+    names = (named if isinstance(named, list) else [named]) if named else [default_detector()]
+    return [DetectorRef(n, args.backend, args.precision, args.backbone_path) for n in names]
 
 
 def default_detector() -> str:

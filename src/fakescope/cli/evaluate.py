@@ -15,6 +15,7 @@ from fakescope.cli.common import (
     csv_list,
     detector_first,
     detector_ref,
+    detector_refs,
     normalised_data,
     out_beside,
     select_split,
@@ -171,14 +172,9 @@ def _add_protocol(sub: argparse._SubParsersAction) -> None:
         "ranked detectors opposite to the team's held-out benchmark.",
     )
     p.add_argument("sets", help="the protocol folder (its manifest.csv); written when building")
-    p.add_argument(
-        "--detector",
-        action="append",
-        help="a checkpoint or builtin:NAME; repeat to compare (default: the default built-in)",
-    )
+    add_detector_arguments(p, repeatable=True)
     p.add_argument("--video", help="build: a folder with fake/ and real/ clips of the same scenes")
     p.add_argument("--pool", help="build: the multi-generator pool (shared/tools/build_pool.py)")
-    p.add_argument("--backbone-path", help="for probe detectors: where the backbone file is now")
     p.add_argument("--workers", type=int, default=2, help="decoding processes")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -187,8 +183,7 @@ def _add_protocol(sub: argparse._SubParsersAction) -> None:
 
 def cmd_protocol(args: argparse.Namespace) -> int:
     from fakescope.eval import protocol as proto
-    from fakescope.infer.backends import DetectorRef, open_detector
-    from fakescope.zoo import DEFAULT_DETECTOR
+    from fakescope.infer.backends import open_detector
 
     if args.video or args.pool:
         from fakescope.data.protocol_sets import build_protocol_sets
@@ -197,8 +192,9 @@ def cmd_protocol(args: argparse.Namespace) -> int:
         print(f"built {len(df)} images in {args.sets}", file=sys.stderr)
     manifest = proto.read_protocol_manifest(args.sets)
     table, notes = {}, []
-    for ref in args.detector or [DEFAULT_DETECTOR]:
-        det = open_detector(DetectorRef(ref, backbone_path=args.backbone_path))
+    for detector in detector_refs(args):
+        ref = detector.ref
+        det = open_detector(detector)
         scores = proto.detector_scores(det, manifest, workers=args.workers)
         table[ref] = proto.score_manifest(manifest, scores, n_boot=args.n_boot)
         notes += proto.seen_set_notes(ref, det.meta)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fakescope.cli.common import EXIT_OK, default_detector
+from fakescope.cli.common import EXIT_OK, add_detector_arguments, default_detector
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("info", help="print a detector's metadata as JSON (reads the header only)")
     p.add_argument("checkpoint", nargs="?", metavar="DETECTOR", help="as --detector")
-    _add_detector_option(p)
+    add_detector_arguments(p, run_options=False)
     p.set_defaults(func=cmd_info)
     _add_export(sub)
 
@@ -69,14 +69,6 @@ def builtin_lines() -> list[str]:
     return lines
 
 
-def _add_detector_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--detector",
-        help="checkpoint (.safetensors, .onnx) or builtin:NAME; default $FAKESCOPE_DETECTOR, "
-        "else the default built-in",
-    )
-
-
 def _named(args: argparse.Namespace) -> str:
     """The detector named by the positional or by ``--detector`` (not both), else the default."""
     if args.checkpoint and args.detector and args.checkpoint != args.detector:
@@ -103,7 +95,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="a .safetensors checkpoint (fine-tuned or probe) or builtin:NAME",
     )
-    _add_detector_option(p)
+    add_detector_arguments(p, run_options=False)
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the export format")
     p.add_argument("--int8", action="store_true", help="quantise to int8 with onnxruntime")
     p.add_argument(
