@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -288,3 +289,20 @@ def write_audio_only(path: Path) -> Path:
         out.mux(stream.encode(None))
     tmp.rename(path)
     return path
+
+
+def a_row(**fields: Any) -> Any:
+    """A prediction row with plain values, any of them replaced by ``fields``."""
+    from fakescope.infer.row import Prediction
+
+    base = dict(
+        path="a.png",
+        kind="image",
+        score=0.5,
+        verdict="uncertain",
+        threshold=0.5,
+        uncertain_band=0.1,
+        model="m",
+        time_ms=1.0,
+    )
+    return Prediction(**{**base, **fields})

@@ -15,25 +15,13 @@ from fakescope.embed.backbones import OnnxBackbone
 from fakescope.models.checkpoint import save_checkpoint
 from fakescope.models.detector import Preprocessing
 from fakescope.models.probe import create_probe_detector
+from fakescope.utils import EXTRA_OF_MODULE
 
 from .helpers import build_tiny_encoder, write_clip
 
-#: What `pip install fakescope` does not bring (the train and ray extras).
-TRAINING_STACK = (
-    "torch",
-    "torchvision",
-    "timm",
-    "pandas",
-    "pyarrow",
-    "sklearn",
-    "scipy",
-    "matplotlib",
-    "skimage",
-    "cv2",
-    "pytorch_grad_cam",
-    "imagehash",
-    "ray",
-)
+#: What `pip install fakescope` does not bring: every module of the train and ray extras.
+TRAINING_STACK = tuple(EXTRA_OF_MODULE)
+
 
 # Runs the CLI, or the given code, as if the training stack were not installed: importing any of
 # it raises ModuleNotFoundError, as it would in a core install.

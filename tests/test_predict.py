@@ -17,7 +17,7 @@ from fakescope.cli import main
 from fakescope.infer.output import completed_paths, load_rows
 from fakescope.models import create_detector, save_checkpoint
 
-from .helpers import TINY_MODEL, synthetic_image
+from .helpers import TINY_MODEL, a_row, synthetic_image
 
 
 @pytest.fixture(scope="module")
@@ -170,25 +170,13 @@ def test_table_columns_line_up_with_a_declared_verdict(tmp_path: Path) -> None:
     """The longest verdict is "fake (declared)"; the kind, ms and path columns start at the
     same place on every line anyway, the header's included."""
     from fakescope.infer.output import RowWriter
-    from fakescope.infer.predictor import Prediction
 
     out = tmp_path / "rows.txt"
     writer = RowWriter("table", out)
     verdicts = ("fake (declared)", "real", "uncertain", "fake", "error")
     for verdict in verdicts:
         score = None if verdict == "error" else 0.25
-        writer.write(
-            Prediction(
-                path=f"{verdict}.png",
-                kind="image",
-                score=score,
-                verdict=verdict,
-                threshold=0.5,
-                uncertain_band=0.1,
-                model="m",
-                time_ms=12.5,
-            )
-        )
+        writer.write(a_row(path=f"{verdict}.png", score=score, verdict=verdict, time_ms=12.5))
     writer.close()
     header, *lines = out.read_text().splitlines()
     assert len(lines) == len(verdicts)
@@ -503,20 +491,8 @@ def test_int8_on_torch_is_a_clear_error(ckpt: Path, folder: Path, capsys) -> Non
 @pytest.mark.parametrize("fmt", ["table", "csv", "jsonl"])
 def test_rows_say_why_an_input_is_out_of_depth(tmp_path: Path, fmt: str) -> None:
     from fakescope.infer.output import RowWriter
-    from fakescope.infer.predictor import Prediction
 
-    row = Prediction(
-        path="sky.jpg",
-        kind="image",
-        score=0.99,
-        verdict="uncertain",
-        threshold=0.5,
-        uncertain_band=0.1,
-        model="m",
-        time_ms=1.0,
-        novelty=0.05,
-        reason="unlike the training data",
-    )
+    row = a_row(path="sky.jpg", score=0.99, novelty=0.05, reason="unlike the training data")
     out = tmp_path / f"rows.{fmt}"
     writer = RowWriter(fmt, str(out))
     writer.write(row)
@@ -554,17 +530,7 @@ def test_the_row_is_declared_once() -> None:
     assert types["score"] == pa.float64() and types["width"] == pa.int64()
     assert types["provenance"] == types["frames"] == types["path"] == pa.string()
     assert list(DetectResult.model_fields)[: len(fields)] == fields
-    row = Prediction(
-        path="a.png",
-        kind="image",
-        score=0.5,
-        verdict="uncertain",
-        threshold=0.5,
-        uncertain_band=0.1,
-        model="m",
-        time_ms=1.0,
-        frames=[{"index": 0, "time_s": 0.0, "score": 0.5}],
-    )
+    row = a_row(frames=[{"index": 0, "time_s": 0.0, "score": 0.5}])
     assert list(row.to_dict()) == fields and row.to_dict()["frames"][0]["score"] == 0.5
     with pytest.raises(ValueError, match="colour"):
         Prediction(**row.to_dict(), colour="red")  # a field that is not declared is refused

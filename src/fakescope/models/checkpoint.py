@@ -146,7 +146,6 @@ def load_detector(
             message names the file and the reason.
         MissingBackboneError: a probe's backbone file is not here (also a FileNotFoundError).
     """
-    from fakescope.models.fusion import load_net_state
     from fakescope.models.registry import build_from_spec
     from fakescope.zoo import builtin_path, is_builtin
 
@@ -175,7 +174,7 @@ def load_detector(
     tensors, _ = read_tensors(path)
     net_state = {k: v for k, v in tensors.items() if not k.startswith("__")}
     try:
-        missing, unexpected = load_net_state(detector.net, net_state)
+        missing, unexpected = detector.load_tensors(net_state)
     except ValueError as e:  # shapes that do not fit
         raise CheckpointError(f"{path}: tensors do not fit {spec.arch!r} ({str(e)[:500]})") from e
     if missing or unexpected:

@@ -165,6 +165,15 @@ class Detector:
             m.eval()
         return self
 
+    def load_tensors(self, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """Load a checkpoint's arrays into the network; ``(missing, unexpected)`` names (nothing
+        is loaded then).
+
+        Raises:
+            ValueError: an array whose shape does not fit.
+        """
+        return self.net.load_state_dict(state)
+
     # ----------------------------------------------------------------------- the guard
     @property
     def novelty_threshold(self) -> float | None:

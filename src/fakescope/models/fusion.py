@@ -46,37 +46,14 @@ class FusionNet:
         for i, m in enumerate(self.members):
             prefix = f"members.{i}.net."
             own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            miss, extra = load_net_state(m.net, own)
+            miss, extra = m.load_tensors(own)
             missing += [prefix + k for k in miss]
             unexpected += [prefix + k for k in extra]
         if missing or unexpected:
             return missing, unexpected
-        self.weights = _array(state["weights"]).reshape(len(self.members))
-        self.bias = _array(state["bias"]).reshape(())
+        self.weights = np.array(state["weights"], dtype=np.float32).reshape(len(self.members))
+        self.bias = np.array(state["bias"], dtype=np.float32).reshape(())
         return [], []
-
-
-def _array(v: Any) -> np.ndarray:
-    """A float32 numpy copy of an array or a torch tensor."""
-    return np.array(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
-
-
-def load_net_state(net: Any, state: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Load ``state`` into a detector's network, numpy or torch; ``(missing, unexpected)``.
-
-    Raises:
-        ValueError: shapes that do not fit (torch's RuntimeError is turned into this).
-    """
-    if hasattr(net, "parameters"):  # a torch network
-        import torch
-
-        tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
-        try:
-            missing, unexpected = net.load_state_dict(tensors, strict=False)
-        except RuntimeError as e:
-            raise ValueError(str(e)[:500]) from e
-        return list(missing), list(unexpected)
-    return net.load_state_dict(state)
 
 
 def create_fusion(

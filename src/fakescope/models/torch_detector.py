@@ -31,6 +31,15 @@ class TorchDetector(nn.Module, Detector):
     to = nn.Module.to
     eval = nn.Module.eval
 
+    def load_tensors(self, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """Load numpy arrays (or tensors) into the network (see :meth:`Detector.load_tensors`)."""
+        tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
+        try:
+            missing, unexpected = self.net.load_state_dict(tensors, strict=False)
+        except RuntimeError as e:  # shapes that do not fit
+            raise ValueError(str(e)[:500]) from e
+        return list(missing), list(unexpected)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (uncalibrated) logits, shape ``[B]``."""
         out = self.net(self.input_filter(x))

@@ -194,12 +194,6 @@ def make_reference(
 # --------------------------------------------------------------------------------------------
 
 
-def _class_weights(y: np.ndarray) -> np.ndarray:
-    """Each class half of a total of 1."""
-    n1, n0 = max(1, int((y == 1).sum())), max(1, int((y == 0).sum()))
-    return np.where(y == 1, 0.5 / n1, 0.5 / n0)
-
-
 def _newton_logistic(
     phi: np.ndarray, y: np.ndarray, w: np.ndarray, offset: np.ndarray, lam: float
 ) -> np.ndarray:
@@ -263,13 +257,15 @@ def _fit(
     p: _Problem, k: np.ndarray, kr: np.ndarray | None, train: np.ndarray, lam: float
 ) -> tuple[np.ndarray, float]:
     """The correction ``(c, db)`` fitted on ``train`` examples: ``dw = x[train].T @ c``."""
+    from fakescope.train.tune import balanced_weights
+
     if math.isinf(lam):
         return np.zeros(int(train.sum())), 0.0
     ev, u = np.linalg.eigh(k[np.ix_(train, train)])
     keep = ev > 1e-10 * max(ev.max(), 1e-30)
     s, u = np.sqrt(ev[keep]), u[:, keep]
     phi, y = u * s, p.y[train]
-    w, off = _class_weights(y), p.z0[train]
+    w, off = balanced_weights(y, np.zeros(len(y))), p.z0[train]  # each class half
     if kr is not None:
         phi = np.vstack([phi, (kr[:, train] @ u) / s])
         y = np.concatenate([y, p.y_replay])
@@ -546,10 +542,8 @@ def _near_training(parent: Detector, x: np.ndarray, df: Any) -> list[str]:
     guard = getattr(parent.net, "novelty", None)
     if guard is None:
         return []
-    nearest = guard.distances(x)  # k-th nearest; near-duplicates sit at ~0 for the first
     sims = _unit(guard.view(x)) @ guard.bank.astype(np.float32).T
-    first = 1.0 - sims.max(axis=1)
-    close = np.flatnonzero(np.minimum(first, nearest) < TRAINING_DUPLICATE_DISTANCE)
+    close = np.flatnonzero(1.0 - sims.max(axis=1) < TRAINING_DUPLICATE_DISTANCE)  # the nearest
     return [str(df["path"].iloc[i]) for i in close]
 
 
