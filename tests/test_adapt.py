@@ -204,9 +204,9 @@ def test_near_duplicates_share_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_built_in_default_carries_reference_rows() -> None:
-    from fakescope.zoo import builtin_path
+    from fakescope.zoo import detector_file
 
-    path = builtin_path("builtin:clip-layers")
+    path = detector_file("builtin:clip-layers")
     tensors, meta = read_tensors(path)
     ref = ReferenceRows.from_checkpoint(tensors, meta)
     assert ref is not None and (~ref.check).sum() == 1000 and ref.check.sum() > 100

@@ -124,3 +124,53 @@ def test_ctrl_c_says_what_was_kept_only_where_a_command_resumes(monkeypatch, cap
     assert capsys.readouterr().err.strip() == "fakescope: interrupted"
     assert main(["predict", "x.jpg"]) == 130
     assert "rows already written are kept, continue with --resume" in capsys.readouterr().err
+
+
+def _calls_by_function() -> dict[str, list[tuple[str, str]]]:
+    """Every call in the package: called name -> [(module, enclosing function), ...]."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+        def visit(node: ast.AST, where: str, module: str = module) -> None:
+            for child in ast.iter_child_nodes(node):
+                inner = where
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    inner = f"{where}.{child.name}" if where else child.name
+                if isinstance(child, ast.Call):
+                    f = child.func
+                    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+                    if name:
+                        out.setdefault(name, []).append((module, inner))
+                if (
+                    isinstance(child, ast.Subscript)
+                    and getattr(child.value, "id", "") == "BUILTINS"
+                ):
+                    out.setdefault("BUILTINS[]", []).append((module, inner))
+                visit(child, inner)
+
+        visit(ast.parse(path.read_text()), "")
+    return out
+
+
+def test_a_detector_is_resolved_in_one_place_each() -> None:
+    calls = _calls_by_function()
+    # the header of a safetensors file is read by one function
+    assert set(calls["metadata"]) == {("fakescope.models.header", "read_meta")}
+    # builtin:NAME becomes a file in one function (the other BUILTINS reads are names and words)
+    files = {w for w in calls["BUILTINS[]"] if w[1] != "describe"}
+    assert files == {("fakescope.zoo.__init__", "detector_file")}
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name != "zoo":
+            assert "len(PREFIX)" not in path.read_text(), path
+    # a backbone file is looked for by one function, and a detector's backbone found by one
+    assert set(calls["find_file"]) == {("fakescope.embed.fetch", "ensure_file")}
+    scoring = ("fakescope.models", "fakescope.infer", "fakescope.eval", "fakescope.serve")
+    finders = {w for w in calls["ensure_file"] if w[0].startswith(scoring)}
+    assert finders == {("fakescope.models.probe", "backbone_file")}
+    assert set(calls["backbone_file"]) == {
+        ("fakescope.infer.backends", "resolve"),
+        ("fakescope.models.probe", "build_probe_from_spec"),
+    }
+    # and a Predictor is built in one place: Predictor.open (its ``cls(...)``)
+    assert "Predictor" not in calls

@@ -441,11 +441,11 @@ def test_every_cache_is_a_folder_under_one_root(
     from fakescope.data.normalise import default_normalised_dir
     from fakescope.embed.weights import cache_dir as weights_dir
     from fakescope.infer.backends import onnx_path_for
-    from fakescope.zoo import builtin_path
+    from fakescope.zoo import detector_file
 
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "root"))
     root = tmp_path / "root"
     assert default_cache_dir() == root / "embeddings"
     assert weights_dir() == root / "weights"
     assert default_normalised_dir() == root / "normalised"
-    assert onnx_path_for(builtin_path("builtin:clip-layers"), "fp32").parent == root / "onnx"
+    assert onnx_path_for(detector_file("builtin:clip-layers"), "fp32").parent == root / "onnx"

@@ -186,10 +186,10 @@ def test_fusion_runs_its_networks_on_onnx(tf_det, images, tmp_path: Path, caplog
 
 
 def test_builtin_exports_go_to_the_user_cache(tmp_path: Path, monkeypatch) -> None:
-    from fakescope.zoo import builtin_path
+    from fakescope.zoo import detector_file
 
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
-    ref = builtin_path("builtin:clip-layers")
+    ref = detector_file("builtin:clip-layers")
     got = onnx_path_for(ref, "fp32", member=0)
     assert got.parent == tmp_path / "cache" / "onnx"
     assert got.name.endswith("clip_layers.member0.fp32.onnx")

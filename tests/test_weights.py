@@ -15,6 +15,7 @@ import torch
 from fakescope.embed import fetch as F
 from fakescope.embed import weights as W
 from fakescope.embed.backbones import open_backbone
+from fakescope.models.probe import backbone_file
 from fakescope.utils import file_digest
 
 from .helpers import SHARED
@@ -73,7 +74,7 @@ def test_fetched_built_checked_and_kept(stand_in: W.Recipe, monkeypatch) -> None
     # a detector that stored the original's sha256 accepts the verified rebuild
     assert stand_in.sha256 in W.accepted_sha256(path, file_digest(path))
     spec = {"type": "onnx", "path": stand_in.file, "sha256": stand_in.sha256, "pool": "layers"}
-    bb = open_backbone(spec)
+    bb = open_backbone(spec, path=backbone_file(spec))
     assert bb.embed(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 2 * 48)
     # the next call finds it: no second build
     assert F.ensure_file(stand_in.file, stand_in.sha256) == path

@@ -12,7 +12,7 @@ import fakescope
 from fakescope.models import load_detector
 from fakescope.models.header import read_meta
 from fakescope.models.novelty import REASON
-from fakescope.zoo import BUILTINS, DEFAULT_DETECTOR, builtin_path
+from fakescope.zoo import BUILTINS, DEFAULT_DETECTOR, detector_file
 
 from .helpers import run_into_a_closed_pipe
 
@@ -22,7 +22,7 @@ CLIP_FILE = "clip_vit_b16_openai_visual.int8.onnx"
 def test_builtin_files_ship_with_the_package() -> None:
     assert DEFAULT_DETECTOR.removeprefix("builtin:") in BUILTINS
     for name in BUILTINS:
-        meta = read_meta(builtin_path(f"builtin:{name}"))
+        meta = read_meta(detector_file(f"builtin:{name}"))
         spec = meta["spec"]
         assert spec["kind"] == "probe" and spec["model_kwargs"]["l2"] is True
         assert spec["calibration"]["method"] == "platt"

@@ -5,6 +5,7 @@ torch is imported inside the functions that need it, so the command line starts 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -118,11 +119,20 @@ def is_interactive() -> bool:
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """The sha256 hex digest of a file's bytes, read in 1 MiB chunks.
+    """The sha256 hex digest of a file's bytes, read in 1 MiB chunks; remembered in this process
+    while the file's size and modification time stay the same (a detector reopened by the server
+    or by a test does not hash its 90 MB backbone again).
 
     Raises:
         OSError: the file cannot be read (missing, a directory, no permission, ...).
     """
+    st = os.stat(path)
+    return _digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """:func:`file_digest` of one version of a file (the cache key is its size and time)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):

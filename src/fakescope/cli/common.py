@@ -13,7 +13,7 @@ from typing import Any
 
 from fakescope.config import TrainConfig
 from fakescope.data.video import SAMPLING_MODES
-from fakescope.infer.backends import BACKENDS, PRECISIONS, DetectorRef
+from fakescope.infer.backends import BACKENDS, PRECISIONS, DetectorRef, as_ref
 from fakescope.infer.video import AGGREGATIONS, VideoOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -93,7 +93,7 @@ def detector_refs(args: argparse.Namespace) -> list[DetectorRef]:
     options as :func:`detector_ref`."""
     named = args.detector
     names = (named if isinstance(named, list) else [named]) if named else [default_detector()]
-    return [DetectorRef(n, args.backend, args.precision, args.backbone_path) for n in names]
+    return [as_ref(n, args.backend, args.precision, args.backbone_path) for n in names]
 
 
 def default_detector() -> str:
@@ -105,7 +105,9 @@ def default_detector() -> str:
 
 def looks_like_detector(text: str) -> bool:
     """A checkpoint, an exported model or a built-in name (not a dataset)."""
-    return text.startswith("builtin:") or text.lower().endswith((".safetensors", ".onnx"))
+    from fakescope.zoo import is_builtin
+
+    return is_builtin(text) or text.lower().endswith((".safetensors", ".onnx"))
 
 
 def detector_first(args: argparse.Namespace, field: str) -> None:
@@ -119,7 +121,9 @@ def detector_first(args: argparse.Namespace, field: str) -> None:
 
 def out_beside(ref: DetectorRef, name: str) -> Path:
     """``name`` beside the detector's file; in the working folder for a built-in detector."""
-    if ref.ref.startswith("builtin:"):
+    from fakescope.zoo import is_builtin
+
+    if is_builtin(ref.ref):
         return Path(name)
     return Path(ref.ref).parent / name
 

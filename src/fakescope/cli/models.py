@@ -48,16 +48,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def builtin_lines() -> list[str]:
     """One line per built-in detector: name, what it is, and whether its backbone file is here."""
-    from fakescope.embed.weights import RECIPES, cache_dir, find_file
+    from fakescope.embed.weights import RECIPES, cache_dir
     from fakescope.models.header import read_meta
-    from fakescope.zoo import BUILTINS, DEFAULT_DETECTOR
+    from fakescope.zoo import BUILTINS, DEFAULT_DETECTOR, PREFIX
 
     lines = []
     for name, (_, about) in BUILTINS.items():
-        ref = f"builtin:{name}"
+        ref = f"{PREFIX}{name}"
         backbone = read_meta(ref)["spec"].get("model_kwargs", {}).get("backbone", {})
         file = Path(str(backbone.get("path", ""))).name
-        found = find_file(file) if file else None
+        found = _found(file)
         if found is not None:
             where = f"backbone {file}: found ({found})"
         elif file in RECIPES:
@@ -67,6 +67,16 @@ def builtin_lines() -> list[str]:
         default = " (default)" if ref == DEFAULT_DETECTOR else ""
         lines.append(f"{ref}{default}: {about.split(';')[0]}\n      {where}")
     return lines
+
+
+def _found(file: str) -> Path | None:
+    """Where a backbone file is here (looked for as opening a detector looks), else None."""
+    from fakescope.embed.fetch import ensure_file
+
+    try:
+        return ensure_file(file, None, fetch_missing=False) if file else None
+    except FileNotFoundError:
+        return None
 
 
 def _named(args: argparse.Namespace) -> str:
@@ -155,9 +165,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             )
     if args.dynamic and (not args.int8 or args.calibration):
         raise ValueError("--dynamic goes with --int8 and without --calibration")
-    from fakescope.zoo import builtin_path, is_builtin
+    from fakescope.zoo import detector_file
 
-    source = builtin_path(checkpoint) if is_builtin(checkpoint) else checkpoint
+    source = detector_file(checkpoint)
     out = args.out or onnx_path_for(source, "int8" if args.int8 else "fp32")
     export_onnx(det, out, int8=args.int8, calibration=calib)
     how = ""

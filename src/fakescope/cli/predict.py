@@ -82,7 +82,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     done = completed_paths(args.output, fmt) if args.resume else set()
     video = video_options(args, timeline_dir=args.timeline)
-    pred = Predictor(
+    pred = Predictor.open(
         detector,
         amp=ref.amp,
         batch_size=args.batch_size,

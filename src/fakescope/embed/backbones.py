@@ -443,7 +443,8 @@ def open_backbone(
 
     Args:
         spec: a stored spec.
-        path: where the ONNX or weights file is now, when it has moved (``--backbone-path PATH``).
+        path: where the ONNX or weights file is now (found by
+            :func:`fakescope.models.probe.backbone_file`); None: where the spec says.
         deltas: a tuned ONNX tower's deltas (stored with the detector; their sha256 must be the
             spec's ``deltas_sha256``).
 
@@ -476,29 +477,14 @@ def _missing_file_error(spec: dict[str, Any], where: str) -> FileNotFoundError:
     return FileNotFoundError(missing_message(where, spec.get("sha256")))
 
 
-def find_weights_file(stored: str | None) -> str | None:
-    """Where a stored weights path points now: as stored, else by file name in the folders of
-    ``$FAKESCOPE_WEIGHTS``, else in the user cache (:func:`fakescope.embed.weights.find_file`).
-
-    ``FAKESCOPE_WEIGHTS`` is a folder (or several, separated by ``os.pathsep``) holding model files,
-    so a checkpoint made on one machine finds its backbone on another.
-    """
-    from fakescope.embed.weights import find_file
-
-    if stored is None or Path(stored).is_file():
-        return stored
-    found = find_file(stored)
-    return str(found) if found is not None else stored
-
-
 def _open_onnx_spec(
     spec: dict[str, Any],
     path: str | os.PathLike[str] | None,
     deltas: Mapping[str, Delta] | None = None,
 ) -> OnnxBackbone:
-    """The ONNX half of :func:`open_backbone` (a missing file is :mod:`fakescope.embed.fetch`'s
-    business: callers that may fetch call its ``ensure_file`` first)."""
-    where = str(path if path is not None else find_weights_file(spec.get("path")))
+    """The ONNX half of :func:`open_backbone` (finding a moved or missing file is
+    :func:`fakescope.embed.fetch.ensure_file`'s business: callers pass what it found)."""
+    where = str(path if path is not None else spec.get("path"))
     if not Path(where).is_file():
         raise _missing_file_error(spec, where)
     fixed = spec.get("activations")
@@ -525,7 +511,7 @@ def _open_timm_spec(spec: dict[str, Any], path: str | os.PathLike[str] | None) -
     """The timm half of :func:`open_backbone`."""
     from fakescope.embed.timm_backbone import TimmBackbone
 
-    weights = path if path is not None else find_weights_file(spec.get("weights"))
+    weights = path if path is not None else spec.get("weights")
     if weights is not None and not Path(weights).is_file():
         raise _missing_file_error(spec, str(weights))
     backbone = TimmBackbone(

@@ -33,18 +33,27 @@ logger = logging.getLogger(__name__)
 _ZOO = Path(__file__).resolve().parents[1] / "zoo"
 
 
-def ensure_file(name: str, sha256: str | None) -> Path:
-    """The backbone file called ``name``: found, or fetched, built and checked (see the module).
+def ensure_file(name: str, sha256: str | None, fetch_missing: bool = True) -> Path:
+    """The backbone (or weights) file ``name`` names: the path itself when it is a file, else a
+    file of that name in the folders of ``$FAKESCOPE_WEIGHTS`` or the user cache, else fetched,
+    built and checked (see the module). The one place a backbone file is looked for.
+
+    Args:
+        name: the path stored in a detector's spec, or given on the command line.
+        sha256: the file's expected sha256 (for the message when it is missing).
+        fetch_missing: build a missing file from hub weights when a recipe knows it.
 
     Raises:
         FileNotFoundError: not found, and no recipe or no network; the message says what to do.
         ValueError: a rebuilt file that disagrees with the reference embeddings.
     """
+    if Path(name).expanduser().is_file():
+        return Path(name).expanduser()
     found = find_file(name)
     if found is not None:
         return found
     recipe = RECIPES.get(Path(name).name)
-    if recipe is None:
+    if recipe is None or not fetch_missing:
         raise FileNotFoundError(missing_message(name, sha256))
     if recipe.pretrained_file is None and not online():
         raise FileNotFoundError(missing_message(name, sha256, f"{HUB_HOST} cannot be reached"))

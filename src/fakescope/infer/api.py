@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fakescope.infer.backends import DetectorRef, open_detector
+from fakescope.infer.backends import DetectorRef, as_ref, open_detector
 from fakescope.infer.explain import Explanation
 from fakescope.infer.predictor import Prediction, Predictor, VideoOptions
 from fakescope.models.detector import Detector
@@ -52,17 +52,10 @@ def predict(
     from fakescope.infer.inputs import expand_inputs
 
     items = [inputs] if isinstance(inputs, (str, Path, Image.Image, np.ndarray)) else list(inputs)
-    amp = "auto"
     if not isinstance(detector, Detector):
-        ref = (
-            detector
-            if isinstance(detector, DetectorRef)
-            else DetectorRef(str(detector), backend, precision, backbone_path)
-        )
-        detector, amp = open_detector(ref), ref.amp
-    pred = Predictor(
+        detector = as_ref(detector, backend, precision, backbone_path)
+    pred = Predictor.open(
         detector,
-        amp=amp,
         batch_size=batch_size,
         workers=workers,
         device=device,
@@ -102,12 +95,7 @@ def explain(
     from fakescope.infer.explain import explain_image
 
     if not isinstance(detector, Detector):
-        ref = (
-            detector
-            if isinstance(detector, DetectorRef)
-            else DetectorRef(str(detector), backend, precision, backbone_path)
-        )
-        detector = open_detector(ref)
+        detector = open_detector(as_ref(detector, backend, precision, backbone_path))
     if isinstance(image, (str, Path)):
         img = load_image(image)
     else:

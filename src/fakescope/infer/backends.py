@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported when a detector is opened, so the CLI's parser stays light
     from fakescope.models.detector import Detector
@@ -90,35 +90,96 @@ class DetectorRef:
         return {"auto": "auto", "fp32": "off", "bf16": "bf16"}[self.precision]
 
 
-def open_detector(ref: DetectorRef | str | Path) -> Detector:
+@dataclass(frozen=True)
+class ResolvedDetector:
+    """A :class:`DetectorRef` resolved once: its file, its validated header and its backbone file.
+
+    Attributes:
+        ref: what was asked for (``ref.ref`` as the user wrote it).
+        file: the checkpoint or exported ``.onnx`` file behind it (a built-in's file in the
+            package).
+        meta: the checkpoint's header, its spec checked (None for an exported ``.onnx``, which
+            carries its own).
+        backbone_path: a probe's frozen backbone file as found here (or fetched), else
+            ``ref.backbone_path``.
+    """
+
+    ref: DetectorRef
+    file: Path
+    meta: dict[str, Any] | None
+    backbone_path: str | None
+
+    @property
+    def amp(self) -> str:
+        """The autocast mode to run it with (see :attr:`DetectorRef.amp`)."""
+        return self.ref.amp
+
+
+def as_ref(
+    detector: DetectorRef | str | Path,
+    backend: str = "torch",
+    precision: str = "auto",
+    backbone_path: str | None = None,
+) -> DetectorRef:
+    """A :class:`DetectorRef` as it is, or one made from a path or ``builtin:NAME`` and the run
+    options (the one place a string becomes a reference)."""
+    if isinstance(detector, DetectorRef):
+        return detector
+    return DetectorRef(str(detector), backend, precision, backbone_path)
+
+
+def resolve(ref: DetectorRef | str | Path) -> ResolvedDetector:
+    """Resolve a detector reference once: ``builtin:NAME`` to its file, the header read and its
+    spec checked, a probe's backbone file found (or fetched). Nothing here imports torch, so a
+    missing or malformed file is reported in well under a second.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or malformed (the message names it).
+        FileNotFoundError: an unknown built-in, or a backbone file that is nowhere here.
+    """
+    from fakescope.models.header import read_meta
+    from fakescope.models.probe import backbone_file
+    from fakescope.zoo import detector_file
+
+    ref = as_ref(ref)
+    file = detector_file(ref.ref)
+    if file.suffix.lower() == ".onnx":
+        return ResolvedDetector(ref, file, None, ref.backbone_path)
+    meta = read_meta(file)
+    backbone = meta["spec"].get("model_kwargs", {}).get("backbone")
+    if not isinstance(backbone, dict) or backbone.get("type") != "onnx":
+        return ResolvedDetector(ref, file, meta, ref.backbone_path)  # found when it is built
+    return ResolvedDetector(ref, file, meta, backbone_file(backbone, ref.backbone_path))
+
+
+def open_detector(ref: DetectorRef | ResolvedDetector | str | Path) -> Detector:
     """Open a detector for scoring, on the backend and at the precision ``ref`` asks for.
 
-    ONNX files are exported on first use and cached (see :func:`onnx_path_for`); a cached file
-    older than the checkpoint, or from an older exporter, is exported again. Static int8 is
-    calibrated on training images of the run that made the checkpoint (its ``splits.csv``); when
-    they are gone, export with ``fakescope export --int8 --calibration DATA`` and pass the
-    ``.onnx``. Fusion members without calibration images run as fp32 ONNX, with a warning.
-    The detector is in eval mode; run it with ``amp=ref.amp``. Its ``source`` is ``ref.ref``, so
-    its :attr:`~fakescope.models.detector.Detector.display_name` is what the user named.
+    ``ref`` is resolved first (:func:`resolve`) unless it already is. ONNX files are exported on
+    first use and cached (see :func:`onnx_path_for`); a cached file older than the checkpoint, or
+    from an older exporter, is exported again. Static int8 is calibrated on training images of the
+    run that made the checkpoint (its ``splits.csv``); when they are gone, export with
+    ``fakescope export --int8 --calibration DATA`` and pass the ``.onnx``. Fusion members without
+    calibration images run as fp32 ONNX, with a warning. The detector is in eval mode; run it with
+    ``amp=ref.amp``. Its ``source`` is ``ref.ref``, so its
+    :attr:`~fakescope.models.detector.Detector.display_name` is what the user named.
     """
-    from fakescope.zoo import builtin_path, is_builtin
+    from fakescope.models.checkpoint import load_detector
 
-    ref = ref if isinstance(ref, DetectorRef) else DetectorRef(str(ref))
-    checkpoint = builtin_path(ref.ref) if is_builtin(ref.ref) else Path(ref.ref)
-    if checkpoint.suffix.lower() != ".onnx" and ref.backbone_path is None:
-        ref = _with_backbone(ref, checkpoint)  # before torch is imported: a missing file fails fast
-    det = _open(ref, checkpoint)
-    det.source = ref.ref  # named as the user named it, not by the file behind it or its export
+    r = ref if isinstance(ref, ResolvedDetector) else resolve(ref)
+    if r.meta is None:
+        det = load_detector(r.file)
+    else:
+        det = _on_backend(
+            load_detector(r.file, backbone_path=r.backbone_path, meta=r.meta), r.ref, r.file
+        )
+    det.source = r.ref.ref  # named as the user named it, not by the file behind it or its export
     return det
 
 
-def _open(ref: DetectorRef, checkpoint: Path) -> Detector:
-    """The body of :func:`open_detector`, once the checkpoint file and backbone are known."""
-    from fakescope.models.checkpoint import load_detector
-
-    if checkpoint.suffix.lower() == ".onnx":
-        return load_detector(checkpoint)
-    det = load_detector(checkpoint, backbone_path=ref.backbone_path)
+def _on_backend(det: Detector, ref: DetectorRef, checkpoint: Path) -> Detector:
+    """A loaded checkpoint's detector on the backend ``ref`` asks for (fine-tuned networks and
+    fusion members exported to ONNX; probes keep their backbone as stored)."""
     if ref.backend == "torch":
         return det
     prec = "int8" if ref.precision == "int8" else "fp32"
@@ -131,24 +192,6 @@ def _open(ref: DetectorRef, checkpoint: Path) -> Detector:
     if not det.members:
         logger.info("%s: its backbone runs as stored on the onnx backend", det.spec.arch)
     return det
-
-
-def _with_backbone(ref: DetectorRef, checkpoint: Path) -> DetectorRef:
-    """``ref`` with the backbone file of a probe found (or fetched) from its header alone, so a
-    missing file is reported in seconds, without importing torch."""
-    import dataclasses
-
-    from fakescope.embed.fetch import ensure_file
-    from fakescope.embed.weights import find_file
-    from fakescope.models.header import read_meta
-
-    backbone = read_meta(checkpoint).get("spec", {}).get("model_kwargs", {}).get("backbone")
-    if not isinstance(backbone, dict) or backbone.get("type") != "onnx" or not backbone.get("path"):
-        return ref
-    stored = str(backbone["path"])
-    if Path(stored).is_file() or find_file(stored) is not None:
-        return ref
-    return dataclasses.replace(ref, backbone_path=str(ensure_file(stored, backbone.get("sha256"))))
 
 
 def _onnx_member(

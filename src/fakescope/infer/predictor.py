@@ -22,6 +22,7 @@ from PIL import Image
 from fakescope.data.images import DEFAULT_MAX_PIXELS, decode_item, load_image, to_rgb
 from fakescope.data.transforms import EvalTransform
 from fakescope.data.video import Frame
+from fakescope.infer.backends import DetectorRef
 from fakescope.infer.row import Prediction
 from fakescope.infer.video import VideoOptions, aggregate, read_frames, video_reason
 from fakescope.models.detector import Detector
@@ -73,6 +74,19 @@ class Predictor:
             ``off`` (fp32).
         provenance: read each file's provenance metadata (see :class:`Prediction`).
     """
+
+    @classmethod
+    def open(cls, detector: Detector | DetectorRef | str | Path, **options: Any) -> Predictor:
+        """The one way a Predictor is built: ``detector`` opened (and resolved once) when it is a
+        reference, run with its reference's autocast mode unless ``amp`` is given; ``options``
+        are the constructor's."""
+        from fakescope.infer.backends import as_ref, open_detector
+
+        if not isinstance(detector, Detector):
+            ref = as_ref(detector)
+            options.setdefault("amp", ref.amp)
+            detector = open_detector(ref)
+        return cls(detector, **options)
 
     def __init__(
         self,

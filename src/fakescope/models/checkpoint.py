@@ -23,7 +23,6 @@ from fakescope.models.header import (
     FORMAT_VERSION,
     META_KEY,
     CheckpointError,
-    missing_checkpoint,
     read_meta,
 )
 from fakescope.models.validate import check_size
@@ -65,23 +64,17 @@ def read_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any
 
     The metadata is parsed (and must be a JSON object) before any tensor is read.
     """
-    from fakescope.models.validate import parse_meta
+    meta = read_meta(path, spec=False)
+    return _tensors(Path(path)), meta
 
-    path = Path(path)
-    if not path.is_file():
-        raise missing_checkpoint(path)
+
+def _tensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a file whose header has been read (:func:`read_meta`)."""
     try:
         with safe_open(str(path), framework="numpy") as f:
-            header = f.metadata() or {}
-            if META_KEY not in header:
-                raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
-            meta = parse_meta(header[META_KEY], path)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
-    except CheckpointError:
-        raise
-    except Exception as e:  # safetensors raises its own error types for bad headers
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    except Exception as e:  # safetensors raises its own error types for bad files
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({e})") from e
-    return tensors, meta
 
 
 def _json_default(obj: Any) -> Any:
@@ -130,12 +123,19 @@ def save_checkpoint(
 
 
 def load_detector(
-    path: str | Path, device: Any = "cpu", backbone_path: str | None = None
+    path: str | Path,
+    device: Any = "cpu",
+    backbone_path: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Detector:
     """Rebuild a detector from a checkpoint file alone (no downloads, no unpickling).
 
     Probe detectors reference their frozen backbone file; pass ``backbone_path`` if it has moved.
-    The returned detector is in eval mode and carries the stored metadata as ``detector.meta``.
+    ``meta``: the file's header as :func:`~fakescope.models.header.read_meta` returned it, when
+    the caller has read it already (:func:`fakescope.infer.backends.resolve`).
+    The returned detector is in eval mode and carries the stored metadata as ``detector.meta``,
+    the tensors stored beside the network (names that start with ``__``) as
+    ``detector.extra_tensors`` and its file as ``detector.file``.
 
     The file is untrusted input: its metadata is checked (types, the allow-listed constructor
     arguments, a bound on the network's size; see :mod:`fakescope.models.validate`) before any
@@ -147,18 +147,17 @@ def load_detector(
         MissingBackboneError: a probe's backbone file is not here (also a FileNotFoundError).
     """
     from fakescope.models.registry import build_from_spec
-    from fakescope.zoo import builtin_path, is_builtin
+    from fakescope.zoo import detector_file
 
     source = str(path)
-    if is_builtin(path):
-        path = builtin_path(path)
-    if Path(path).suffix.lower() == ".onnx":
+    path = detector_file(path)
+    if path.suffix.lower() == ".onnx":
         from fakescope.models.onnx_net import load_onnx_detector
 
         exported = load_onnx_detector(path)
-        exported.source = source
+        exported.source, exported.file = source, path
         return exported
-    meta = read_meta(path)  # the header alone, its spec checked field by field
+    meta = meta if meta is not None else read_meta(path)  # its spec checked field by field
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a fakescope checkpoint (format={str(meta.get('format'))[:60]!r})"
@@ -171,7 +170,7 @@ def load_detector(
         raise MissingBackboneError(f"{path}: {e}") from e
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot rebuild its {spec.kind!r} detector ({e})") from e
-    tensors, _ = read_tensors(path)
+    tensors = _tensors(path)
     net_state = {k: v for k, v in tensors.items() if not k.startswith("__")}
     try:
         missing, unexpected = detector.load_tensors(net_state)
@@ -184,6 +183,8 @@ def load_detector(
         )
     detector.meta = meta
     detector.source = source
+    detector.file = path
+    detector.extra_tensors = {k: v for k, v in tensors.items() if k.startswith("__")}
     return detector.to(device).eval()
 
 

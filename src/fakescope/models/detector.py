@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,11 @@ class Detector:
         self.meta: dict[str, Any] = {}
         #: What it was opened as (a file, or ``builtin:NAME``); None when made in memory.
         self.source: str | None = None
+        #: The file it was loaded from (a built-in's file in the package); None in memory.
+        self.file: Path | None = None
+        #: Data stored beside the network in its file (names that start with ``__``, such as
+        #: :mod:`fakescope.train.adapt`'s reference rows).
+        self.extra_tensors: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------------------ its name
     @property

@@ -29,17 +29,26 @@ FORMAT_VERSION = 1
 META_KEY = "fakescope"
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
+def read_meta(path: str | Path, spec: bool = True) -> dict[str, Any]:
     """Only the JSON metadata of a checkpoint or ``builtin:NAME`` (cheap: reads the header).
+
+    The one place a safetensors file's header is read: opening a detector reads it once
+    (:func:`fakescope.infer.backends.resolve`) and hands the result on.
+
+    Args:
+        path: a ``.safetensors`` file or ``builtin:NAME``.
+        spec: check the detector spec field by field (see :mod:`fakescope.models.validate`);
+            False for files that hold tensors and JSON but no detector (a run's training state).
 
     Raises:
         CheckpointError: the file is not a safetensors file with well-formed fakescope metadata
             (the message names the file and the reason).
         FileNotFoundError: an unknown or missing built-in detector.
     """
-    from fakescope.zoo import builtin_path, is_builtin
+    from fakescope.models.validate import parse_meta
+    from fakescope.zoo import detector_file
 
-    path = builtin_path(path) if is_builtin(path) else Path(path)
+    path = detector_file(path)
     if not path.is_file():
         raise missing_checkpoint(path)
     try:
@@ -49,7 +58,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({e})") from e
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without fakescope metadata")
-    return checked_meta(header[META_KEY], path)
+    return checked_meta(header[META_KEY], path) if spec else parse_meta(header[META_KEY], path)
 
 
 def missing_checkpoint(path: str | Path) -> CheckpointError:

@@ -232,30 +232,43 @@ def attach_novelty(detector: Detector, feats: np.ndarray, **fit_kw: Any) -> None
     detector.spec.model_kwargs["novelty"] = detector.net.novelty.config()
 
 
+def backbone_file(backbone: dict[str, Any], backbone_path: str | None = None) -> str | None:
+    """Where a probe's frozen backbone file is on this machine: ``backbone_path`` when given, else
+    the stored file found (or fetched) by :func:`fakescope.embed.fetch.ensure_file`. None for a
+    timm backbone built by name without a weights file.
+
+    Raises:
+        FileNotFoundError: the file is nowhere here and cannot be fetched; the message names the
+            file, its sha256 and where to put it.
+    """
+    from fakescope.embed.fetch import ensure_file
+
+    if backbone_path is not None:
+        return backbone_path
+    stored = backbone.get("path") if backbone.get("type") == "onnx" else backbone.get("weights")
+    if not stored:
+        return None
+    return str(ensure_file(str(stored), backbone.get("sha256"), backbone.get("type") == "onnx"))
+
+
 def build_probe_from_spec(spec: DetectorSpec, backbone_path: str | None = None) -> Detector:
     """Rebuild a probe detector's shape from its spec, reopening the referenced backbone.
 
-    A tuned probe's backbone file is found (or fetched) now, so a missing file fails here, but it
-    is opened once its deltas are loaded (:attr:`ProbeNet.backbone`).
+    The backbone file is ``backbone_path`` when given (opening a detector finds it once, in
+    :func:`fakescope.infer.backends.resolve`), else found now by :func:`backbone_file`. A tuned
+    probe's backbone is opened once its deltas are loaded (:attr:`ProbeNet.backbone`).
     """
-    from fakescope.embed.backbones import find_weights_file, open_backbone
-    from fakescope.embed.fetch import ensure_file
+    from fakescope.embed.backbones import open_backbone
 
     kw = spec.model_kwargs
     bb = kw["backbone"]
-    if backbone_path is None and bb.get("type") == "onnx":
-        stored = find_weights_file(bb.get("path"))
-        if stored and not Path(stored).is_file():  # nowhere here: fetch it if fakescope can
-            backbone_path = str(ensure_file(stored, bb.get("sha256")))
+    where = backbone_file(bb, backbone_path)
     tuning = kw.get("tuning")
     novelty = kw.get("novelty")
     if not tuning:
-        backbone = open_backbone(bb, path=backbone_path)
+        backbone = open_backbone(bb, path=where)
         net = ProbeNet(backbone, int(kw["dim"]), l2=bool(kw.get("l2")), novelty=novelty)
         return Detector(net, spec)
-    where = backbone_path or find_weights_file(bb.get("path"))
-    if not where or not Path(where).is_file():
-        open_backbone(bb, path=backbone_path)  # raises the usual missing-file error
 
     def reopen(deltas: dict[str, tuple[np.ndarray, np.ndarray]]) -> Any:
         return open_backbone(bb, path=where, deltas=deltas)

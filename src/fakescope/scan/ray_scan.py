@@ -37,11 +37,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fakescope.infer.backends import DetectorRef, open_detector
+from fakescope.infer.backends import DetectorRef, as_ref, open_detector, resolve
 from fakescope.infer.predictor import VideoOptions
 from fakescope.infer.row import NESTED_FIELDS, Prediction
 from fakescope.utils import atomic_write, atomic_write_text
-from fakescope.zoo import builtin_path, is_builtin
+from fakescope.zoo import is_builtin
 
 logger = logging.getLogger(__name__)
 
@@ -274,13 +274,12 @@ class ScorerActor:
 
         if threads:
             torch.set_num_threads(threads)
-        self.predictor = Predictor(
-            open_detector(detector),
+        self.predictor = Predictor.open(
+            detector,
             batch_size=batch_size,
             workers=0,
             device=device,
             video=VideoOptions(**(video or {})),
-            amp=detector.amp,
         )
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
@@ -361,11 +360,7 @@ def _driver_ref(
     detector: DetectorRef | str | Path, backend: str, precision: str, backbone_path: str | None
 ) -> DetectorRef:
     """The detector reference with its files made absolute, so actors anywhere find them."""
-    ref = (
-        detector
-        if isinstance(detector, DetectorRef)
-        else DetectorRef(str(detector), backend, precision, backbone_path)
-    )
+    ref = as_ref(detector, backend, precision, backbone_path)
     path = ref.ref if is_builtin(ref.ref) else _absolute(ref.ref)
     bb = _absolute(ref.backbone_path) if ref.backbone_path else None
     return dataclasses.replace(ref, ref=path, backbone_path=bb)
@@ -501,13 +496,14 @@ def scan(
         raise ValueError("--actors and --batch-size must be at least 1")
     t0 = time.perf_counter()
     ref = _driver_ref(detector, backend, precision, backbone_path)
-    open_detector(ref)  # fail early; export ONNX once
+    resolved = resolve(ref)
+    open_detector(resolved)  # fail early; export ONNX once
+    checkpoint = resolved.file
     video = video or VideoOptions()
     parts = plan_parts(list_inputs(inputs), part_size)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"backend": ref.backend, "precision": ref.precision, "video": asdict(video)}
-    checkpoint = builtin_path(ref.ref) if is_builtin(ref.ref) else ref.ref
     todo, state = pending_parts(out, parts, fingerprint(checkpoint, settings), force)
     _write_state(out, state)
     logger.info("%d part(s) to score, %d already done", len(todo), len(parts) - len(todo))

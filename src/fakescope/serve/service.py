@@ -45,7 +45,7 @@ class DetectService:
         self.detector = detector
         self.settings = settings
         self.video = settings.video
-        self.predictor = Predictor(
+        self.predictor = Predictor.open(
             detector,
             batch_size=settings.batch_size,
             workers=0,

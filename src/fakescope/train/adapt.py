@@ -395,7 +395,6 @@ def adapt(
     """
     from fakescope.data.manifest import build_manifest
     from fakescope.embed.cache import EmbeddingCache, default_cache_dir, embed_frame
-    from fakescope.models.checkpoint import read_tensors
     from fakescope.utils import file_digest
 
     df = build_manifest(examples)  # the examples first: a bad folder fails before any model
@@ -410,8 +409,7 @@ def adapt(
     ok = ~np.isnan(x).any(axis=1)
     df, x = df[ok].reset_index(drop=True), x[ok]
     _check_counts(df, min_per_class, examples, "readable examples")
-    tensors, meta = read_tensors(parent_file)
-    store = ReferenceRows.from_checkpoint(tensors, parent.meta or meta)
+    store = ReferenceRows.from_checkpoint(parent.extra_tensors, parent.meta)
     result = AdaptResult(
         parent=parent.display_name,
         parent_sha256=file_digest(parent_file),
@@ -452,7 +450,7 @@ def adapt(
         )
         return result
     child = _child(parent, dw, db, x)
-    written = _write(child, out, parent, result, store, dw, db, meta)
+    written = _write(child, out, parent, result, store, dw, db, parent.meta)
     result.written = str(written)
     forced = force and (store is None or (lost is not None and lost > margin))
     result.decision = f"wrote {written}" + (" (forced)" if forced else "")
@@ -461,26 +459,20 @@ def adapt(
 
 def _open_parent(detector: Any) -> tuple[Detector, Path]:
     """The parent detector, opened, and its file; a clear error for anything but a probe."""
-    from fakescope.infer.backends import DetectorRef, open_detector
-    from fakescope.zoo import DEFAULT_DETECTOR, builtin_path, is_builtin
+    from fakescope.infer.backends import open_detector
+    from fakescope.zoo import DEFAULT_DETECTOR
 
-    if isinstance(detector, Detector):
-        det = detector
-        ref = det.source
-    else:
-        ref = str(
-            detector.ref if isinstance(detector, DetectorRef) else detector or DEFAULT_DETECTOR
-        )
-        det = open_detector(detector if isinstance(detector, DetectorRef) else ref)
+    det = (
+        detector if isinstance(detector, Detector) else open_detector(detector or DEFAULT_DETECTOR)
+    )
     if det.members or det.embedder is None or not hasattr(det.net, "set_head"):
         raise AdaptError(
             f"{det.display_name}: adapt works on probe detectors (a head on a frozen tower: the "
             f"built-ins, `train --family probe`); this one is a {det.spec.kind!r} detector"
         )
-    if ref is None:
+    if det.file is None:
         raise AdaptError("the parent detector must come from a file or builtin:NAME")
-    path = builtin_path(ref) if is_builtin(ref) else Path(ref)
-    return det, path
+    return det, det.file
 
 
 def _check_counts(df: Any, need: int, where: Any, what: str) -> None:

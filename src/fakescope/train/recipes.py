@@ -76,7 +76,7 @@ class Recipe:
         """The file name it ships as (the zoo's for a built-in, else ``NAME.safetensors``)."""
         from fakescope.zoo import BUILTINS
 
-        return BUILTINS[self.name][0] if self.name in BUILTINS else f"{self.name}.safetensors"
+        return BUILTINS.get(self.name, (f"{self.name}.safetensors",))[0]
 
 
 #: The dev set's COCO and ImageNet photos (and the pool's ImageNet samples): low-quality web

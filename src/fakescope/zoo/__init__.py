@@ -55,8 +55,16 @@ def builtin_named(ref: str | Path) -> str | None:
     return f"{PREFIX}{name}" if name in BUILTINS else None
 
 
-def builtin_path(ref: str | Path) -> Path:
-    """The file behind ``builtin:NAME``; a clear error lists the names when it is unknown."""
+def detector_file(ref: str | Path) -> Path:
+    """The file a detector reference names: the package's file for ``builtin:NAME``, else the
+    path itself. The one place ``builtin:`` is resolved; a clear error lists the names when it is
+    unknown.
+
+    Raises:
+        FileNotFoundError: an unknown built-in name, or a built-in missing from the installation.
+    """
+    if not is_builtin(ref):
+        return Path(ref)
     name = str(ref)[len(PREFIX) :]
     if name not in BUILTINS:
         raise FileNotFoundError(
