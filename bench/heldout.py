@@ -12,7 +12,12 @@ Run it by hand (it is not a test)::
 
     python bench/heldout.py --pool POOL_DIR            # builds the corpus once, then the table
     python bench/heldout.py --pool POOL_DIR --only layers,baseline
-    python bench/heldout.py --pool POOL_DIR --ship     # also writes the shipped built-ins
+
+It only measures. The built-ins are made by the package, from the same corpus, with this bench's
+saved row as their recorded figures::
+
+    fakescope recipe clip-layers --corpus runs/heldout/corpus --out clip_layers.safetensors \
+        --protocol "runs/heldout/family-layers_C300@dev+2024+.json"
 
 POOL_DIR is built by ``../shared/tools/build_pool.py``; the dev set, the video clips and the int8
 CLIP tower come from ``../shared``. Everything is cached under ``runs/heldout``.
@@ -33,7 +38,7 @@ import numpy as np
 from fakescope.data.corpus import build_corpus, read_corpus
 from fakescope.experiments import heldout as H
 from fakescope.train.families import CorpusFeatures, ProbeFamily, TunedFamily
-from fakescope.train.recipes import POOL_2022, RECIPES, WEB_PHOTOS
+from fakescope.train.recipes import POOL_2022, WEB_PHOTOS
 from fakescope.train.tune import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +46,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "shared"
 CLIP = SHARED / "weights/clip_vit_b16_openai_visual.int8.onnx"
 OUT = REPO / "runs/heldout"
-ZOO = REPO / "src/fakescope/zoo"
 
 #: The detectors the held-out benchmark ranked, as they shipped: (git commit, file).
 REFERENCES = {
@@ -152,7 +156,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--rescore", action="store_true", help="score families saved by an earlier run (no fitting)"
     )
-    parser.add_argument("--ship", action="store_true", help="write the built-ins into the zoo")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not CLIP.is_file():
@@ -199,20 +202,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"modern: {a} - {b} = {diff:+.3f}, 95% interval {span}")
     print("\n== calibration (ECE; shares at 0.5) ==")
     print(H.format_calibration(rows))
-    if args.ship:
-        from fakescope.train.recipes import build
-
-        for recipe in RECIPES.values():
-            build(
-                recipe,
-                feats,
-                ZOO / recipe.file,
-                {
-                    "protocol": next(
-                        (r.to_dict() for r in rows if r.name == recipe.family.name), None
-                    )
-                },
-            )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ exported (activations quantised per run, so one image at a time):
   baseline's: heads fitted on the dynamic features and applied to the fixed ones (the parity of
   shipping the same head), and heads refitted on the fixed features, with paired differences.
 
-    python bench/static_quant.py --pool POOL_DIR [--calibrate]
+    python bench/static_quant.py --pool POOL_DIR
 """
 
 from __future__ import annotations
@@ -102,20 +102,15 @@ def cross_row(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pool", required=True, type=Path, help="the pool from build_pool.py")
-    parser.add_argument(
-        "--calibrate", action="store_true", help="calibrate the ranges again (into the zoo)"
-    )
     parser.add_argument("--images", type=int, default=64, help="images for cosines and speed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     corpus = read_corpus(B.corpus(args.pool))
-    target = ranges_file(B.CLIP)
-    if args.calibrate or not target.is_file():
-        from fakescope.train.recipes import calibrate_tower
-
-        t0 = time.perf_counter()
-        calibrate_tower(corpus, B.CLIP, target)
-        print(f"calibrated {target.name} in {time.perf_counter() - t0:.0f} s")
+    if not ranges_file(B.CLIP).is_file():
+        raise SystemExit(
+            f"no ranges for {B.CLIP.name}: make them with `fakescope recipe clip-tower-ranges "
+            f"--corpus {B.corpus(args.pool)} --out {ranges_file(B.CLIP)}`"
+        )
     dyn = CorpusFeatures(corpus, B.CLIP, B.OUT / "cache")
     fixed = CorpusFeatures(corpus, B.CLIP, B.OUT / "cache", activations="fixed")
     x = held_out_tensors(dyn, args.images)

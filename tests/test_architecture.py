@@ -174,3 +174,62 @@ def test_a_detector_is_resolved_in_one_place_each() -> None:
     }
     # and a Predictor is built in one place: Predictor.open (its ``cls(...)``)
     assert "Predictor" not in calls
+
+
+BENCH = ROOT / "bench"
+#: What makes a file the package ships; bench/ measures and must call none of them.
+SHIPPED_FILE_WRITERS = {
+    "build",
+    "calibrate_tower",
+    "tower_reference",
+    "write_reference",
+    "save_ranges",
+}
+
+
+def _bench_imports() -> dict[str, list[ast.ImportFrom | ast.Import]]:
+    return {
+        p.stem: [
+            n
+            for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, ast.Import | ast.ImportFrom)
+        ]
+        for p in sorted(BENCH.glob("*.py"))
+    }
+
+
+def test_bench_imports_resolve_are_acyclic_and_write_no_shipped_file() -> None:
+    import importlib
+
+    imports = _bench_imports()
+    graph: dict[str, set[str]] = {name: set() for name in imports}
+    for name, nodes in imports.items():
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names if a.name in imports}
+                continue
+            module = node.module or ""
+            if module in imports:
+                graph[name].add(module)
+            if module.startswith("fakescope"):
+                found = importlib.import_module(module)
+                for alias in node.names:
+                    assert hasattr(found, alias.name) or importlib.util.find_spec(
+                        f"{module}.{alias.name}"
+                    ), f"bench/{name}.py: {module} has no {alias.name}"
+                    assert alias.name not in SHIPPED_FILE_WRITERS, (
+                        f"bench/{name}.py imports {module}.{alias.name}: the package builds "
+                        "what it ships (fakescope recipe)"
+                    )
+    seen: dict[str, int] = {}
+
+    def visit(node: str, path: tuple[str, ...]) -> None:
+        assert node not in path, f"bench/ import cycle: {' -> '.join((*path, node))}"
+        if seen.get(node):
+            return
+        for nxt in graph[node]:
+            visit(nxt, (*path, node))
+        seen[node] = 1
+
+    for node in graph:
+        visit(node, ())

@@ -1,17 +1,15 @@
 """A short, seeded fuzz of the untrusted-file loaders: only ImageLoadError / VideoError may escape.
 
 Cases are mutated tiny valid images and clips (and random bytes); the seeds, the mutations and
-the checks are those of ``bench/fuzz.py``, which runs the same property for thousands of cases.
+the checks are ``tests/fuzz_harness.py``'s; ``bench/fuzz.py`` runs the same property for
+thousands of cases.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
-import sys
 import zlib
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,10 +17,10 @@ from hypothesis import strategies as st
 
 from fakescope.data import video as V
 
+from . import fuzz_harness as fz
+
 pytest.importorskip("av")
 
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "fuzz.py"
 CASE_TIMEOUT_S = 5.0
 FUZZ = settings(
     max_examples=150,
@@ -32,17 +30,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-
-def _load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fakescope_bench_fuzz", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fz = _load_bench()
 IMAGE_SEEDS = fz.image_seeds()
 VIDEO_SEEDS = fz.video_seeds()
 IMAGE_SUFFIXES = sorted({Path(name).suffix for name in IMAGE_SEEDS} | {".heic", ".ppm"})

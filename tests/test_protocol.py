@@ -266,20 +266,6 @@ def test_protocol_command_scores_a_detector(tmp_path: Path, capsys) -> None:
     assert "score" in doc[str(ckpt)]
 
 
-def test_sets_a_detector_trained_on_are_called_in_sample() -> None:
-    from fakescope.eval.protocol import seen_set_notes
-
-    meta = {
-        "bench": {
-            "seen_sets": ["spotdiff"],
-            "protocol": {"sets": [{"name": "spotdiff", "auc": 0.9, "ci": [0.8, 1.0]}]},
-        }
-    }
-    (note,) = seen_set_notes("det", meta)
-    assert "in-sample" in note and "0.900 [0.80, 1.00]" in note
-    assert seen_set_notes("det", {}) == []
-
-
 def test_unreadable_files_are_left_out_with_the_reason(tmp_path: Path) -> None:
     pool = write_pool(tmp_path / "pool")
     manifest = pd.read_csv(pool / "manifest.csv")

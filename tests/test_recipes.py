@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import fakescope.zoo as fz
 from fakescope.data.corpus import build_corpus, held_out_reals, read_corpus
 from fakescope.experiments import heldout as H
 from fakescope.models.checkpoint import load_detector
@@ -24,6 +25,7 @@ from fakescope.train.recipes import (
     tuned_recipe,
 )
 
+from .helpers import SHARED
 from .tower_helpers import TINY_224, export_int8, tiny_vit
 
 #: source -> (label, era, n images): a modern generator and photos, a 2022 generator and photos.
@@ -311,3 +313,32 @@ def test_calibrate_tower_samples_training_sources_and_fixes_the_tower(
     assert meta["images"] == int(per_source.sum())
     fixed = OnnxBackbone(local, pool="layers", activations="fixed", batch_size=4)
     assert fixed.ranges == ranges and fixed.batch_size == 4
+
+
+TOWER = SHARED / "weights" / "clip_vit_b16_openai_visual.int8.onnx"
+
+
+@pytest.mark.skipif(not TOWER.is_file(), reason=f"needs the shared CLIP tower ({TOWER})")
+def test_recipe_makes_the_shipped_tower_reference(tmp_path: Path, capsys) -> None:
+    from fakescope.cli import main
+    from fakescope.zoo import TOWER_FILES
+
+    out = tmp_path / "reference.npz"
+    argv = ["recipe", "clip-tower-reference", "--backbone-path", str(TOWER), "--out", str(out)]
+    assert main(argv) == 0
+    shipped = np.load(Path(fz.__file__).with_name(TOWER_FILES["clip-tower-reference"][0]))
+    made = np.load(out)
+    assert sorted(made.files) == sorted(shipped.files)
+    for name in shipped.files:  # the package makes what it ships, value for value
+        np.testing.assert_array_equal(made[name], shipped[name], err_msg=name)
+
+
+def test_recipe_names_what_it_needs(tmp_path: Path, capsys) -> None:
+    from fakescope.cli import main
+
+    code = main(["recipe", "clip-layers", "--out", str(tmp_path / "x.safetensors")])
+    assert code != 0 and "needs --corpus" in capsys.readouterr().err
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"not the tower")
+    argv = ["recipe", "clip-tower-reference", "--backbone-path", str(other), "--out", "r.npz"]
+    assert main(argv) != 0 and "not the original tower file" in capsys.readouterr().err

@@ -191,16 +191,13 @@ def cmd_protocol(args: argparse.Namespace) -> int:
         df = build_protocol_sets(args.sets, args.video, args.pool)
         print(f"built {len(df)} images in {args.sets}", file=sys.stderr)
     manifest = proto.read_protocol_manifest(args.sets)
-    table, notes = {}, []
+    table = {}
     for detector in detector_refs(args):
         ref = detector.ref
         det = open_detector(detector)
         scores = proto.detector_scores(det, manifest, workers=args.workers)
         table[ref] = proto.score_manifest(manifest, scores, n_boot=args.n_boot)
-        notes += proto.seen_set_notes(ref, det.meta)
     print(proto.format_table(table))
-    for note in notes:
-        print(f"note: {note}")
     if args.json:
         from fakescope.utils import atomic_write_text
 

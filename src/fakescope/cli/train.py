@@ -4,6 +4,7 @@ detectors (and the corpus the built-ins are made from)."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from fakescope.cli.common import (
@@ -163,18 +164,31 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 
 def _add_recipe(sub: argparse._SubParsersAction) -> None:
-    from fakescope.zoo import BUILTINS  # every built-in has a recipe (no torch at parse time)
+    from fakescope.zoo import BUILTINS, TOWER_FILES  # no torch at parse time
 
     p = sub.add_parser(
         "recipe",
-        help="build a built-in detector from the development corpus, as it ships",
+        help="build a built-in detector (or another file the package ships), as it ships",
         description="Fit a built-in detector's recipe (family, data, calibration, guard) on a "
-        "corpus made by `fakescope corpus`, exactly as the shipped one was made, and write it. "
-        f"Recipes: {', '.join(sorted(BUILTINS))}.",
+        "corpus made by `fakescope corpus`, exactly as the shipped one was made, and write it; "
+        "or make the CLIP tower's files: its int8 activation ranges (calibrated on the corpus) "
+        "or its reference embeddings (from the original tower file, --backbone-path). "
+        f"Recipes: {', '.join([*sorted(BUILTINS), *TOWER_FILES])}.",
     )
-    p.add_argument("name", choices=sorted(BUILTINS), help="the recipe (a built-in's name)")
-    p.add_argument("--corpus", required=True, help="the corpus folder (its manifest.csv)")
-    p.add_argument("--out", required=True, help="the detector to write (.safetensors)")
+    p.add_argument(
+        "name",
+        choices=[*sorted(BUILTINS), *TOWER_FILES],
+        help="the recipe (a built-in's name, or a tower file's)",
+    )
+    p.add_argument(
+        "--corpus", help="the corpus folder (its manifest.csv); all but clip-tower-reference"
+    )
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument(
+        "--protocol",
+        help="a built-in's measured protocol row (the JSON bench/heldout.py saves for its "
+        "family), stored in the detector's metadata as its figures",
+    )
     p.add_argument(
         "--backbone-path",
         help="the int8 CLIP tower file (default: found by name in FAKESCOPE_WEIGHTS or the cache)",
@@ -190,13 +204,21 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     from fakescope.embed.fetch import ensure_file
     from fakescope.embed.weights import RECIPES as WEIGHT_RECIPES
     from fakescope.train.families import CorpusFeatures
-    from fakescope.train.recipes import RECIPES, build
+    from fakescope.train.recipes import RECIPES, build, calibrate_tower, tower_reference
 
+    if not args.corpus and args.name != "clip-tower-reference":
+        raise ValueError(f"recipe {args.name} needs --corpus (made by `fakescope corpus`)")
     tower = args.backbone_path or str(ensure_file(next(iter(WEIGHT_RECIPES)), None))
-    feats = CorpusFeatures(
-        read_corpus(args.corpus), tower, args.cache_dir or default_cache_dir(), args.workers
-    )
-    path = build(RECIPES[args.name], feats, args.out)
+    if args.name == "clip-tower-reference":
+        print(f"wrote {tower_reference(tower, args.out)}")
+        return EXIT_OK
+    corpus = read_corpus(args.corpus)
+    if args.name == "clip-tower-ranges":
+        print(f"wrote {calibrate_tower(corpus, tower, args.out)}")
+        return EXIT_OK
+    extra = {"protocol": json.loads(Path(args.protocol).read_text())} if args.protocol else None
+    feats = CorpusFeatures(corpus, tower, args.cache_dir or default_cache_dir(), args.workers)
+    path = build(RECIPES[args.name], feats, args.out, extra)
     print(f"wrote {path}")
     return EXIT_OK
 

@@ -197,24 +197,3 @@ def detector_scores(
     out = np.full(len(frame), np.nan)
     out[scored.index.to_numpy()] = scored["score"].to_numpy()
     return out
-
-
-def seen_set_notes(ref: str, meta: dict[str, Any]) -> list[str]:
-    """Warnings for protocol sets a detector trained on (``bench.seen_sets`` in its metadata).
-
-    Its AUC on such a set is in-sample; the held-out figure recorded when it was built (for the
-    content-matched frames, leave-one-scene-out) is quoted instead.
-    """
-    bench = meta.get("bench") or {}
-    recorded = {s["name"]: s for s in (bench.get("protocol") or {}).get("sets") or []}
-    notes = []
-    for name in bench.get("seen_sets") or []:
-        held = recorded.get(name)
-        figure = ""
-        if held and held.get("auc") is not None:
-            ci = held.get("ci") or [float("nan")] * 2
-            figure = f"; its held-out figure is {held['auc']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
-        notes.append(
-            f"{ref} trained on the {name} images, so its {name} AUC here is in-sample{figure}"
-        )
-    return notes

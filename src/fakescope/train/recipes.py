@@ -130,6 +130,43 @@ def calibrate_tower(corpus: pd.DataFrame, tower_file: str | Path, out: str | Pat
     return save_ranges(out, ranges, meta)
 
 
+#: The side of the tower's reference images (see :func:`tower_reference`).
+REFERENCE_SIDE = 64
+
+
+def reference_images(side: int = REFERENCE_SIDE) -> np.ndarray:
+    """Four ``side`` x ``side`` RGB images: crops of scikit-image's bundled sample photos and a
+    synthetic gradient (uint8 ``[4, side, side, 3]``)."""
+    import skimage.data
+    from PIL import Image
+
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
+    out = [np.asarray(Image.fromarray(p).resize((side, side), Image.BICUBIC)) for p in photos]
+    ramp = np.linspace(0, 255, side, dtype=np.float32)
+    gradient = [np.add.outer(ramp, ramp) / 2, np.tile(ramp, (side, 1)), np.full((side, side), 90.0)]
+    out.append(np.stack(gradient, -1).astype(np.uint8))
+    return np.stack(out)
+
+
+def tower_reference(tower_file: str | Path, out: str | Path) -> Path:
+    """Write the reference embeddings a rebuilt tower is checked against
+    (:func:`fakescope.embed.fetch.check_reference`): :func:`reference_images` and what the
+    original ``tower_file`` makes of them.
+
+    Raises:
+        ValueError: ``tower_file`` is not the original file its weights recipe names.
+    """
+    from fakescope.embed.fetch import write_reference
+    from fakescope.embed.weights import RECIPES as WEIGHTS
+    from fakescope.utils import file_digest
+
+    recipe = WEIGHTS.get(Path(tower_file).name)
+    if recipe is None or file_digest(tower_file) != recipe.sha256:
+        want = recipe.sha256 if recipe else f"one of {sorted(WEIGHTS)}"
+        raise ValueError(f"{tower_file}: not the original tower file ({want})")
+    return write_reference(tower_file, reference_images(), Path(out))
+
+
 def training_rows(corpus: pd.DataFrame, exclude: tuple[str, ...]) -> np.ndarray:
     """Every row a recipe learns from (see the module)."""
     from fakescope.data.corpus import excluded

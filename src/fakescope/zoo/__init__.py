@@ -32,6 +32,21 @@ BUILTINS: dict[str, tuple[str, str]] = {
 }
 
 
+#: The other files the package ships, each made by ``fakescope recipe NAME``: name -> (file in
+#: this package, what it is).
+TOWER_FILES: dict[str, tuple[str, str]] = {
+    "clip-tower-ranges": (
+        "clip_vit_b16_openai_visual.int8.ranges.json",
+        "the int8 CLIP tower's fixed activation ranges, calibrated on the corpus",
+    ),
+    "clip-tower-reference": (
+        "clip_vit_b16_openai_visual.reference.npz",
+        "what the original CLIP tower makes of four small images (a rebuilt tower is checked "
+        "against it)",
+    ),
+}
+
+
 def is_builtin(ref: str | Path) -> bool:
     """True for ``builtin:NAME`` references."""
     return str(ref).startswith(PREFIX)
