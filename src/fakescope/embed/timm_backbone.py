@@ -69,7 +69,7 @@ class TimmBackbone(Backbone):
         self.batch_size = max(1, int(batch_size))
         self.sha256 = file_digest(self.weights) if self.weights is not None else None
         self.model = _create_timm(name, self.weights, self.pretrained, img_size)
-        self.preprocessing = _timm_preprocessing(self.model)
+        self.preprocessing = timm_preprocessing(self.model)
         self.layers = _resolve_layers(self.model, layers) if pool == "multi" else layers
         self.bf16 = cpu_supports_bf16()
         self._check_model_pool()
@@ -168,23 +168,49 @@ def _spatial_mean(feats: torch.Tensor, fmt: str) -> torch.Tensor:
     return feats.mean(dim=(1, 2)) if fmt == "NHWC" else feats.mean(dim=(2, 3))
 
 
+def create_timm(
+    name: str, weights: str | Path | None = None, pretrained: bool = False, **kwargs: Any
+) -> torch.nn.Module:
+    """``timm.create_model`` with the weights from a local file (timm's ``pretrained_cfg_overlay``)
+    when one is given, from the hub when ``pretrained``, else randomly initialised. The one place
+    fakescope builds a timm network (backbones here, fine-tuned detectors in
+    :mod:`fakescope.models.registry`); callers turn failures into their own errors."""
+    import timm
+
+    if weights is not None:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
+    else:
+        kwargs.update(pretrained=pretrained, pretrained_cfg_overlay=None)
+    return timm.create_model(name, **kwargs)
+
+
+def timm_preprocessing(model: torch.nn.Module, size: int | None = None) -> Preprocessing:
+    """A timm model's eval data config (``resolve_data_config``) as a :class:`Preprocessing`,
+    at ``size`` when given."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    return Preprocessing(
+        size=int(size or cfg["input_size"][-1]),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        resize_mode="resize",
+    )
+
+
 def _create_timm(
     name: str, weights: Path | None, pretrained: bool, img_size: int | None
 ) -> torch.nn.Module:
     """Build a frozen, eval-mode timm model without a classifier."""
-    import timm
-
     kwargs: dict[str, Any] = {"num_classes": 0}
     if img_size is not None:
         kwargs["img_size"] = int(img_size)
-    if weights is not None:
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
-    elif pretrained:
-        kwargs["pretrained"] = True
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_RANDOM_INIT_SEED)
-            model = timm.create_model(name, **kwargs)
+            model = create_timm(name, weights, pretrained, **kwargs)
     except FileNotFoundError:
         raise
     except Exception as exc:
@@ -197,21 +223,6 @@ def _create_timm(
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-def _timm_preprocessing(model: torch.nn.Module) -> Preprocessing:
-    """The model's timm eval data config as a :class:`Preprocessing`."""
-    from timm.data import resolve_data_config
-
-    cfg = resolve_data_config({}, model=model)
-    return Preprocessing(
-        size=int(cfg["input_size"][-1]),
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        mean=tuple(float(v) for v in cfg["mean"]),
-        std=tuple(float(v) for v in cfg["std"]),
-        crop_pct=float(cfg.get("crop_pct", 0.875)),
-        resize_mode="resize",
-    )
 
 
 def _resolve_layers(model: torch.nn.Module, layers: int | Sequence[int] | None) -> int | list[int]:

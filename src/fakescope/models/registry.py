@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fakescope.models.detector import Detector, DetectorSpec, Preprocessing
+from fakescope.models.detector import Detector, DetectorSpec
 
 if TYPE_CHECKING:  # torch comes with the train extra; probes on ONNX towers need none of it
     import torch
@@ -108,24 +108,14 @@ def build_timm_net(
     pretrained: bool = False,
     weights: str | Path | None = None,
 ) -> torch.nn.Module:
-    """``timm.create_model`` with one logit, turning weight failures into :class:`WeightsError`."""
-    import timm  # on first use: probes on ONNX towers need none of it
+    """:func:`~fakescope.embed.timm_backbone.create_timm` with one logit, turning weight failures
+    into :class:`WeightsError`."""
+    from fakescope.embed.timm_backbone import create_timm  # timm on first use
 
-    overlay = None
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"weights file not found: {path}")
-        overlay = {"file": str(path)}
-        pretrained = True
+    if weights is not None and not Path(weights).is_file():
+        raise WeightsError(f"weights file not found: {weights}")
     try:
-        return timm.create_model(
-            name,
-            pretrained=pretrained,
-            num_classes=1,
-            pretrained_cfg_overlay=overlay,
-            **model_kwargs,
-        )
+        return create_timm(name, weights, pretrained, num_classes=1, **model_kwargs)
     except (RuntimeError, KeyError, ValueError) as e:
         if weights is not None:
             raise WeightsError(
@@ -158,19 +148,6 @@ def count_timm_elements(name: str, model_kwargs: Any, num_classes: int = 1) -> i
     return sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
 
 
-def _preprocessing_for(net: torch.nn.Module, img_size: int | None) -> Preprocessing:
-    import timm  # on first use: probes on ONNX towers need none of it
-
-    cfg = timm.data.resolve_data_config({}, model=net)
-    size = img_size or int(cfg["input_size"][-1])
-    return Preprocessing(
-        size=size,
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        mean=tuple(float(x) for x in cfg["mean"]),
-        std=tuple(float(x) for x in cfg["std"]),
-        crop_pct=float(cfg.get("crop_pct", 0.875)),
-    )
-
 
 def create_timm_detector(
     name: str,
@@ -180,6 +157,7 @@ def create_timm_detector(
     **kwargs: Any,
 ) -> Detector:
     """A timm network with a one-logit head, wrapped as a :class:`Detector`."""
+    from fakescope.embed.timm_backbone import timm_preprocessing
     from fakescope.models.torch_detector import TorchDetector
 
     _check_timm_name(name)
@@ -189,7 +167,7 @@ def create_timm_detector(
         kind="timm",
         arch=name,
         model_kwargs=model_kwargs,
-        preprocessing=_preprocessing_for(net, img_size),
+        preprocessing=timm_preprocessing(net, img_size),
     )
     return TorchDetector(net, spec)
 
