@@ -277,7 +277,7 @@ class Detector:
             return DECLARED, DECLARED_REASON
         if self.is_novel(novelty):
             return "uncertain", REASON
-        return self.verdict(float(score), novelty), None
+        return self.verdict(float(score)), None  # the guard asked once, just above
 
     def verdict(self, score: float, novelty: float | None = None) -> str:
         """ "fake", "real" or "uncertain" for a P(fake) score, using the stored threshold and band.
