@@ -1,4 +1,4 @@
-"""Tests for re-synthesising real photos into simulated-generator fakes (fakescope.data.resynth)."""
+"""Tests for re-synthesising real photos into simulated-generator fakes (fakescope.demo.resynth)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakescope.data.resynth import resynthesize_folder
+from fakescope.demo import resynthesize_folder
 
 FAST = {"size": 32, "seed": 0, "train_steps": 5, "train_crop": 16}
 

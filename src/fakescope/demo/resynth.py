@@ -1,6 +1,6 @@
 """Simulated-generator fakes from real photos: re-synthesise them with a small conv autoencoder.
 
-This applies the idea of the demo data set (:mod:`fakescope.data.demo`, after AutoGAN, Zhang,
+This applies the idea of the demo data set (:mod:`fakescope.demo.dataset`, after AutoGAN, Zhang,
 Karaman & Chang 2019) to any folder of real photographs: a tiny autoencoder whose decoder upsamples
 with transposed convolutions is trained for a few seconds on crops of the photos, then every photo
 is passed through it. The outputs keep the photo's content but carry the checkerboard/upsampling
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fakescope.data.demo import _resynthesise, _train_autoencoder
+from fakescope.demo.dataset import _resynthesise, _train_autoencoder
 
 logger = logging.getLogger(__name__)
 
