@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fakescope.demo.dataset import _resynthesise, _train_autoencoder
+from fakescope.demo.autoencoder import _resynthesise, _train_autoencoder
 
 logger = logging.getLogger(__name__)
 
