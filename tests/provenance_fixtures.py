@@ -19,7 +19,7 @@ from PIL import Image, PngImagePlugin
 IPTC_TYPES = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 TRAINED = IPTC_TYPES + "trainedAlgorithmicMedia"
 
-# Stable Diffusion's watermark payloads (see fakescope.data.provenance for where they come from).
+# Stable Diffusion's watermark payloads (see fakescope.provenance.watermark for where they come from).
 SD1_PAYLOAD = b"StableDiffusionV1"
 SDXL_BITS = [int(b) for b in bin(0b101100111110110010010000011110111011000110011110)[2:]]
 

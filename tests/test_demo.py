@@ -1,4 +1,4 @@
-"""Tests for the offline demo data set (fakescope.data.demo)."""
+"""Tests for the offline demo data set (fakescope.demo)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakescope.data.demo import make_demo_dataset
+from fakescope.demo import make_demo_dataset
 
 SMALL = {"n_per_class": 12, "size": 32, "seed": 0, "train_steps": 20}
 GREY_PHOTOS = {

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from fakescope.data import provenance
-from fakescope.data.provenance import Evidence, Provenance, read_provenance
+from fakescope.provenance import (
+    C2PA_TRUST_ANCHORS_ENV,
+    MAX_VALUE_CHARS,
+    Evidence,
+    Provenance,
+    read_provenance,
+    reader,
+    vocabulary,
+    watermark,
+)
 from tests.provenance_fixtures import (
     IPTC_TYPES,
     SD1_PAYLOAD,
@@ -115,10 +123,10 @@ def test_read_provenance_never_raises_even_when_a_reader_breaks(tmp_path, monkey
     def boom(*args):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(provenance, "_read_image", boom)
+    monkeypatch.setattr(reader, "_read_image", boom)
     result = read_provenance(path)
     assert result.error == "image: simulated failure"
-    monkeypatch.setattr(provenance, "_read", boom)
+    monkeypatch.setattr(reader, "_read", boom)
     result = read_provenance(path)
     assert result.error == "could not read provenance: simulated failure"
     assert result.declared_ai is False
@@ -224,7 +232,7 @@ def test_exif_user_comment_without_parameters_is_ignored(tmp_path):
     ],
 )
 def test_generator_names(text, generator):
-    assert provenance._generator_named(text) == generator
+    assert vocabulary.generator_named(text) == generator
 
 
 @pytest.mark.parametrize(
@@ -238,7 +246,7 @@ def test_generator_names(text, generator):
     ],
 )
 def test_ordinary_software_is_not_a_generator(text):
-    assert provenance._generator_named(text) is None
+    assert vocabulary.generator_named(text) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +382,7 @@ def test_comfyui_prompt_and_workflow_chunks(tmp_path):
         ("png", "prompt", True, "carries generation metadata written by ComfyUI"),
         ("png", "workflow", True, "carries generation metadata written by ComfyUI"),
     ]
-    assert len(result.evidence[1].value) <= provenance.MAX_VALUE_CHARS
+    assert len(result.evidence[1].value) <= MAX_VALUE_CHARS
 
 
 def test_long_values_are_shortened_to_200_characters(tmp_path):
@@ -491,9 +499,9 @@ def test_no_watermark_false_positives_on_photos_noise_and_flat_images(tmp_path):
         # And none is near a match: every payload misses by more than the allowance plus 2.
         rgb = np.asarray(img.convert("RGB"))
         for order in ("RGB", "BGR"):
-            votes = provenance._decode_dwtdct_blocks(rgb, order)
-            for mark in provenance._WATERMARKS:
-                assert provenance._bit_errors(votes, mark.bits) > mark.max_errors + 2, name
+            votes = watermark._decode_dwtdct_blocks(rgb, order)
+            for mark in watermark._WATERMARKS:
+                assert watermark._bit_errors(votes, mark.bits) > mark.max_errors + 2, name
 
 
 @pytest.mark.parametrize("order", ["BGR", "RGB"])
@@ -505,19 +513,19 @@ def test_u_channel_is_opencvs_bit_for_bit(order: str) -> None:
         [1, 2, 3]
     ] * 3
     code = cv2.COLOR_BGR2YUV if order == "BGR" else cv2.COLOR_RGB2YUV
-    np.testing.assert_array_equal(provenance.yuv_u(px, order), cv2.cvtColor(px, code)[..., 1])
+    np.testing.assert_array_equal(watermark.yuv_u(px, order), cv2.cvtColor(px, code)[..., 1])
 
 
 def test_small_images_are_not_checked_for_the_watermark(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(provenance, "_decode_dwtdct_blocks", lambda *a: calls.append(a))
+    monkeypatch.setattr(watermark, "_decode_dwtdct_blocks", lambda *a: calls.append(a))
     textured_image(200).save(tmp_path / "small.png")  # 40,000 pixels, under 256x256
     assert read_provenance(tmp_path / "small.png").evidence == []
     assert calls == []
 
 
 def test_big_images_are_not_decoded_for_the_watermark(tmp_path, monkeypatch):
-    monkeypatch.setattr(provenance, "WATERMARK_MAX_PIXELS", 300 * 300)
+    monkeypatch.setattr(watermark, "WATERMARK_MAX_PIXELS", 300 * 300)
     textured_image(400).save(tmp_path / "big.png")
 
     def must_not_load(self, *args):
@@ -561,7 +569,7 @@ def test_vectorised_decoder_matches_invisible_watermark_bit_for_bit():
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         blocks = ((bgr.shape[0] // 4 * 4) // 8) * ((bgr.shape[1] // 4 * 4) // 8)
         expected = imwatermark.WatermarkDecoder("bits", blocks).decode(bgr, "dwtDct")
-        ours = provenance._decode_dwtdct_blocks(bgr)
+        ours = watermark._decode_dwtdct_blocks(bgr)
         np.testing.assert_array_equal(ours, np.asarray(expected, dtype=np.uint8))
 
 
@@ -591,7 +599,7 @@ def signer():
 def test_c2pa_manifest_declaring_ai_is_detected_with_an_honest_signature_status(
     tmp_path, signer, fmt, monkeypatch
 ):
-    monkeypatch.delenv(provenance.C2PA_TRUST_ANCHORS_ENV, raising=False)
+    monkeypatch.delenv(C2PA_TRUST_ANCHORS_ENV, raising=False)
     path = c2pa_sign(
         tmp_path / f"signed.{fmt.lower()}",
         textured_image(128),
@@ -626,7 +634,7 @@ def test_c2pa_manifest_declaring_ai_is_detected_with_an_honest_signature_status(
 def test_c2pa_signature_is_valid_when_the_ca_is_a_trust_anchor(tmp_path, signer, monkeypatch):
     anchors = tmp_path / "anchors.pem"
     anchors.write_bytes(signer.ca_pem)
-    monkeypatch.setenv(provenance.C2PA_TRUST_ANCHORS_ENV, str(anchors))
+    monkeypatch.setenv(C2PA_TRUST_ANCHORS_ENV, str(anchors))
     path = c2pa_sign(
         tmp_path / "t.jpg", textured_image(128), "JPEG", c2pa_manifest(TRAINED), signer
     )
@@ -636,7 +644,7 @@ def test_c2pa_signature_is_valid_when_the_ca_is_a_trust_anchor(tmp_path, signer,
 
 
 def test_c2pa_tampered_file_is_invalid(tmp_path, signer, monkeypatch):
-    monkeypatch.delenv(provenance.C2PA_TRUST_ANCHORS_ENV, raising=False)
+    monkeypatch.delenv(C2PA_TRUST_ANCHORS_ENV, raising=False)
     path = c2pa_sign(
         tmp_path / "s.jpg", textured_image(128), "JPEG", c2pa_manifest(TRAINED), signer
     )
@@ -651,7 +659,7 @@ def test_c2pa_tampered_file_is_invalid(tmp_path, signer, monkeypatch):
 
 
 def test_c2pa_camera_capture_is_not_ai(tmp_path, signer, monkeypatch):
-    monkeypatch.delenv(provenance.C2PA_TRUST_ANCHORS_ENV, raising=False)
+    monkeypatch.delenv(C2PA_TRUST_ANCHORS_ENV, raising=False)
     manifest = c2pa_manifest(IPTC_TYPES + "digitalCapture", generator="Example Camera App")
     path = c2pa_sign(tmp_path / "cam.jpg", textured_image(128), "JPEG", manifest, signer)
     result = read_provenance(path)
@@ -697,7 +705,7 @@ def test_c2pa_remote_manifest_is_reported_and_not_fetched(tmp_path, signer):
 
 
 def test_unreadable_trust_anchor_file_is_an_error(tmp_path, signer, monkeypatch):
-    monkeypatch.setenv(provenance.C2PA_TRUST_ANCHORS_ENV, str(tmp_path / "missing.pem"))
+    monkeypatch.setenv(C2PA_TRUST_ANCHORS_ENV, str(tmp_path / "missing.pem"))
     path = c2pa_sign(
         tmp_path / "s.jpg", textured_image(128), "JPEG", c2pa_manifest(TRAINED), signer
     )

@@ -13,6 +13,9 @@ import pytest
 from PIL import Image
 
 from fakescope.data import video as V
+from fakescope.data.video import probe as video_probe
+from fakescope.data.video import rotation as video_rotation
+from fakescope.data.video import sampling as video_sampling
 from fakescope.infer import video as VS
 
 from .helpers import CLIP_H as H
@@ -58,16 +61,18 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def count_decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts every frame the module decodes (through its single decode helper)."""
+    """Counts every frame the package decodes (through its single decode helper, ``_decoded``,
+    which probing and sampling both call)."""
     counter = [0]
-    real = V._decoded
+    real = video_probe._decoded
 
     def counting(*args: object, **kwargs: object) -> Iterator[object]:
         for frame in real(*args, **kwargs):  # type: ignore[arg-type]
             counter[0] += 1
             yield frame
 
-    monkeypatch.setattr(V, "_decoded", counting)
+    monkeypatch.setattr(video_probe, "_decoded", counting)
+    monkeypatch.setattr(video_sampling, "_decoded", counting)
     return counter
 
 
@@ -142,12 +147,14 @@ def test_keyframes(clips: dict[str, Path]) -> None:
 def test_keyframes_without_flagged_packets(
     clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = V._decoded
+    real = video_sampling._decoded
 
     def no_flags(*args: object, keyframes_only: bool = False) -> Iterator[object]:
         return iter(()) if keyframes_only else real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(V, "_decoded", no_flags)  # as if the container flagged no keyframes
+    monkeypatch.setattr(
+        video_sampling, "_decoded", no_flags
+    )  # as if the container flagged no keyframes
     frames = list(V.sample_frames(clips["cfr"], "keyframes"))
     assert [f.time_s for f in frames] == pytest.approx([0.0, 1.0, 2.0])
 
@@ -174,7 +181,7 @@ def test_long_clip_uniform_is_bounded(clips: dict[str, Path], count_decoded: lis
 def test_unknown_duration_falls_back(
     clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(V, "_duration_s", lambda container, stream: None)
+    monkeypatch.setattr(video_sampling, "_duration_s", lambda container, stream: None)
     uniform = list(V.sample_frames(clips["cfr"], "uniform", n=5, max_frames=8))
     assert len(uniform) == 5
     _check_frames(uniform, 3.0)
@@ -250,9 +257,9 @@ def test_rotation_fallbacks_for_older_pyav() -> None:
     class TaggedStream:
         metadata = {"rotate": "90"}  # legacy tag: clockwise
 
-    assert V._frame_rotation(OldFrame(), Stream()) == pytest.approx(-90)  # type: ignore[arg-type]
-    assert V._frame_rotation(TaggedFrame(), TaggedStream()) == -90  # type: ignore[arg-type]
-    assert V._frame_rotation(TaggedFrame(), Stream()) == 0  # type: ignore[arg-type]
+    assert video_rotation._frame_rotation(OldFrame(), Stream()) == pytest.approx(-90)  # type: ignore[arg-type]
+    assert video_rotation._frame_rotation(TaggedFrame(), TaggedStream()) == -90  # type: ignore[arg-type]
+    assert video_rotation._frame_rotation(TaggedFrame(), Stream()) == 0  # type: ignore[arg-type]
 
 
 @needs_mp4

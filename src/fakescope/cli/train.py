@@ -67,7 +67,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from fakescope.config import TrainConfig
-    from fakescope.data.demo import make_demo_dataset
+    from fakescope.demo import make_demo_dataset
     from fakescope.train.run import run
 
     out = Path(args.out)

@@ -369,7 +369,7 @@ class Predictor:
 
 def _provenance(path: str) -> dict[str, Any] | None:
     """What ``path``'s metadata says about its origin, as a JSON-ready dict (never raises)."""
-    from fakescope.data.provenance import read_provenance
+    from fakescope.provenance import read_provenance
 
     try:
         return read_provenance(path).to_dict()

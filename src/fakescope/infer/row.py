@@ -22,7 +22,7 @@ class Prediction(BaseModel):
 
     ``provenance`` is what the file's metadata says about its origin (C2PA, IPTC, EXIF/XMP,
     generator PNG chunks, Stable Diffusion's invisible watermark; see
-    :mod:`fakescope.data.provenance`), or None when not read (in-memory images). A declared AI
+    :mod:`fakescope.provenance`), or None when not read (in-memory images). A declared AI
     origin makes the verdict ``"fake (declared)"``; the score stays the pixel score. Absent
     metadata proves nothing and leaves the pixel verdict alone.
     """

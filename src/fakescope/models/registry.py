@@ -148,7 +148,6 @@ def count_timm_elements(name: str, model_kwargs: Any, num_classes: int = 1) -> i
     return sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
 
 
-
 def create_timm_detector(
     name: str,
     pretrained: bool = False,

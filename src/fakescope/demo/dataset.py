@@ -8,51 +8,22 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-if TYPE_CHECKING:
-    import torch
+from fakescope.demo.autoencoder import _resynthesise, _train_autoencoder
+from fakescope.demo.photos import _crop, _load_photos
 
 logger = logging.getLogger(__name__)
-
-#: Photographs shipped inside the scikit-image wheel (logos, charts and phantoms left out;
-#: ``color.png`` is a synthetic colour wheel, so it is not used either).
-PHOTO_FILES: tuple[str, ...] = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.jpg",
-    "hubble_deep_field.jpg",
-    "retina.jpg",
-    "ihc.png",
-    "motorcycle_left.png",
-    "motorcycle_right.png",
-    "camera.png",
-    "moon.png",
-    "coins.png",
-    "grass.png",
-    "gravel.png",
-    "brick.png",
-    "clock_motion.png",
-    "page.png",
-    "text.png",
-)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "demo.json"
 README_NAME = "README.txt"
 README_MARKER = "fakescope demo dataset"
 CLASS_DIRS = ("real", "fake")
-
 _MIN_CROP_STD = 0.01  # crops flatter than this (e.g. retina's black border) are re-drawn
 _MAX_TRIES = 2000
-_BATCH_SIZE = 16
-_LEARNING_RATE = 2e-3
-_FULL_RES_WEIGHT = 0.01  # smaller: stronger checkerboard artefacts in the fakes
-
 README_TEXT = f"""{README_MARKER}
 ======================
 
@@ -183,54 +154,12 @@ def _prepare_dir(out: Path) -> None:
     readme.write_text(README_TEXT, encoding="utf-8")
 
 
-def skimage_data_dir() -> Path:
-    """Return the folder of sample images inside the installed scikit-image package."""
-    import skimage
-
-    return Path(os.path.dirname(skimage.__file__)) / "data"
-
-
-def _load_photos(size: int) -> dict[str, tuple[np.ndarray, bool]]:
-    """Read the bundled photographs as RGB uint8 arrays.
-
-    Args:
-        size: Crop size; photographs with a shorter side are skipped.
-
-    Returns:
-        Mapping of photo name (file stem) to ``(HxWx3 uint8 array, is_greyscale)``.
-    """
-    data_dir = skimage_data_dir()
-    photos: dict[str, tuple[np.ndarray, bool]] = {}
-    for filename in PHOTO_FILES:
-        path = data_dir / filename
-        if not path.is_file():
-            logger.warning("Sample photo %s not found; skipping it", path)
-            continue
-        with Image.open(path) as img:
-            grey = img.mode in ("L", "I", "I;16", "F", "1")
-            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-        if min(arr.shape[:2]) < size:
-            logger.warning("Sample photo %s is smaller than %d px; skipping it", path, size)
-            continue
-        photos[Path(filename).stem] = (arr, grey)
-    if not photos:
-        raise ValueError(f"No usable sample photographs of at least {size} px in {data_dir}")
-    logger.info("Using %d scikit-image sample photos from %s", len(photos), data_dir)
-    return photos
-
-
 def _allocate(names: list[str], n: int, rng: np.random.Generator) -> dict[str, int]:
     """Split ``n`` crops over photos as evenly as possible (remainder to random photos)."""
     counts = dict.fromkeys(names, n // len(names))
     for i in rng.permutation(len(names))[: n % len(names)]:
         counts[names[i]] += 1
     return counts
-
-
-def _crop(img: np.ndarray, pos: tuple[int, int], size: int) -> np.ndarray:
-    """Cut a ``size`` x ``size`` crop with top-left corner ``pos`` = (y, x)."""
-    y, x = pos
-    return img[y : y + size, x : x + size]
 
 
 def _far_enough(pos: tuple[int, int], avoid: list[tuple[int, int]], min_sep: int) -> bool:
@@ -293,99 +222,6 @@ def _sample_crops(
         real += [(name, _crop(img, p, size).copy()) for p in real_pos]
         fake_src += [(name, _crop(img, p, size).copy()) for p in fake_pos]
     return real, fake_src
-
-
-def _build_autoencoder() -> torch.nn.Module:
-    """Build the small generator: two stride-2 convs down, two transposed convs up."""
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(3, 32, kernel_size=4, stride=2, padding=1),
-        nn.LeakyReLU(0.2),
-        nn.Conv2d(32, 64, kernel_size=4, stride=2, padding=1),
-        nn.LeakyReLU(0.2),
-        nn.ConvTranspose2d(64, 32, kernel_size=4, stride=2, padding=1),
-        nn.LeakyReLU(0.2),
-        nn.ConvTranspose2d(32, 3, kernel_size=4, stride=2, padding=1),
-        nn.Sigmoid(),
-    )
-
-
-def _to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
-    """Stack uint8 HxWx3 crops into a float NCHW tensor in [0, 1], padded to a multiple of 4."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
-    pad_h, pad_w = -x.shape[2] % 4, -x.shape[3] % 4
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    return x
-
-
-def _generator_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """L1 loss at half resolution plus a small full-resolution L1 term.
-
-    Like a GAN generator's loss, the half-resolution term does not pin down pixel-level
-    detail: the 2x2-periodic checkerboard that the transposed convolutions make is
-    invisible to it, so those artefacts stay in the output. The small full-resolution
-    term only keeps their amplitude to a few grey levels.
-    """
-    import torch.nn.functional as F
-
-    half = (F.avg_pool2d(y, 2) - F.avg_pool2d(x, 2)).abs().mean()
-    return half + _FULL_RES_WEIGHT * (y - x).abs().mean()
-
-
-def _train_autoencoder(
-    photos: dict[str, tuple[np.ndarray, bool]], size: int, steps: int, seed: int
-) -> torch.nn.Module:
-    """Train the autoencoder briefly with Adam on random crops of all photos."""
-    import torch
-
-    names = list(photos)
-    rng = np.random.default_rng([seed, 1])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = _build_autoencoder()
-        opt = torch.optim.Adam(model.parameters(), lr=_LEARNING_RATE)
-        model.train()
-        for step in range(steps):
-            batch = []
-            for i in rng.integers(0, len(names), _BATCH_SIZE):
-                img = photos[names[i]][0]
-                h, w = img.shape[:2]
-                pos = (int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1)))
-                batch.append(_crop(img, pos, size))
-            x = _to_tensor(batch)
-            loss = _generator_loss(model(x), x)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if (step + 1) % 50 == 0 or step + 1 == steps:
-                logger.debug("Autoencoder step %d/%d: L1 %.4f", step + 1, steps, loss.item())
-    model.eval()
-    return model
-
-
-def _resynthesise(
-    model: torch.nn.Module, crops: list[np.ndarray], grey: list[bool]
-) -> list[np.ndarray]:
-    """Pass crops through the autoencoder; outputs of greyscale sources stay greyscale."""
-    import torch
-
-    size_h, size_w = crops[0].shape[:2]
-    out: list[np.ndarray] = []
-    with torch.inference_mode():
-        for i in range(0, len(crops), 64):
-            y = model(_to_tensor(crops[i : i + 64]))[:, :, :size_h, :size_w]
-            y = y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-            out += list(y.permute(0, 2, 3, 1).numpy())
-    for i, is_grey in enumerate(grey):
-        if is_grey:
-            g = np.round(out[i].astype(np.float32).mean(axis=2)).astype(np.uint8)
-            out[i] = np.repeat(g[:, :, None], 3, axis=2)
-    return out
 
 
 def _write_class(class_dir: Path, items: list[tuple[str, np.ndarray]]) -> None:
