@@ -154,21 +154,43 @@ class TrainConfig(BaseModel):
             raise ConfigError(validation_message(e, cls)) from None
 
 
-def validation_message(error: ValidationError, model: type[BaseModel] = TrainConfig) -> str:
-    """One line for a config's :class:`ValidationError`: each bad key, its value and what it wants."""
+def validation_message(
+    error: ValidationError, model: type[BaseModel] = TrainConfig, what: str = "config key"
+) -> str:
+    """One line for a :class:`ValidationError`: each bad key (``what``), its value and the type
+    it wants; a check across keys gives its reason alone."""
     parts = []
     for err in error.errors(include_url=False):
         loc = err["loc"]
+        reason = err["msg"].removeprefix("Value error, ")
+        reason = reason[:1].lower() + reason[1:]
+        if not loc:  # a check across fields
+            parts.append(reason)
+            continue
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-        field = model.model_fields.get(str(loc[0])) if loc else None
-        annotation = field.annotation if field is not None else None
-        if len(loc) > 1 and get_origin(annotation) is list:  # an item of a list
-            annotation = get_args(annotation)[0]
-        want = type_name(annotation) if annotation is not None else "?"
-        reason = err["msg"][:1].lower() + err["msg"][1:]
-        value = err.get("input")
-        parts.append(f"config key {key} = {_short(value)}: expected {want} ({reason})")
+        want = type_name(_annotation_at(model, loc))
+        field = model.model_fields.get(str(loc[0]))
+        extra = field.json_schema_extra if field is not None else None
+        secret = isinstance(extra, dict) and extra.get("secret")
+        value = "(hidden)" if secret else _short(err.get("input"))
+        parts.append(f"{what} {key} = {value}: expected {want} ({reason})")
     return "; ".join(parts)
+
+
+def _annotation_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
+    """The declared type at ``loc`` (``("augment", 1)``, ``("connections", "max_per_client")``)."""
+    annotation: Any = model
+    for part in loc:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return Any
+            annotation = field.annotation
+        elif get_origin(annotation) in (list, tuple) and isinstance(part, int):
+            annotation = get_args(annotation)[0]
+        else:
+            break
+    return annotation
 
 
 def _short(value: Any) -> str:
