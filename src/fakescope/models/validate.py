@@ -48,6 +48,7 @@ from pydantic import (
     model_validator,
 )
 
+from fakescope.config import INPUT_FILTERS, RESIZE_MODES  # declared with the training options
 from fakescope.models.errors import CheckpointError
 
 #: Most parameters plus buffers a checkpoint may make fakescope build (8 GB in float32): twice
@@ -63,8 +64,6 @@ MAX_DIM = 1 << 20
 MAX_MEMBERS = 64
 MAX_FUSION_DEPTH = 4
 
-INPUT_FILTERS = ("npr",)
-RESIZE_MODES = ("resize", "crop")
 #: At most this many tuned matrices, each of rank at most MAX_DELTA_RANK.
 MAX_DELTAS = 512
 MAX_DELTA_RANK = 4096
