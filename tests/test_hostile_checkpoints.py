@@ -270,7 +270,7 @@ MALFORMED = {
     "JSON null": ("null", "not an object"),
     "JSON string": ('"spec"', "not an object"),
     "no spec": ('{"format": "fakescope-checkpoint"}', "no detector spec"),
-    "spec a list": ('{"format": "fakescope-checkpoint", "spec": []}', "spec must be an object"),
+    "spec a list": ('{"format": "fakescope-checkpoint", "spec": []}', "spec: must be an object"),
     "spec a string": ('{"format": "fakescope-checkpoint", "spec": "timm"}', "must be an object"),
     "unknown kind": (_spec_with(kind="pickle"), "kind"),
     "kind not a string": (_spec_with(kind=["timm"]), "kind"),
@@ -279,26 +279,26 @@ MALFORMED = {
         _dump({"format": "other", "spec": json.loads(_spec_with())["spec"]}),
         "format",
     ),
-    "preprocessing a list": (_spec_with(preprocessing=[224]), "preprocessing must be an object"),
-    "size a string": (_spec_with(preprocessing={"size": "224"}), "size must be an integer"),
+    "preprocessing a list": (_spec_with(preprocessing=[224]), "preprocessing: must be an object"),
+    "size a string": (_spec_with(preprocessing={"size": "224"}), "size: must be an integer"),
     "size huge": (_spec_with(preprocessing={"size": 10**9}), "size"),
     "mean of two": (_spec_with(preprocessing={"mean": [0.5, 0.5]}), "mean"),
     "std zero": (_spec_with(preprocessing={"std": [0, 0, 0]}), "std"),
     "crop_pct tiny": (_spec_with(preprocessing={"crop_pct": 1e-9}), "crop_pct"),
     "resize_mode unknown": (_spec_with(preprocessing={"resize_mode": "zoom"}), "resize_mode"),
-    "calibration a list": (_spec_with(calibration=[1, 0]), "calibration must be an object"),
+    "calibration a list": (_spec_with(calibration=[1, 0]), "calibration: must be an object"),
     "calibration a text": (_spec_with(calibration={"a": "x", "b": 0}), "calibration.a"),
     "calibration no b": (_spec_with(calibration={"a": 1.0}), "no 'b'"),
     "calibration NaN": (_spec_with(calibration={"a": math.nan, "b": 0}), "finite"),
-    "threshold a string": (_spec_with(threshold="0.5"), "threshold must be a number"),
-    "threshold NaN": (_spec_with(threshold=math.nan), "threshold must be finite"),
-    "threshold Infinity": (_spec_with(threshold=math.inf), "threshold must be finite"),
+    "threshold a string": (_spec_with(threshold="0.5"), "threshold: must be a number"),
+    "threshold NaN": (_spec_with(threshold=math.nan), "threshold: must be finite"),
+    "threshold Infinity": (_spec_with(threshold=math.inf), "threshold: must be finite"),
     "threshold 1e999": ('{"spec": {"kind": "timm", "arch": "a", "threshold": 1e999}}', "finite"),
-    "threshold bool": (_spec_with(threshold=True), "threshold must be a number"),
+    "threshold bool": (_spec_with(threshold=True), "threshold: must be a number"),
     "threshold 7": (_spec_with(threshold=7), "outside"),
     "band negative": (_spec_with(uncertain_band=-1), "uncertain_band"),
     "unknown filter": (_spec_with(input_filter="bogus"), "input_filter"),
-    "model_kwargs a list": (_spec_with(model_kwargs=[1]), "model_kwargs must be an object"),
+    "model_kwargs a list": (_spec_with(model_kwargs=[1]), "model_kwargs: must be an object"),
     "img_size a string": (_spec_with(model_kwargs={"img_size": "32"}), "img_size"),
     "members not a list": (
         _dump(
@@ -339,11 +339,11 @@ MALFORMED = {
     ),
     "probe dim a string": (
         _dump({"spec": {**_probe_meta()["spec"], "model_kwargs": {"backbone": {}, "dim": "8"}}}),
-        "dim must be an integer",
+        "dim: must be an integer",
     ),
     "probe backbone a string": (
         _dump({"spec": {**_probe_meta()["spec"], "model_kwargs": {"backbone": "x", "dim": 8}}}),
-        "backbone must be an object",
+        "backbone: must be an object",
     ),
     "probe unknown key": (
         _dump(
@@ -448,7 +448,7 @@ ONNX_SPEC = {"kind": "timm", "arch": TINY_MODEL, "preprocessing": {"size": 4}}
         ("{oops", "not valid JSON"),
         ("[]", "not an object"),
         ('{"format": "fakescope-onnx"}', "no detector spec"),
-        (_dump({"format": "fakescope-onnx", "spec": []}), "spec must be an object"),
+        (_dump({"format": "fakescope-onnx", "spec": []}), "spec: must be an object"),
         (
             _dump({"format": "fakescope-onnx", "spec": {**ONNX_SPEC, "threshold": math.nan}}),
             "finite",
@@ -652,3 +652,26 @@ def test_fuzzed_bytes_only_ever_give_checkpoint_errors(guard: TimmGuard, tmp_pat
 def test_create_detector_stores_only_what_a_checkpoint_may_pass_back(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checkpoint_path"):
         create_detector(TINY_MODEL, checkpoint_path=str(tmp_path / "w.pth"))
+
+
+def test_spec_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
+    from fakescope.models.validate import check_spec
+
+    member = {"kind": "timm", "arch": TINY_MODEL, "threshold": 2}
+    fusion = {"kind": "fusion", "arch": "f", "model_kwargs": {"method": "m", "members": [member]}}
+    with pytest.raises(CheckpointError) as err:
+        check_spec(fusion, tmp_path / "f.safetensors")
+    assert str(err.value) == (
+        f"{tmp_path / 'f.safetensors'}: field spec.model_kwargs.members[0].threshold: "
+        "2.0 is outside [0.0, 1.0]"
+    )
+    probe = _probe_meta()["spec"]
+    probe["model_kwargs"]["backbone"]["path"] = "/etc/passwd"
+    with pytest.raises(
+        CheckpointError, match=r"p\.onnx: field spec\.model_kwargs\.backbone\.path: "
+    ):
+        check_spec(probe, "p.onnx")
+    with pytest.raises(
+        CheckpointError, match=r"field spec\.kind: 'fusion' is not 'timm' or 'probe'"
+    ):
+        check_spec(fusion, "e.onnx", kinds=("timm", "probe"))

@@ -687,6 +687,37 @@ def test_sigterm_stops_the_server_and_its_worker_processes(ckpt: Path, tmp_path:
                     os.kill(child, signal.SIGKILL)
 
 
+def test_server_settings_are_declared_once(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from fakescope.cli import main
+    from fakescope.cli.serve import add_serve_parser, settings_from_args
+    from fakescope.serve.settings import ConnectionLimits, ServerSettings
+
+    monkeypatch.delenv("FAKESCOPE_API_KEY", raising=False)
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve"])
+    # the CLI's defaults are the settings' defaults (the app gets the same object)
+    assert settings_from_args(args) == ServerSettings()
+    assert ServerSettings().connections == ConnectionLimits()
+    # and docs/security.md's table says the same
+    doc = (Path(__file__).parents[1] / "docs" / "security.md").read_text()
+    rows = re.findall(r"^\| `(--[a-z-]+)` \| ([\d,.]+)(?: s)? \|", doc, flags=re.M)
+    assert len(rows) >= 10
+    for flag, value in rows:
+        assert getattr(args, flag[2:].replace("-", "_")) == float(value.replace(",", "")), flag
+    # a bad value is one line naming the setting; a key is never echoed
+    assert main(["serve", "--detector", "x.safetensors", "--max-queue", "-1"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "fakescope: error: serve setting max_queue = -1: expected int "
+        "(input should be greater than or equal to 0)"
+    )
+    assert main(["serve", "--detector", "x.safetensors", "--api-key", "hunter2"]) == 1
+    err = capsys.readouterr().err
+    assert "api_key = (hidden)" in err and "hunter2" not in err
+
+
 def test_bad_settings_refused(detector: Any) -> None:
     with pytest.raises(ValueError, match="max_concurrency"):
         create_app(detector, ServeSettings(max_concurrency=0))

@@ -190,6 +190,54 @@ def test_config_layers(tmp_path: Path) -> None:
         train_config_from_args(bad)
 
 
+def test_config_values_are_checked_at_the_door(tmp_path: Path, capsys) -> None:
+    from fakescope.cli import build_parser, main
+    from fakescope.cli.common import train_config_from_args
+    from fakescope.config import ConfigError, TrainConfig
+
+    # --set values are YAML; numbers given as text still read as numbers (1e-3 is text in YAML)
+    args = build_parser().parse_args(["train", "d", "--set", "epochs=3", "--set", "lr=1e-3"])
+    cfg = train_config_from_args(args)
+    assert (cfg.epochs, cfg.lr) == (3, 1e-3) and isinstance(cfg.lr, float)
+    # a bad value is one line naming the key, the value and the type, and no run starts
+    assert main(["train", str(tmp_path), "--set", "epochs=three", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fakescope: error: config key epochs = 'three': expected int")
+    assert "\n" not in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match=r"augment\[1\] = 'gif': expected one of 'flip'"):
+        TrainConfig.from_dict({"augment": ["blur", "gif"]})
+    with pytest.raises(ConfigError, match="config key split"):
+        TrainConfig.from_dict({"split": [0.5, 0.5]})
+    with pytest.raises(
+        ConfigError, match=r"unknown config key\(s\) \['epoch'\]; known keys: .*'epochs'"
+    ):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig().replace(epochs="three")
+
+
+def test_saved_config_serialises_as_before(tmp_path: Path) -> None:
+    import json
+
+    from fakescope.cli import build_parser
+    from fakescope.cli.common import _TRAIN_KEYS
+    from fakescope.config import TrainConfig, save_config
+
+    d = TrainConfig().to_dict()
+    assert list(d)[:6] == ["data", "model", "pretrained", "weights", "out", "epochs"]
+    assert d["split"] == [0.7, 0.15, 0.15] and d["augment"] == ["flip"] and d["lr"] == 3e-4
+    save_config(TrainConfig(epochs=2), tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved == {**d, "epochs": 2} and TrainConfig.from_dict(saved) == TrainConfig(epochs=2)
+    # a run folder from before 0.2 named the family "detector"
+    old = {k: v for k, v in saved.items() if k != "family"} | {"detector": "probe"}
+    assert TrainConfig.from_dict(old).family == "probe"
+    # every key is a flag, declared once
+    assert tuple(d) == _TRAIN_KEYS
+    args = build_parser().parse_args(["train", "d"])
+    assert all(hasattr(args, k) and getattr(args, k) is None for k in _TRAIN_KEYS if k != "data")
+
+
 def test_augmented_training_runs(seed_layout: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from fakescope.config import TrainConfig
 from fakescope.data.video import SAMPLING_MODES
@@ -249,90 +249,64 @@ def select_split(df: Any, split: str, data: str) -> Any:
 # ---------------------------------------------------------------------------------- training
 
 
-_D = TrainConfig()  # the defaults the training options fall back on
+#: Flags whose value is parsed on the command line in their own way (the rest follow the field's type).
+_FLAG_TYPES: dict[str, Any] = {"split": ratios}
+
+
+def _default_text(key: str) -> str:
+    """`` (default X)`` for a help text, unless the default is nothing or the text says it."""
+    field = TrainConfig.model_fields[key]
+    value = field.get_default(call_default_factory=True)
+    text = field.description or ""
+    if value is None or value is False or value in ("", []) or "default" in text:
+        return ""
+    shown = ",".join(str(v) for v in value) if isinstance(value, list) else value
+    return f" (default {shown})"
+
+
+def _add_train_flag(p: argparse.ArgumentParser, key: str) -> None:
+    """``--KEY`` for a :class:`~fakescope.config.TrainConfig` field: its type, choices and help
+    come from the field. The default stays None, so that only flags given win over the config."""
+    field = TrainConfig.model_fields[key]
+    kwargs: dict[str, Any] = {"help": (field.description or "") + _default_text(key)}
+    kind, choices = _flag_kind(field.annotation)
+    if key in _FLAG_TYPES:
+        kwargs["type"] = _FLAG_TYPES[key]
+    elif kind is bool:
+        kwargs.update(action="store_true", default=None)
+    elif kind is list:
+        kwargs["type"] = csv_list
+        kwargs["help"] += " (comma list)" if not choices else ""
+    elif choices:
+        kwargs["choices"] = choices
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    p.add_argument("--" + key.replace("_", "-"), **kwargs)
+
+
+def _flag_kind(annotation: Any) -> tuple[Any, tuple[Any, ...]]:
+    """The flag's base type (``bool``, ``int``, ``float``, ``str`` or ``list``) and choices."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return str, get_args(annotation)
+    if origin is list:
+        return list, _flag_kind(args[0])[1] if args else ()
+    if origin is Annotated or (origin is not None and len(args) == 1):  # X | None
+        return _flag_kind(args[0])
+    return annotation, ()
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
-
+    """The ``train`` options: DATA, one ``--FLAG`` per :class:`~fakescope.config.TrainConfig`
+    field, ``--config``, ``--set`` and ``--force``."""
     add_normalise_arguments(p)
-    p.add_argument("data", help="folder tree, manifest (.csv/.parquet) or a saved splits.csv")
-    p.add_argument("--model", help="timm model name or registered detector (default resnet50)")
-    p.add_argument(
-        "--pretrained",
-        action="store_true",
-        default=None,
-        help="start from timm hub weights (online)",
-    )
-    p.add_argument("--weights", help="local timm-format weights file to start from (offline)")
-    p.add_argument("--out", help="run directory (default runs/<model>)")
-    p.add_argument("--epochs", type=int, help=f"training epochs (default {_D.epochs})")
-    p.add_argument(
-        "--batch-size", type=int, help=f"images per step, all processes (default {_D.batch_size})"
-    )
-    p.add_argument("--lr", type=float, help="peak learning rate (AdamW, cosine)")
-    p.add_argument(
-        "--weight-decay", type=float, help=f"AdamW weight decay (default {_D.weight_decay})"
-    )
-    p.add_argument("--img-size", type=int, help="input size (default: the model's own)")
-    p.add_argument(
-        "--resize-mode",
-        choices=["resize", "crop"],
-        help="resize+centre-crop (default) or crop at native resolution",
-    )
-    p.add_argument("--augment", type=csv_list, help="comma list from flip,blur,jpeg (default flip)")
-    p.add_argument(
-        "--aug-prob", type=float, help="chance of blur and of JPEG per image (default 0.1)"
-    )
-    p.add_argument("--split", type=ratios, help="train,val,test ratios (default 0.7,0.15,0.15)")
-    p.add_argument("--splits", help="reuse a saved splits.csv instead of making a new split")
-    p.add_argument("--seed", type=int, help=f"seed for the split and training (default {_D.seed})")
-    p.add_argument("--patience", type=int, help="early stop after N epochs without better val loss")
-    p.add_argument("--workers", type=int, help="data-loading processes (default 2)")
-    p.add_argument("--device", help="auto, cpu, cuda or mps (default auto)")
-    p.add_argument(
-        "--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto)"
-    )
-    p.add_argument("--fake-names", type=csv_list, help="folder names meaning fake (comma list)")
-    p.add_argument("--real-names", type=csv_list, help="folder names meaning real (comma list)")
-    p.add_argument(
-        "--input-filter",
-        choices=["npr"],
-        help="fixed input filter (npr: neighbouring-pixel residual)",
-    )
-    p.add_argument(
-        "--calibrate", choices=["platt", "none"], help="fit Platt scaling on val (default platt)"
-    )
-    p.add_argument(
-        "--target-fpr", type=float, help="threshold for this false-positive rate on val reals"
-    )
-    p.add_argument(
-        "--family",
-        choices=["finetune", "probe"],
-        help="what to train: finetune a timm network (default) or fit a probe on frozen embeddings",
-    )
-    p.add_argument("--detector", type=_not_a_family, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--backbone", help="probe backbone: an .onnx image encoder or timm name[:weights]"
-    )
-    p.add_argument(
-        "--pool",
-        choices=["embed", "cls", "patch_mean", "cls_patch", "multi", "layers"],
-        help="probe features: final embedding (default), CLS token, patch mean, both; multi: "
-        "pooled timm layers; layers: the CLS token after every block of an ONNX ViT",
-    )
-    p.add_argument(
-        "--probe-c", type=float, help="probe L2 inverse strength (default: chosen on val)"
-    )
-    p.add_argument(
-        "--probe-l2",
-        action="store_true",
-        default=None,
-        help="L2-normalise probe embeddings instead of standardising them (UnivFD's set-up)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        help="embedding cache (default $FAKESCOPE_CACHE/embeddings, ~/.cache/fakescope/embeddings)",
-    )
+    p.add_argument("data", help=TrainConfig.model_fields["data"].description)
+    for key in _TRAIN_KEYS:
+        if key != "data":
+            _add_train_flag(p, key)
+        if key == "family":
+            p.add_argument("--detector", type=_not_a_family, help=argparse.SUPPRESS)
     p.add_argument("--config", help="YAML file of config keys (flags given here win)")
     p.add_argument(
         "--set",
@@ -346,39 +320,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-_TRAIN_KEYS = (
-    "data",
-    "model",
-    "pretrained",
-    "weights",
-    "out",
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "img_size",
-    "resize_mode",
-    "augment",
-    "aug_prob",
-    "split",
-    "splits",
-    "seed",
-    "patience",
-    "workers",
-    "device",
-    "amp",
-    "fake_names",
-    "real_names",
-    "input_filter",
-    "calibrate",
-    "target_fpr",
-    "family",
-    "backbone",
-    "pool",
-    "probe_c",
-    "probe_l2",
-    "cache_dir",
-)
+#: The config keys, each also a flag (``batch_size`` is ``--batch-size``).
+_TRAIN_KEYS = TrainConfig.keys()
 
 
 def _not_a_family(value: str) -> str:
@@ -391,7 +334,7 @@ def _not_a_family(value: str) -> str:
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
     """Defaults, then ``--config`` YAML, then ``--set`` overrides, then explicit flags."""
-    from fakescope.config import TrainConfig, load_yaml, merge_config, parse_overrides
+    from fakescope.config import load_yaml, merge_config, parse_overrides
 
     flags = {k: getattr(args, k) for k in _TRAIN_KEYS}
     yaml_layer = load_yaml(args.config) if args.config else {}

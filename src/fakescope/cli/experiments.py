@@ -34,13 +34,12 @@ def _add_loso(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_loso(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from fakescope.eval.generalise import format_table
     from fakescope.experiments.loso import leave_one_source_out
 
     cfg = train_config_from_args(args)
-    cfg = dataclasses.replace(cfg, data=normalised_data(args, cfg.data, cfg.workers))
+    cfg = cfg.replace(data=normalised_data(args, cfg.data, cfg.workers))
     family = cfg.model if cfg.family == "finetune" else "probe"
     out = Path(cfg.out) if cfg.out else Path("runs") / f"loso-{family}"
     rows = leave_one_source_out(
@@ -71,7 +70,6 @@ def _add_crossval(sub: argparse._SubParsersAction) -> None:
 
 def cmd_crossval(args: argparse.Namespace) -> int:
     """Run ``fakescope crossval``."""
-    import dataclasses
 
     from fakescope.experiments.crossval import cross_validate
 
@@ -79,7 +77,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     family = cfg.model if cfg.family == "finetune" else "probe"
     out = Path(cfg.out) if cfg.out else Path("runs") / f"crossval-{family}"
     if args.normalise:
-        cfg = dataclasses.replace(cfg, data=normalised_data(args, cfg.data, cfg.workers))
+        cfg = cfg.replace(data=normalised_data(args, cfg.data, cfg.workers))
     metrics = cross_validate(cfg, args.folds, out, n_boot=args.n_boot)
     print(f"report: {metrics['report']}", flush=True)
     return EXIT_OK

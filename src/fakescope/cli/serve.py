@@ -25,15 +25,10 @@ from fakescope.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from fakescope.serve.limits import ServeSettings
-    from fakescope.serve.protocol import ConnectionLimits
+    from fakescope.serve.settings import ConnectionLimits, ServerSettings
 
 logger = logging.getLogger(__name__)
 
-
-DEFAULT_HOST = "127.0.0.1"
-
-DEFAULT_PORT = 8000
 
 API_KEY_ENV = "FAKESCOPE_API_KEY"
 
@@ -64,73 +59,45 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     return p
 
 
+def _setting(p: argparse.ArgumentParser, flag: str, name: str, **kwargs: Any) -> None:
+    """An option for a :class:`~fakescope.serve.settings.ServerSettings` field (``name``, or
+    ``connections.NAME``): its default, type and help come from the field."""
+    from fakescope.serve.settings import ConnectionLimits, ServerSettings
+
+    group, _, key = name.rpartition(".")
+    field = (ConnectionLimits if group else ServerSettings).model_fields[key]
+    kwargs.setdefault("default", field.default)
+    kwargs.setdefault("help", field.description)
+    if field.annotation in (int, float):
+        kwargs.setdefault("type", field.annotation)
+    p.add_argument(flag, **kwargs)
+
+
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``serve`` options (shared by the subcommand and ``python -m fakescope.serve``)."""
+    """The ``serve`` options (shared by the subcommand and ``python -m fakescope.serve``); their
+    defaults and help are :class:`~fakescope.serve.settings.ServerSettings`'s."""
 
     add_detector_arguments(p)
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest file (default 50)")
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        help="largest image or video frame in pixels (default 120,000,000, as predict)",
-    )
-    p.add_argument("--max-concurrency", type=int, default=2, help="model jobs at once (default 2)")
-    p.add_argument(
-        "--max-queue",
-        type=int,
-        default=8,
-        help="requests that may wait for the model; beyond that 503 (default 8)",
-    )
-    p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds per request; 504 after (default 60)"
-    )
-    p.add_argument(
-        "--max-batch-files", type=int, default=16, help="most files per batch (default 16)"
-    )
-    p.add_argument(
-        "--max-batch-mb",
-        type=float,
-        default=200.0,
-        help="most MiB of files in one batch request; more gets 413 (default 200)",
-    )
-    p.add_argument(
-        "--max-tmp-mb",
-        type=float,
-        default=1024.0,
-        help="temp space all requests together may reserve; beyond it 503 (default 1024)",
-    )
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        default=64,
-        help="open connections served at once; more get a JSON 503 (default 64)",
-    )
-    p.add_argument(
-        "--max-connections-per-client",
-        type=int,
-        default=16,
-        help="open connections from one client address; more get a JSON 503 (default 16)",
-    )
-    p.add_argument(
-        "--header-timeout",
-        type=float,
-        default=10.0,
-        help="seconds for a request's headers to arrive; then 408 and close (default 10)",
-    )
-    p.add_argument(
-        "--allowed-hosts",
-        help="comma-separated Host header values to answer ('*': any; default: localhost, "
-        "127.0.0.1, ::1 and --host)",
-    )
+    _setting(p, "--host", "host")
+    _setting(p, "--port", "port")
+    _setting(p, "--device", "device")
+    _setting(p, "--max-upload-mb", "max_upload_mb")
+    _setting(p, "--max-pixels", "max_pixels")
+    _setting(p, "--max-concurrency", "max_concurrency")
+    _setting(p, "--max-queue", "max_queue")
+    _setting(p, "--timeout", "timeout_s")
+    _setting(p, "--max-batch-files", "max_batch_files")
+    _setting(p, "--max-batch-mb", "max_batch_mb")
+    _setting(p, "--max-tmp-mb", "max_tmp_mb")
+    _setting(p, "--max-connections", "connections.max_connections")
+    _setting(p, "--max-connections-per-client", "connections.max_per_client")
+    _setting(p, "--header-timeout", "connections.header_timeout_s")
+    _setting(p, "--allowed-hosts", "allowed_hosts", help=_help("allowed_hosts") + " (comma list)")
     key = p.add_mutually_exclusive_group()
     key.add_argument(
         "--api-key",
-        help="require this key (Authorization: Bearer KEY or X-API-Key) on every endpoint but "
-        "/healthz and the page's files; prefer --api-key-file or FAKESCOPE_API_KEY, which "
-        "do not show in the process list",
+        help=_help("api_key") + "; prefer --api-key-file or FAKESCOPE_API_KEY, which do not "
+        "show in the process list",
     )
     key.add_argument("--api-key-file", help="read the API key from this file (first line)")
     p.add_argument(
@@ -141,7 +108,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "file then ends the server)",
     )
     add_video_arguments(p)  # --frames is the default a request may change, --max-frames its cap
-    p.add_argument("--tmp-dir", help="where per-request upload folders go (default: system temp)")
+    _setting(p, "--tmp-dir", "tmp_root")
+
+
+def _help(name: str) -> str:
+    from fakescope.serve.settings import ServerSettings
+
+    return ServerSettings.model_fields[name].description or ""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -165,15 +138,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from None
     from fakescope.infer.backends import open_detector
 
-    settings = settings_from_args(args)
-    settings.amp = ref.amp
-    settings.validate()
-    limits = connection_limits(args)
+    settings = settings_from_args(args, amp=ref.amp)
     detector = open_detector(ref)
     app = create_app(detector, settings)
-    warn_exposure(args.host, settings)
-    logger.info("serving %s on http://%s:%d/", ref.ref, args.host, args.port)
-    config = uvicorn_config(app, args.host, args.port, limits, log_level="info")
+    warn_exposure(settings.host, settings)
+    logger.info("serving %s on http://%s:%d/", ref.ref, settings.host, settings.port)
+    config = uvicorn_config(
+        app, settings.host, settings.port, settings.connections, log_level="info"
+    )
     try:
         stopped_by = run_until_stopped(uvicorn.Server(config))
     finally:  # Ctrl+C (KeyboardInterrupt) and SIGTERM alike: no decoder process outlives us
@@ -203,7 +175,7 @@ def run_until_stopped(server: Any) -> int | None:
     return caught[0] if caught else None
 
 
-def warn_exposure(host: str, settings: ServeSettings) -> None:
+def warn_exposure(host: str, settings: ServerSettings) -> None:
     """Log a warning when serving beyond loopback without an API key, or for any Host."""
     if not _is_loopback(host) and settings.api_key is None:
         logger.warning(
@@ -217,15 +189,7 @@ def warn_exposure(host: str, settings: ServeSettings) -> None:
 
 def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
     """The per-connection limits from parsed ``serve`` options."""
-    from fakescope.serve.protocol import ConnectionLimits
-
-    limits = ConnectionLimits(
-        header_timeout_s=args.header_timeout,
-        max_connections=args.max_connections,
-        max_per_client=min(args.max_connections_per_client, args.max_connections),
-    )
-    limits.validate()
-    return limits
+    return settings_from_args(args).connections
 
 
 def api_key(args: argparse.Namespace) -> str | None:
@@ -250,37 +214,47 @@ def api_key(args: argparse.Namespace) -> str | None:
     return key.strip() if key is not None else None
 
 
-def settings_from_args(args: argparse.Namespace) -> ServeSettings:
-    """A :class:`~fakescope.serve.limits.ServeSettings` from parsed ``serve`` options."""
-    from fakescope.data.images import DEFAULT_MAX_PIXELS
-    from fakescope.serve.limits import ServeSettings
+def settings_from_args(args: argparse.Namespace, **more: Any) -> ServerSettings:
+    """The :class:`~fakescope.serve.settings.ServerSettings` that parsed ``serve`` options give
+    (``more``: further fields, such as ``amp``).
 
-    return ServeSettings(
-        max_upload_mb=args.max_upload_mb,
-        max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS,
-        max_concurrency=args.max_concurrency,
-        max_queue=args.max_queue,
-        timeout_s=args.timeout,
-        video=video_options(args),
-        max_batch_files=args.max_batch_files,
-        device=args.device,
-        tmp_root=args.tmp_dir,
-        max_batch_mb=args.max_batch_mb,
-        max_tmp_mb=args.max_tmp_mb,
-        allowed_hosts=allowed_hosts(args),
-        api_key=api_key(args),
-        isolate_decode=args.isolate_decode,
-        decode_workers=max(1, args.max_concurrency),
-    )
+    Raises:
+        ValueError: a setting that makes no sense, in one line naming it.
+    """
+    from pydantic import ValidationError
 
+    from fakescope.config import validation_message
+    from fakescope.serve.settings import ServerSettings
 
-def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
-    """``--allowed-hosts`` as a tuple, or loopback names plus ``--host``."""
-    from fakescope.serve.protocol import default_allowed_hosts
-
-    if args.allowed_hosts:
-        return tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
-    return default_allowed_hosts(args.host)
+    values = {
+        "host": args.host,
+        "port": args.port,
+        "max_upload_mb": args.max_upload_mb,
+        "max_pixels": args.max_pixels,
+        "max_concurrency": args.max_concurrency,
+        "max_queue": args.max_queue,
+        "timeout_s": args.timeout,
+        "video": video_options(args),
+        "max_batch_files": args.max_batch_files,
+        "device": args.device,
+        "tmp_root": args.tmp_dir,
+        "max_batch_mb": args.max_batch_mb,
+        "max_tmp_mb": args.max_tmp_mb,
+        "allowed_hosts": args.allowed_hosts,
+        "api_key": api_key(args),
+        "isolate_decode": args.isolate_decode,
+        "decode_workers": max(1, args.max_concurrency),
+        "connections": {
+            "header_timeout_s": args.header_timeout,
+            "max_connections": args.max_connections,
+            "max_per_client": min(args.max_connections_per_client, args.max_connections),
+        },
+        **more,
+    }
+    try:
+        return ServerSettings(**values)
+    except ValidationError as e:
+        raise ValueError(validation_message(e, ServerSettings, "serve setting")) from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -292,7 +292,7 @@ def normalise_train_config(
         out_dir: Cache folder (default :func:`default_normalised_dir`).
 
     Returns:
-        ``dataclasses.replace(cfg, splits=<normalised splits CSV>)``.
+        ``cfg.replace(splits=<normalised splits CSV>)``.
     """
     from fakescope.data.splits import load_dataset
 
@@ -301,4 +301,4 @@ def normalise_train_config(
     stem = Path(str(cfg.data)).stem or "data"
     path = write_normalised_manifest(df, root, stem, size, quality)
     logger.info("training on normalised images: %s", path)
-    return dataclasses.replace(cfg, splits=str(path))
+    return cfg.replace(splits=str(path))

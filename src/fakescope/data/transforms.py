@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from fakescope.config import AUGMENTATIONS  # declared with the training options
+
 if TYPE_CHECKING:  # torch comes with the train extra; scoring uses EvalTransform.array
     import torch
 
@@ -60,9 +62,6 @@ class Preprocessing:
             if key in known:
                 known[key] = tuple(float(x) for x in known[key])
         return cls(**known)
-
-
-AUGMENTATIONS = ("flip", "blur", "jpeg")
 
 
 @dataclass

@@ -10,7 +10,6 @@ usual metrics with bootstrap intervals and an HTML report; the per-fold numbers 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -118,9 +117,7 @@ def _train_fold(cfg: TrainConfig, splits: pd.DataFrame, fold_dir: Path) -> Path:
 
     fold_dir.mkdir(parents=True, exist_ok=True)
     save_splits(splits, fold_dir / "splits-in.csv")
-    fcfg = dataclasses.replace(
-        cfg, splits=str(fold_dir / "splits-in.csv"), out=str(fold_dir / "run")
-    )
+    fcfg = cfg.replace(splits=str(fold_dir / "splits-in.csv"), out=str(fold_dir / "run"))
     run_dir = fit(fcfg, force=True)
     calibrate_run(run_dir, fcfg)
     return run_dir

@@ -5,7 +5,6 @@ An experiment that trains, so it sits above :mod:`fakescope.train`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,9 +52,7 @@ def leave_one_source_out(
         fold = out / f"holdout-{source}"
         fold.mkdir(parents=True, exist_ok=True)
         save_splits(rest, fold / "train-splits.csv")
-        fcfg = dataclasses.replace(
-            cfg, splits=str(fold / "train-splits.csv"), out=str(fold / "run")
-        )
+        fcfg = cfg.replace(splits=str(fold / "train-splits.csv"), out=str(fold / "run"))
         print(
             f"\n== hold out {source!r}: train on {sorted(set(all_sources) - {source})} ==",
             flush=True,

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fakescope.models.detector import Detector
 from fakescope.serve.access import AccessGuard
-from fakescope.serve.limits import ApiError, Gate, ServeSettings, TempBudget
+from fakescope.serve.limits import ApiError, Gate, TempBudget
 from fakescope.serve.schemas import (
     BatchResult,
     DetectResult,
@@ -47,6 +47,7 @@ from fakescope.serve.schemas import (
     error_responses,
 )
 from fakescope.serve.service import DetectService
+from fakescope.serve.settings import ServerSettings
 from fakescope.serve.uploads import Upload, body_limit, content_length, receive_files
 from fakescope.version import __version__
 
@@ -85,12 +86,12 @@ def _file_body(field: str, many: bool) -> dict[str, Any]:
     }
 
 
-def create_app(detector: Detector, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(detector: Detector, settings: ServerSettings | None = None) -> FastAPI:
     """Build the server for one loaded detector.
 
     Args:
         detector: the detector to serve (from :func:`fakescope.models.load_detector`).
-        settings: limits and video defaults (defaults: :class:`ServeSettings`).
+        settings: limits and video defaults (defaults: :class:`ServerSettings`).
 
     Returns:
         The FastAPI app; ``app.state.service`` holds the :class:`DetectService` (its
@@ -99,7 +100,7 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
     Raises:
         ValueError: settings that make no sense.
     """
-    settings = settings or ServeSettings()
+    settings = settings or ServerSettings()
     settings.validate()
     if settings.tmp_root:
         Path(settings.tmp_root).mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ def create_app(detector: Detector, settings: ServeSettings | None = None) -> Fas
 
 
 # ------------------------------------------------------------------------------------ routes
-def _api_routes(service: DetectService, gate: Gate, settings: ServeSettings) -> APIRouter:
+def _api_routes(service: DetectService, gate: Gate, settings: ServerSettings) -> APIRouter:
     router = APIRouter()
 
     @router.post(
@@ -195,7 +196,7 @@ def _page_routes() -> APIRouter:
 
 async def _handle(
     request: Request,
-    settings: ServeSettings,
+    settings: ServerSettings,
     gate: Gate,
     *,
     field: str,
@@ -228,7 +229,7 @@ async def _handle(
 async def _receive(
     request: Request,
     dest: Path,
-    settings: ServeSettings,
+    settings: ServerSettings,
     field: str,
     max_files: int,
     strict: bool,

@@ -1,4 +1,5 @@
-"""What the server allows, and how it says no: settings, API errors, admission and a model lock.
+"""How the server says no: API errors, admission and a model lock (its limits are
+:class:`fakescope.serve.settings.ServerSettings`).
 
 Model work is bounded in two ways. At most ``max_concurrency`` jobs run at once (an
 :class:`asyncio.Semaphore` around work done in a thread), and at most ``max_queue`` requests wait
@@ -16,115 +17,14 @@ import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fakescope.data.images import DEFAULT_MAX_PIXELS
-from fakescope.infer.video import VideoOptions
+# declared in serve.settings; importable from here as before
+from fakescope.serve.settings import LOOPBACK_HOSTS, MB, ServerSettings, ServeSettings  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-MB = 1024 * 1024
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-
-
-@dataclass
-class ServeSettings:
-    """Limits and defaults of one server.
-
-    Attributes:
-        max_upload_mb: largest accepted file, in MiB (bigger uploads get 413).
-        max_pixels: largest accepted image (or video frame) in pixels (bigger ones get 422).
-        max_concurrency: model jobs running at once.
-        max_queue: requests allowed to wait for a model slot; one more gets 503.
-        timeout_s: deadline of one request, upload and model work included (504 past it).
-        video: how videos are sampled and scored; ``video.frames`` is the default a request may
-            change, ``video.max_frames`` the most it may ask for (more gets 422).
-        max_batch_files: most files in one batch request (more gets 413).
-        batch_size: images per model call.
-        device: ``auto``, ``cpu``, ``cuda``...
-        tmp_root: parent folder of the per-request temporary folders (None: the system default).
-        explain_method: heatmap method: ``auto``, ``gradcam`` or ``occlusion``.
-        amp: torch autocast: ``auto`` (bf16 where the CPU supports it), ``bf16`` or ``off``.
-        max_batch_mb: most bytes one batch body may hold, in MiB (more gets 413).
-        max_tmp_mb: temp space all requests together may reserve, in MiB. A request reserves its
-            declared ``Content-Length`` (or its largest possible body) before any byte is
-            written; one that does not fit gets 503 with ``Retry-After``.
-        allowed_hosts: ``Host`` header values accepted (names or addresses, no port); ``*``
-            accepts any. Other hosts get 400 (a guard against DNS rebinding).
-        api_key: when set, every endpoint but ``/healthz`` and the page's static files needs it,
-            as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (401 otherwise).
-        isolate_decode: decode each upload once in a supervised worker process before scoring,
-            so a decoder that crashes on a hostile file cannot take the server down (422).
-        decode_workers: worker processes for that check.
-        decode_timeout_s: most seconds one file's check may take (422 past it).
-    """
-
-    max_upload_mb: float = 50.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_concurrency: int = 2
-    max_queue: int = 8
-    timeout_s: float = 60.0
-    video: VideoOptions = field(default_factory=VideoOptions)
-    max_batch_files: int = 16
-    batch_size: int = 16
-    device: str = "auto"
-    tmp_root: str | None = None
-    explain_method: str = "auto"
-    amp: str = "auto"
-    max_batch_mb: float = 200.0
-    max_tmp_mb: float = 1024.0
-    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
-    api_key: str | None = None
-    isolate_decode: bool = True
-    decode_workers: int = 2
-    decode_timeout_s: float = 30.0
-
-    @property
-    def max_upload_bytes(self) -> int:
-        """``max_upload_mb`` in bytes."""
-        return int(self.max_upload_mb * MB)
-
-    @property
-    def max_batch_bytes(self) -> int:
-        """``max_batch_mb`` in bytes."""
-        return int(self.max_batch_mb * MB)
-
-    @property
-    def max_tmp_bytes(self) -> int:
-        """``max_tmp_mb`` in bytes."""
-        return int(self.max_tmp_mb * MB)
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` on settings that make no sense."""
-        checks = [
-            (self.max_upload_mb > 0, "max_upload_mb must be positive"),
-            (self.max_pixels > 0, "max_pixels must be positive"),
-            (self.max_concurrency >= 1, "max_concurrency must be at least 1"),
-            (self.max_queue >= 0, "max_queue must be 0 or more"),
-            (self.timeout_s > 0, "timeout_s must be positive"),
-            (
-                self.video.frames <= self.video.max_frames,
-                "video frames must be at most the most frames per video (max_frames)",
-            ),
-            (self.max_batch_files >= 1, "max_batch_files must be at least 1"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.max_batch_mb > 0, "max_batch_mb must be positive"),
-            (
-                self.max_tmp_mb >= max(self.max_upload_mb, self.max_batch_mb),
-                "max_tmp_mb must be at least max_upload_mb and max_batch_mb",
-            ),
-            (bool(self.allowed_hosts), "allowed_hosts must name at least one host (or '*')"),
-            (self.api_key is None or len(self.api_key) >= 8, "api_key must be 8+ characters"),
-            (self.decode_workers >= 1, "decode_workers must be at least 1"),
-            (self.decode_timeout_s > 0, "decode_timeout_s must be positive"),
-        ]
-        self.video.validate()
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
 
 
 class ApiError(Exception):

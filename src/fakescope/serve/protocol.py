@@ -20,40 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from fakescope.serve.limits import LOOPBACK_HOSTS, ApiError
+from fakescope.serve.limits import ApiError
+
+# declared in serve.settings; importable from here as before
+from fakescope.serve.settings import ConnectionLimits, default_allowed_hosts  # noqa: F401
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ConnectionLimits:
-    """What one client connection may hold.
-
-    Attributes:
-        header_timeout_s: seconds for the request line and headers to arrive (408 after).
-        max_connections: connections served at once, all clients together (503 after).
-        max_per_client: connections served at once from one client address (503 after).
-        keep_alive_s: seconds an idle kept-alive connection stays open.
-    """
-
-    header_timeout_s: float = 10.0
-    max_connections: int = 64
-    max_per_client: int = 16
-    keep_alive_s: float = 5.0
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` on limits that make no sense."""
-        if self.header_timeout_s <= 0 or self.keep_alive_s <= 0:
-            raise ValueError("header and keep-alive timeouts must be positive")
-        if not 1 <= self.max_per_client <= self.max_connections:
-            raise ValueError("need 1 <= max connections per client <= max connections")
 
 
 def json_response(error: ApiError) -> bytes:
@@ -182,9 +160,3 @@ def uvicorn_config(
         proxy_headers=False,
         **kwargs,
     )
-
-
-def default_allowed_hosts(bound: str) -> tuple[str, ...]:
-    """Loopback names plus the bound address (unless it is a wildcard like 0.0.0.0)."""
-    extra = () if bound in ("0.0.0.0", "::", "") or bound in LOOPBACK_HOSTS else (bound,)
-    return LOOPBACK_HOSTS + extra

@@ -22,7 +22,8 @@ from fakescope.data.images import load_image
 from fakescope.infer.predictor import Predictor, VideoOptions
 from fakescope.models.detector import Detector
 from fakescope.serve.isolate import DecodeGuard, shared_guard
-from fakescope.serve.limits import ApiError, ServeSettings, SharedExclusiveLock
+from fakescope.serve.limits import ApiError, SharedExclusiveLock
+from fakescope.serve.settings import ServerSettings
 from fakescope.serve.uploads import Upload
 from fakescope.version import __version__
 
@@ -41,7 +42,7 @@ class DetectService:
         settings: the server's limits and video defaults.
     """
 
-    def __init__(self, detector: Detector, settings: ServeSettings) -> None:
+    def __init__(self, detector: Detector, settings: ServerSettings) -> None:
         self.detector = detector
         self.settings = settings
         self.video = settings.video

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +131,7 @@ def fit_probe(cfg: TrainConfig, run_dir: Path, df: pd.DataFrame) -> Path:
 
     if not cfg.backbone:
         raise DataError("--family probe needs --backbone (an .onnx file or a timm name[:weights])")
-    cfg = replace(cfg, backbone=resolve_backbone_arg(cfg.backbone))
+    cfg = cfg.replace(backbone=resolve_backbone_arg(cfg.backbone))
     save_config(cfg, run_dir / "config.json")
     backbone = open_backbone_arg(cfg.backbone, pool=cfg.pool)
     t0 = time.time()

@@ -15,7 +15,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -439,7 +439,7 @@ def _fit_probe(cfg: TrainConfig, force: bool) -> Path:
     from fakescope.train.probe import fit_probe, resolve_backbone_arg
 
     if cfg.backbone:  # a backbone that is nowhere fails before the data is read
-        cfg = replace(cfg, backbone=resolve_backbone_arg(cfg.backbone))
+        cfg = cfg.replace(backbone=resolve_backbone_arg(cfg.backbone))
     run_dir = cfg.run_dir()
     if (run_dir / "best.safetensors").exists():
         if not force:
