@@ -675,3 +675,29 @@ def test_spec_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
         CheckpointError, match=r"field spec\.kind: 'fusion' is not 'timm' or 'probe'"
     ):
         check_spec(fusion, "e.onnx", kinds=("timm", "probe"))
+
+
+def test_the_spec_schema_and_the_spec_have_the_same_fields() -> None:
+    """The stored spec's schema (models.validate) and DetectorSpec / Preprocessing describe one
+    shape: a field added to one and not the other fails here."""
+    import dataclasses
+
+    from fakescope.data.transforms import Preprocessing
+    from fakescope.models.detector import DetectorSpec
+    from fakescope.models.validate import (
+        KINDS,
+        FusionSpec,
+        PreprocessingSchema,
+        ProbeSpec,
+        TimmSpec,
+    )
+
+    spec_fields = {f.name for f in dataclasses.fields(DetectorSpec)}
+    for schema in (TimmSpec, ProbeSpec, FusionSpec):
+        assert set(schema.model_fields) == spec_fields, schema.__name__
+    assert {f.name for f in dataclasses.fields(Preprocessing)} == set(
+        PreprocessingSchema.model_fields
+    )
+    assert {
+        s.model_fields["kind"].annotation.__args__[0] for s in (TimmSpec, ProbeSpec, FusionSpec)
+    } == set(KINDS)
