@@ -163,6 +163,7 @@ EXTRA_OF_MODULE = {
             "cv2",
             "imagehash",
             "scipy",
+            "jinja2",
         ),
         "train",
     ),
