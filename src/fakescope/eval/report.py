@@ -19,14 +19,9 @@ import pandas as pd
 
 from fakescope.eval import plots
 from fakescope.eval.html import Caveat, Lines, Rich, ci, fmt, num, render, with_ci
-from fakescope.eval.metrics import (
-    FPR_TARGETS,
-    MIN_GROUP_N,
-    SMALL_GROUPS_KEY,
-    SMALL_N,
-    exact_binomial_ci,
-    is_zero_width,
-)
+from fakescope.eval.intervals import exact_binomial_ci, is_zero_width
+from fakescope.eval.measures import FPR_TARGETS
+from fakescope.eval.metrics import MIN_GROUP_N, SMALL_GROUPS_KEY, SMALL_N
 from fakescope.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)

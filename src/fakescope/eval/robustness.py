@@ -40,7 +40,8 @@ import torch
 from PIL import Image, ImageFilter
 
 from fakescope.eval.html import num, with_ci
-from fakescope.eval.metrics import compute_metrics, fast_auc
+from fakescope.eval.measures import fast_auc
+from fakescope.eval.metrics import compute_metrics
 from fakescope.eval.report import (
     METRICS_FILE,
     REPORT_FILE,
