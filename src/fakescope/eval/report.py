@@ -504,9 +504,10 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def _require(out: Path) -> None:
-    """Raise FileNotFoundError unless ``out`` holds a run's metrics and predictions."""
-    for name in (METRICS_FILE, PREDICTIONS_FILE):
+def _require(out: Path, names: Sequence[str] = (METRICS_FILE, PREDICTIONS_FILE)) -> None:
+    """Raise FileNotFoundError unless ``out`` holds the files ``names`` (by default a run's
+    metrics and predictions)."""
+    for name in names:
         if not (out / name).exists():
             raise FileNotFoundError(f"{out / name} not found; cannot rebuild the report")
 
@@ -533,10 +534,10 @@ def render_report(out_dir: str | Path, title: str | None = None) -> Path:
         Path of ``report.html``.
 
     Raises:
-        FileNotFoundError: If ``metrics.json`` or ``predictions.csv`` is missing.
+        FileNotFoundError: If ``metrics.json`` is missing.
     """
     out = Path(out_dir)
-    _require(out)
+    _require(out, [METRICS_FILE])
     m = _read_json(out / METRICS_FILE)
     meta = _read_json(out / META_FILE) or {}
     history = _read_json(out / HISTORY_FILE)
