@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fakescope.data.corpus import MODERN_GENERATORS, read_corpus, resampling_units
-from fakescope.eval.metrics import fast_auc
+from fakescope.eval.measures import fast_auc
 from fakescope.experiments import heldout as H
 from fakescope.models.detector import Detector, DetectorSpec
 from fakescope.models.probe import ProbeNet

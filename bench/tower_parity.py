@@ -29,7 +29,7 @@ from fakescope.data.images import load_image
 from fakescope.data.transforms import eval_transform
 from fakescope.embed.backbones import CLIP_PREPROCESSING, OnnxBackbone
 from fakescope.embed.tower import ClipTower, build_clip_tower
-from fakescope.eval.metrics import fast_auc
+from fakescope.eval.measures import fast_auc
 from fakescope.experiments import heldout as H
 from fakescope.train.families import CorpusFeatures, calibration_rows, fit_head, l2_rows
 from fakescope.train.recipes import POOL_2022

@@ -172,6 +172,21 @@ def test_audit_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert len(feats) == 24 and {"format", "jpeg_quality", "subsampling"} <= set(feats.columns)
 
 
+def test_audit_page_escapes_hostile_names(tmp_path: Path) -> None:
+    hostile = "<script>alert(1)"  # no slash: it is a file name
+    data = make_set(tmp_path / f"d{hostile}", n=8, fake=("PNG", (48, 48)))
+    copy = data / "fake" / f"{hostile}.png"
+    copy.write_bytes((data / "fake" / "fake_000.png").read_bytes())  # a named duplicate pair
+    out = tmp_path / "out"
+    run_audit(data, out, n_boot=N_BOOT, quiet=True)
+    html = (out / "audit.html").read_text()
+    assert "<script" not in html
+    assert "d&lt;script&gt;alert(1): 17 files" in html  # the data folder
+    assert "<td>&lt;script&gt;alert(1).png</td>" in html  # a pair's path
+    assert html.count("data:image/png;base64,") == 4 and "Per source and class" in html
+    assert not list(out.glob("*.tmp*"))
+
+
 # --------------------------------------------------------------------------------------------
 # Duplicates
 # --------------------------------------------------------------------------------------------

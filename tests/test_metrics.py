@@ -19,20 +19,21 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from fakescope.eval.metrics import (
-    SMALL_GROUPS_KEY,
-    bootstrap_ci,
-    compute_metrics,
-    exact_binomial_ci,
+from fakescope.eval import intervals, measures, metrics
+from fakescope.eval.intervals import bootstrap_ci, exact_binomial_ci, is_zero_width
+from fakescope.eval.measures import (
     expected_calibration_error,
     fast_auc,
     fast_average_precision,
-    format_summary,
-    is_zero_width,
     reliability_bins,
-    small_groups_key,
     tpr_at_fpr,
     tpr_at_fprs,
+)
+from fakescope.eval.metrics import (
+    SMALL_GROUPS_KEY,
+    compute_metrics,
+    format_summary,
+    small_groups_key,
 )
 
 N_BOOT = 200
@@ -186,6 +187,15 @@ def test_metrics_does_not_import_matplotlib() -> None:
     code = "import sys, fakescope.eval.metrics; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_metrics_reexports_the_primitives_and_intervals() -> None:
+    for name in metrics.__all__:
+        assert hasattr(metrics, name), name
+    for module in (measures, intervals):
+        for name in ("fast_auc", "tpr_at_fprs", "bootstrap_ci", "exact_binomial_ci"):
+            if hasattr(module, name):
+                assert getattr(metrics, name) is getattr(module, name)
 
 
 def test_fast_auc_matches_sklearn() -> None:

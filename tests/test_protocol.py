@@ -18,7 +18,7 @@ from fakescope.data.protocol_sets import (
     split_pool_reals,
     squashed,
 )
-from fakescope.eval.metrics import bootstrap_ci, grouped_bootstrap_ci
+from fakescope.eval.intervals import bootstrap_ci, grouped_bootstrap_ci
 from fakescope.eval.protocol import (
     CONTROL_TOLERANCE,
     SetResult,

@@ -173,6 +173,7 @@ EXTRA_OF_MODULE = {
             "cv2",
             "imagehash",
             "scipy",
+            "jinja2",
         ),
         "train",
     ),

@@ -11,13 +11,10 @@ Output folder::
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
-from html import escape
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,8 @@ from fakescope.audit.metadata import extract_features
 from fakescope.audit.shortcuts import find_shortcuts
 from fakescope.data.manifest import DataError, build_manifest
 from fakescope.data.splits import load_splits
-from fakescope.version import __version__
+from fakescope.eval.html import render
+from fakescope.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +44,6 @@ PLOT_FILES = {
 MAX_PAIRS_SHOWN = 100
 CLASS_NAMES = {0: "real", 1: "fake"}
 CLASS_COLORS = {0: "#1f77b4", 1: "#d62728"}
-
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1100px; padding: 0 1em; color: #1f2328; line-height: 1.45; }
-h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.2em; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #d0d7de; padding: 0.25em 0.6em; text-align: left; }
-th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.warnings { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 0.6em 1em; }
-.ok { background: #dafbe1; border: 1px solid #4ac26b; border-radius: 6px; padding: 0.6em 1em; }
-.plots img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.4em 0.4em 0.4em 0; }
-.muted { color: #656d76; font-size: 0.9em; }
-"""
-
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -320,34 +304,6 @@ def make_plots(features: pd.DataFrame, out: Path) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def _cell(value: Any) -> str:
-    """One escaped table cell."""
-    if isinstance(value, float):
-        return f"<td class='num'>{value:.3f}</td>"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return f"<td class='num'>{int(value)}</td>"
-    return f"<td>{escape('' if value is None else str(value))}</td>"
-
-
-def _html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """An HTML table of dict rows."""
-    if not rows:
-        return "<p class='muted'>none</p>"
-    cols = list(columns or rows[0].keys())
-    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _verdict_box(summary: Mapping[str, Any]) -> str:
-    """Warnings first; a green box when nothing was flagged."""
-    items = summary["warnings"]
-    if not items:
-        return "<div class='ok'>No metadata shortcut and no cross-split leakage found.</div>"
-    lis = "".join(f"<li>{escape(w)}</li>" for w in items)
-    return f"<div class='warnings'><strong>Warnings</strong><ul>{lis}</ul></div>"
-
-
 def _shortcut_rows(shortcuts: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows of the per-feature AUC table."""
     rows = []
@@ -384,70 +340,52 @@ def _relative_paths(pairs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _duplicates_section(dup_summary: Mapping[str, Any], pairs: pd.DataFrame) -> str:
-    """Counts, leakage per split pair and the first pairs."""
-    counts = [
+def _duplicate_counts(dup_summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The near-duplicate counts table."""
+    return [
         {"what": "pairs (pHash distance <= threshold)", "count": dup_summary["n_pairs"]},
         {"what": "byte-identical pairs", "count": dup_summary["n_identical_files"]},
         {"what": "groups of near-duplicates", "count": dup_summary["n_clusters"]},
         {"what": "pairs of a real and a fake image", "count": dup_summary["n_label_conflicts"]},
         {"what": "files that could not be hashed", "count": dup_summary["n_failed"]},
     ]
-    out = f"<h2>Near-duplicates (threshold {dup_summary['threshold']} of 64 bits)</h2>"
-    out += _html_table(counts)
-    if "pairs_by_split" in dup_summary:
-        rows = [{"splits": k, "pairs": v} for k, v in dup_summary["pairs_by_split"].items()]
-        rows += [
-            {"splits": f"{k} images with a copy in an earlier split", "pairs": v}
-            for k, v in dup_summary["leaked_images"].items()
-        ]
-        out += "<h3>Leakage per split</h3>" + _html_table(rows)
-    shown = _relative_paths(pairs.head(MAX_PAIRS_SHOWN)).to_dict("records")
-    out += f"<h3>Pairs (closest first; {min(len(pairs), MAX_PAIRS_SHOWN)} of {len(pairs)})</h3>"
-    return out + _html_table(shown)
 
 
-def _img(path: Path) -> str:
-    """A PNG inlined as a data URI."""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img src='data:image/png;base64,{data}' alt='{escape(path.stem)}'>"
+def _leakage(dup_summary: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """Pairs per split pair and images with a copy in an earlier split; None without splits."""
+    if "pairs_by_split" not in dup_summary:
+        return None
+    rows = [{"splits": k, "pairs": v} for k, v in dup_summary["pairs_by_split"].items()]
+    rows += [
+        {"splits": f"{k} images with a copy in an earlier split", "pairs": v}
+        for k, v in dup_summary["leaked_images"].items()
+    ]
+    return rows
 
 
 def render_html(summary: Mapping[str, Any], pairs: pd.DataFrame, plots: Mapping[str, Path]) -> str:
-    """The self-contained ``audit.html`` document."""
-    shortcuts = summary["shortcuts"]
-    combined = shortcuts["all_features"]
+    """The self-contained ``audit.html`` document (template ``audit.html``)."""
+    combined = summary["shortcuts"]["all_features"]
     ci = combined.get("auc_ci")
     combined_text = (
         "n/a (needs both classes)"
         if combined.get("auc") is None
         else f"{combined['auc']:.3f}" + (f" [95% CI {ci[0]:.3f}–{ci[1]:.3f}]" if ci else "")
     )
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    body = [
-        "<h1>fakescope dataset audit</h1>",
-        f"<p>{escape(str(summary['data']))}: {summary['n']} files ({summary['n_real']} real, "
-        f"{summary['n_fake']} fake), {summary['n_unreadable']} unreadable.</p>",
-        _verdict_box(summary),
-        "<ul>" + "".join(f"<li>{escape(v)}</li>" for v in summary["verdict"]) + "</ul>",
-        "<h2>Shortcuts: one feature at a time</h2>",
-        "<p class='muted'>AUC of a classifier that sees only that feature (0.5 = no information, "
-        "1.0 = separates the classes). Strong at 0.9 and above, moderate at 0.75.</p>",
-        _html_table(_shortcut_rows(shortcuts)),
-        f"<p>Metadata-only classifier ({escape(combined.get('method') or '')}): AUC "
-        f"{escape(combined_text)}.</p>",
-        "<h2>Per class</h2>",
-        _html_table(summary["tables"]["by_class"]),
-        "<h2>Per source and class</h2>",
-        _html_table(summary["tables"]["by_source"]),
-        _duplicates_section(summary["duplicates"], pairs),
-        "<h2>Plots</h2><div class='plots'>" + "".join(_img(p) for p in plots.values()) + "</div>",
-        f"<p class='muted'>Generated by fakescope {__version__} on {created}.</p>",
-    ]
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>fakescope audit</title><style>{CSS}</style></head><body>{''.join(body)}"
-        "</body></html>\n"
+    dup = summary["duplicates"]
+    return render(
+        "audit.html",
+        title="fakescope audit",
+        s=summary,
+        shortcut_rows=_shortcut_rows(summary["shortcuts"]),
+        combined_method=combined.get("method") or "",
+        combined_text=combined_text,
+        dup=dup,
+        dup_counts=_duplicate_counts(dup),
+        leakage=_leakage(dup),
+        pairs_shown=_relative_paths(pairs.head(MAX_PAIRS_SHOWN)).to_dict("records"),
+        n_pairs=len(pairs),
+        plots=list(plots.values()),
     )
 
 
@@ -606,7 +544,7 @@ def run_audit(
     summary = _jsonable(build_summary(str(data), features, shortcuts, dup_summary))
     (out / AUDIT_JSON).write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
     plots = make_plots(features, out)
-    (out / AUDIT_HTML).write_text(render_html(summary, pairs, plots), encoding="utf-8")
+    atomic_write_text(out / AUDIT_HTML, render_html(summary, pairs, plots))
     summary["out_dir"] = str(out)
     if not quiet:
         print(format_summary(summary), flush=True)

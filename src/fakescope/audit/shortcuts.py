@@ -31,7 +31,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 
 from fakescope.audit.metadata import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-from fakescope.eval.metrics import bootstrap_ci, fast_auc
+from fakescope.eval.intervals import bootstrap_ci
+from fakescope.eval.measures import fast_auc
 
 logger = logging.getLogger(__name__)
 

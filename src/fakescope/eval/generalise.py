@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from fakescope.data.manifest import build_manifest
-from fakescope.eval.metrics import exact_binomial_ci
+from fakescope.eval.intervals import exact_binomial_ci
 from fakescope.models.detector import Detector
 
 logger = logging.getLogger(__name__)

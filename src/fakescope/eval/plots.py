@@ -27,10 +27,10 @@ from sklearn.metrics import (  # noqa: E402
     roc_curve,
 )
 
-from fakescope.eval.metrics import (  # noqa: E402
+from fakescope.eval.intervals import exact_binomial_ci  # noqa: E402
+from fakescope.eval.measures import (  # noqa: E402
     ECE_BINS,
     FPR_TARGETS,
-    exact_binomial_ci,
     expected_calibration_error,
     reliability_bins,
     tpr_at_fprs,
@@ -229,7 +229,7 @@ def plot_roc(
 ) -> Path:
     """Plot the ROC curve twice: a linear panel with its AUC and chance diagonal, and a panel
     with a log false-positive axis (where 1% and 5% FPR are readable) marking TPR at 1% and 5%
-    FPR (as :func:`fakescope.eval.metrics.tpr_at_fpr`).
+    FPR (as :func:`fakescope.eval.measures.tpr_at_fpr`).
 
     Args:
         y_true: Labels, 1 = fake.

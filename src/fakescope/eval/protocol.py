@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fakescope.eval.metrics import fast_auc, grouped_bootstrap_ci
+from fakescope.eval.intervals import grouped_bootstrap_ci
+from fakescope.eval.measures import fast_auc
 
 logger = logging.getLogger(__name__)
 

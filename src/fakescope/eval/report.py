@@ -1,30 +1,28 @@
-"""Self-contained HTML evaluation report (metrics, plots, predictions) and its rebuild."""
+"""Self-contained HTML evaluation report (metrics, plots, predictions) and its rebuild.
+
+``report.html`` is rendered from the files a run saves, with the ``report.html`` template
+(:mod:`fakescope.eval.html`): ``metrics.json``, ``meta.json``, ``history.json``, the PNGs, and,
+when ``fakescope robustness`` ran in the same folder, ``robustness.csv``, ``robustness.json`` and
+``robustness.png`` (the "Robustness" section). So :func:`rebuild_report` (``fakescope report``)
+gives back every section, and a robustness run re-renders the report to add its own.
+"""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from fakescope.eval import plots
-from fakescope.eval.metrics import (
-    FPR_TARGETS,
-    MIN_GROUP_N,
-    SMALL_GROUPS_KEY,
-    SMALL_N,
-    exact_binomial_ci,
-    is_zero_width,
-)
+from fakescope.eval.html import Caveat, Lines, Rich, ci, fmt, num, render, with_ci
+from fakescope.eval.intervals import exact_binomial_ci, is_zero_width
+from fakescope.eval.measures import FPR_TARGETS
+from fakescope.eval.metrics import MIN_GROUP_N, SMALL_GROUPS_KEY, SMALL_N
 from fakescope.utils import atomic_write_text
-from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -33,31 +31,15 @@ PREDICTIONS_FILE = "predictions.csv"
 HISTORY_FILE = "history.json"
 META_FILE = "meta.json"
 REPORT_FILE = "report.html"
-#: ``fakescope robustness`` writes its section here too; a rebuilt report puts it back.
+#: The report's title, saved so that a rebuild (or a robustness run) keeps it.
+SETTINGS_FILE = "report.json"
+DEFAULT_TITLE = "fakescope report"
+#: What ``fakescope robustness`` saves; the report's "Robustness" section is rendered from them.
+ROBUSTNESS_CSV = "robustness.csv"
+ROBUSTNESS_JSON = "robustness.json"
+ROBUSTNESS_PNG = "robustness.png"
 ROBUSTNESS_HTML = "robustness.html"
-SECTION_START = "<!-- fakescope:robustness:start -->"
-SECTION_END = "<!-- fakescope:robustness:end -->"
-_SECTION = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.DOTALL)
 MAX_SKIPPED_SHOWN = 200
-
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1100px; padding: 0 1em; color: #1f2328; line-height: 1.45; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.2em; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.92em; }
-th, td { border: 1px solid #d0d7de; padding: 0.25em 0.6em; text-align: left; }
-th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.headline { font-size: 1.15em; } .muted { color: #656d76; font-size: 0.9em; }
-.warnings { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
-            padding: 0.6em 1em; margin: 1em 0; }
-.warnings li { margin: 0.3em 0; }
-.plots img { max-width: 100%; border: 1px solid #d0d7de; }
-.plots figure { display: inline-block; vertical-align: top; max-width: 100%;
-                margin: 0.4em 0.8em 0.8em 0; }
-.plots figcaption { font-size: 0.88em; color: #424a53; max-width: 620px; }
-.caveat { color: #7d4e00; background: #fff8c5; padding: 0 0.2em; }
-code { background: #f6f8fa; padding: 0 0.2em; }
-"""
 
 PLOT_FILES = {
     "training_curves": "training_curves.png",
@@ -75,38 +57,6 @@ ZERO_WIDTH_NOTE = (
 MAX_FOLDED_NAMES = 8
 
 
-class _Raw(str):
-    """A table cell or caption already in HTML (not escaped again)."""
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    """Format a number for display; None becomes ``n/a``."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
-
-
-def _ci(ci: Sequence[float] | None) -> str:
-    """Format an interval as ``[lo, hi]``; None becomes an empty string."""
-    return "" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Render an escaped HTML table; numbers are right-aligned."""
-    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = []
-        for cell in row:
-            cls = ' class="num"' if isinstance(cell, (int, float)) or cell is None else ""
-            text = cell if isinstance(cell, _Raw) else escape(_fmt(cell))
-            cells.append(f"<td{cls}>{text}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
 def _meta_value(value: Any) -> str:
     """Readable text for a meta value: nested values as ``key: value`` pairs, not JSON."""
     if isinstance(value, Mapping):
@@ -122,7 +72,7 @@ def _nested_value(value: Any) -> str:
         return f"({', '.join(f'{k}: {_nested_value(v)}' for k, v in value.items())})"
     if isinstance(value, (list, tuple)):
         return f"[{', '.join(_nested_value(v) for v in value)}]"
-    return _fmt(value)
+    return fmt(value)
 
 
 def _is_data_summary(value: Any) -> bool:
@@ -135,7 +85,7 @@ def _counts(c: Mapping[str, Any]) -> str:
     return f"{c.get('n')} ({c.get('real')} real, {c.get('fake')} fake)"
 
 
-def _data_summary(summary: Mapping[str, Any]) -> _Raw:
+def _data_summary(summary: Mapping[str, Any]) -> Lines:
     """A dataset summary as a few lines of text: totals, then splits, then sources."""
     first = f"{summary['n']} images: {summary['n_real']} real, {summary['n_fake']} fake"
     if summary.get("n_groups"):
@@ -148,25 +98,18 @@ def _data_summary(summary: Mapping[str, Any]) -> _Raw:
                 f"{name} {_counts(c)}" for name, c in parts.items() if isinstance(c, Mapping)
             )
             lines.append(f"{label}: {counts}")
-    return _Raw("<br>".join(escape(line) for line in lines))
+    return Lines(tuple(lines))
 
 
-def _meta_section(meta: Mapping[str, Any]) -> str:
-    """Key/value table of run metadata (the skipped list is summarised by count)."""
+def _meta_rows(meta: Mapping[str, Any]) -> list[list[Any]]:
+    """Key/value rows of run metadata (the skipped list is summarised by count)."""
     rows = []
     for key, value in meta.items():
         if key == "skipped" and isinstance(value, list):
             value = f"{len(value)} file(s), listed below"
         cell = _data_summary(value) if _is_data_summary(value) else _meta_value(value)
         rows.append([str(key), cell])
-    if not rows:
-        return ""
-    return "<h2>Run</h2>" + _table(["key", "value"], rows)
-
-
-def _caveat(text: str) -> _Raw:
-    """A highlighted inline caveat."""
-    return _Raw(f"<span class='caveat'><strong>Caveat:</strong> {escape(text)}</span>")
+    return rows
 
 
 def _tpr_name(fpr: float) -> str:
@@ -185,17 +128,17 @@ def _few_reals_note(m: Mapping[str, Any], fpr: float) -> str | None:
     )
 
 
-def _notes(m: Mapping[str, Any], key: str, extra: Sequence[str | None] = ()) -> _Raw:
+def _notes(m: Mapping[str, Any], key: str, extra: Sequence[str | None] = ()) -> Rich:
     """Caveats for one metric row: a zero-width interval, plus any ``extra`` notes."""
     texts = [ZERO_WIDTH_NOTE] if is_zero_width(m.get(f"{key}_ci")) else []
     texts += [e for e in extra if e]
-    return _Raw(" ".join(_caveat(x) for x in texts))
+    return Rich(tuple(Caveat(x) for x in texts))
 
 
 def _exact_note(m: Mapping[str, Any]) -> str | None:
     """Point to the exact accuracy interval when the bootstrap one has zero width."""
     if is_zero_width(m.get("accuracy_ci")) and m.get("accuracy_exact_ci"):
-        return f"read the exact interval {_ci(m.get('accuracy_exact_ci'))} instead"
+        return f"read the exact interval {ci(m.get('accuracy_exact_ci'))} instead"
     return None
 
 
@@ -207,21 +150,21 @@ def _ece_note(m: Mapping[str, Any]) -> str | None:
     return f"only {n} images over {m.get('ece_bins', 10)} bins: sampling noise alone inflates ECE"
 
 
-def _headline_section(m: Mapping[str, Any]) -> str:
+def _headline(m: Mapping[str, Any]) -> dict[str, Any]:
     """Headline metrics with their intervals and, next to them, caveats about those intervals."""
     rows = [
         [
             "accuracy",
             m.get("accuracy"),
-            _ci(m.get("accuracy_ci")),
-            _ci(m.get("accuracy_exact_ci")),
+            ci(m.get("accuracy_ci")),
+            ci(m.get("accuracy_exact_ci")),
             _notes(m, "accuracy", [_exact_note(m)]),
         ],
-        ["ROC-AUC", m.get("roc_auc"), _ci(m.get("roc_auc_ci")), "", _notes(m, "roc_auc")],
+        ["ROC-AUC", m.get("roc_auc"), ci(m.get("roc_auc_ci")), "", _notes(m, "roc_auc")],
         [
             "average precision",
             m.get("average_precision"),
-            _ci(m.get("average_precision_ci")),
+            ci(m.get("average_precision_ci")),
             "",
             _notes(m, "average_precision"),
         ],
@@ -231,17 +174,17 @@ def _headline_section(m: Mapping[str, Any]) -> str:
             [
                 _tpr_name(fpr),
                 m.get(key),
-                _ci(m.get(f"{key}_ci")),
+                ci(m.get(f"{key}_ci")),
                 "",
                 _notes(m, key, [_few_reals_note(m, fpr) if m.get(key) is not None else None]),
             ]
         )
     rows += [
-        ["balanced accuracy", m.get("balanced_accuracy"), "", "", ""],
-        ["real accuracy (TNR)", m.get("real_acc"), "", "", ""],
-        ["fake accuracy (TPR)", m.get("fake_acc"), "", "", ""],
-        ["log loss", m.get("log_loss"), "", "", ""],
-        ["Brier score", m.get("brier"), "", "", ""],
+        ["balanced accuracy", m.get("balanced_accuracy"), "", "", Rich()],
+        ["real accuracy (TNR)", m.get("real_acc"), "", "", Rich()],
+        ["fake accuracy (TPR)", m.get("fake_acc"), "", "", Rich()],
+        ["log loss", m.get("log_loss"), "", "", Rich()],
+        ["Brier score", m.get("brier"), "", "", Rich()],
         [
             f"expected calibration error ({m.get('ece_bins', 10)} bins)",
             m.get("ece"),
@@ -250,37 +193,31 @@ def _headline_section(m: Mapping[str, Any]) -> str:
             _notes(m, "ece", [_ece_note(m)]),
         ],
     ]
-    header = ["metric", "value", "bootstrap 95% CI", "exact 95% CI (Clopper–Pearson)", "note"]
-    counts = (
-        f"n = {m.get('n')} ({m.get('n_real')} real, {m.get('n_fake')} fake); "
-        f"threshold {_fmt(m.get('threshold'), 2)} on P(fake)"
-    )
-    defs = (
-        "TPR at x% FPR: the highest share of fakes caught by any threshold that flags at most "
-        "x% of the reals (no interpolation). ECE: the image-weighted mean gap between mean "
-        "P(fake) and the fraction of fakes over equal-width bins of P(fake)."
-    )
-    return (
-        f"<h2>Metrics</h2><p class='headline'>{escape(counts)}</p>"
-        + _table(header, rows)
-        + f"<p class='muted'>{escape(defs)}</p>"
-    )
+    return {
+        "counts": (
+            f"n = {m.get('n')} ({m.get('n_real')} real, {m.get('n_fake')} fake); "
+            f"threshold {fmt(m.get('threshold'), 2)} on P(fake)"
+        ),
+        "header": [
+            "metric",
+            "value",
+            "bootstrap 95% CI",
+            "exact 95% CI (Clopper–Pearson)",
+            "note",
+        ],
+        "rows": rows,
+        "definitions": (
+            "TPR at x% FPR: the highest share of fakes caught by any threshold that flags at "
+            "most x% of the reals (no interpolation). ECE: the image-weighted mean gap between "
+            "mean P(fake) and the fraction of fakes over equal-width bins of P(fake)."
+        ),
+    }
 
 
-def _warnings_section(m: Mapping[str, Any]) -> str:
-    """Visible box with the plain-language caveats."""
-    items = m.get("warnings") or []
-    if not items:
-        return ""
-    lis = "".join(f"<li>{escape(str(w))}</li>" for w in items)
-    return f"<div class='warnings'><strong>Read with care</strong><ul>{lis}</ul></div>"
-
-
-def _classification_section(m: Mapping[str, Any]) -> str:
-    """Classification report (per-class precision/recall/F1) and confusion matrix tables."""
-    report = m.get("classification_report") or {}
+def _classification_rows(m: Mapping[str, Any]) -> list[list[Any]]:
+    """Classification report rows (per-class precision/recall/F1, support)."""
     rows = []
-    for name, values in report.items():
+    for name, values in (m.get("classification_report") or {}).items():
         if isinstance(values, Mapping):
             rows.append(
                 [name]
@@ -289,14 +226,13 @@ def _classification_section(m: Mapping[str, Any]) -> str:
             )
         else:
             rows.append([name, "", "", values, m.get("n")])
-    out = "<h2>Classification report</h2>"
-    out += _table(["", "precision", "recall", "f1-score", "support"], rows)
+    return rows
+
+
+def _confusion_rows(m: Mapping[str, Any]) -> list[list[Any]]:
+    """Confusion matrix rows (empty when the metrics have none)."""
     cm = m.get("confusion_matrix")
-    if cm:
-        cm_rows = [[f"true {name}", *cm[i]] for i, name in enumerate(("real", "fake"))]
-        out += "<h3>Confusion matrix</h3>"
-        out += _table(["", "predicted real", "predicted fake"], cm_rows)
-    return out
+    return [[f"true {name}", *cm[i]] for i, name in enumerate(("real", "fake"))] if cm else []
 
 
 def _group_label(value: str, stats: Mapping[str, Any]) -> str:
@@ -311,57 +247,33 @@ def _group_label(value: str, stats: Mapping[str, Any]) -> str:
 
 def _group_exact_ci(stats: Mapping[str, Any]) -> str:
     """The cell's exact accuracy interval (computed from n and accuracy for older files)."""
-    ci = stats.get("accuracy_exact_ci")
+    interval = stats.get("accuracy_exact_ci")
     n, acc = stats.get("n"), stats.get("accuracy")
-    if ci is None and isinstance(n, int) and n > 0 and acc is not None:
-        ci = exact_binomial_ci(round(acc * n), n)
-    return _ci(ci)
+    if interval is None and isinstance(n, int) and n > 0 and acc is not None:
+        interval = exact_binomial_ci(round(acc * n), n)
+    return ci(interval)
 
 
-def _breakdown_section(m: Mapping[str, Any]) -> str:
+def _breakdown(m: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One table per breakdown key (e.g. group, source), small groups pooled into one row."""
-    breakdown = m.get("breakdown") or {}
-    if not breakdown:
-        return ""
     before = ("n", "n_real", "n_fake", "accuracy")
     after = ("roc_auc", "real_acc", "fake_acc")
-    out = "<h2>Breakdown</h2>"
-    out += (
-        "<p class='muted'>Values with too few images to read alone (by default fewer than "
-        f"{MIN_GROUP_N}) are pooled into one row, &ldquo;{escape(SMALL_GROUPS_KEY)}&rdquo;: a "
-        "number from a handful of images is noise. Accuracy intervals are exact "
-        "(Clopper–Pearson); AUC is n/a for a one-class row.</p>"
-    )
-    for name, cells in breakdown.items():
-        rows = [
-            [
-                _group_label(value, stats),
-                *(stats.get(k) for k in before),
-                _group_exact_ci(stats),
-                *(stats.get(k) for k in after),
-            ]
-            for value, stats in cells.items()
-        ]
-        header = [name, *before, "accuracy exact 95% CI", *after]
-        out += f"<h3>by {escape(str(name))}</h3>" + _table(header, rows)
-    return out
-
-
-def _img_tag(path: Path, alt: str) -> str:
-    """Inline a PNG as a base64 data URI ``<img>`` tag."""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img src='data:image/png;base64,{data}' alt='{escape(alt)}'>"
-
-
-def _plots_section(images: Mapping[str, Path], captions: Mapping[str, str] | None = None) -> str:
-    """All plots inlined as data URIs, each in a figure with its caption (HTML) when given."""
-    captions = captions or {}
-    figures = []
-    for name, path in images.items():
-        caption = captions.get(name)
-        cap = f"<figcaption>{caption}</figcaption>" if caption else ""
-        figures.append(f"<figure>{_img_tag(path, name)}{cap}</figure>")
-    return f"<h2>Plots</h2><div class='plots'>{''.join(figures)}</div>"
+    return [
+        {
+            "name": str(name),
+            "header": [name, *before, "accuracy exact 95% CI", *after],
+            "rows": [
+                [
+                    _group_label(value, stats),
+                    *(stats.get(k) for k in before),
+                    _group_exact_ci(stats),
+                    *(stats.get(k) for k in after),
+                ]
+                for value, stats in cells.items()
+            ],
+        }
+        for name, cells in (m.get("breakdown") or {}).items()
+    ]
 
 
 def _band(metrics: Mapping[str, Any], meta: Mapping[str, Any]) -> float | None:
@@ -373,29 +285,24 @@ def _band(metrics: Mapping[str, Any], meta: Mapping[str, Any]) -> float | None:
     return None
 
 
-def _interval_caveats(m: Mapping[str, Any], keys: Sequence[tuple[str, str]]) -> str:
-    """Caveats (HTML) for the zero-width intervals among ``keys`` (metric key, display name)."""
+def _interval_caveats(m: Mapping[str, Any], keys: Sequence[tuple[str, str]]) -> list[Caveat]:
+    """Caveats for the zero-width intervals among ``keys`` (metric key, display name)."""
     out = []
     for key, name in keys:
-        ci = m.get(f"{key}_ci")
-        if m.get(key) is not None and is_zero_width(ci):
-            out.append(_caveat(f"{name} interval {_ci(ci)}: {ZERO_WIDTH_NOTE}."))
-    return " ".join(out)
-
-
-def _join(*parts: str) -> str:
-    """Join the non-empty caption parts with spaces."""
-    return " ".join(p for p in parts if p)
+        interval = m.get(f"{key}_ci")
+        if m.get(key) is not None and is_zero_width(interval):
+            out.append(Caveat(f"{name} interval {ci(interval)}: {ZERO_WIDTH_NOTE}."))
+    return out
 
 
 def _captions(
     m: Mapping[str, Any],
     meta: Mapping[str, Any],
     history: Sequence[Mapping[str, Any]] | None,
-) -> dict[str, str]:
-    """HTML captions per plot, with the caveats that belong next to each figure."""
+) -> dict[str, Rich]:
+    """Captions per plot, with the caveats that belong next to each figure."""
     t = m.get("threshold")
-    at_t = f"the operating threshold {_fmt(t, 2)}" if t is not None else "the threshold (unknown)"
+    at_t = f"the operating threshold {fmt(t, 2)}" if t is not None else "the threshold (unknown)"
     best = plots.best_epoch(history or [])
     best_text = (
         f"Dotted line: best epoch {best[0]:g} (lowest val loss, {best[1]:.3f})."
@@ -403,12 +310,12 @@ def _captions(
         else "No val loss recorded: no best epoch marked."
     )
     tprs = "; ".join(
-        f"{_tpr_name(fpr)} {_fmt(m.get(key))} {_ci(m.get(f'{key}_ci'))}".rstrip()
+        f"{_tpr_name(fpr)} {fmt(m.get(key))} {ci(m.get(f'{key}_ci'))}".rstrip()
         for key, fpr in FPR_TARGETS
     )
     roc_keys = [("roc_auc", "ROC-AUC")] + [(k, _tpr_name(f)) for k, f in FPR_TARGETS]
     few_reals = [
-        _caveat(f"{_tpr_name(fpr)}: {note}.")
+        Caveat(f"{_tpr_name(fpr)}: {note}.")
         for key, fpr in FPR_TARGETS
         if m.get(key) is not None and (note := _few_reals_note(m, fpr))
     ]
@@ -420,47 +327,42 @@ def _captions(
         else "no uncertain band recorded in metrics.json or meta.json, so only the threshold"
     )
     return {
-        "training_curves": escape(f"Loss and accuracy per epoch, train vs val. {best_text}"),
-        "confusion_matrix": escape(f"Confusion matrix at {at_t}."),
-        "roc": _join(
-            escape(
-                f"ROC on a linear and a log false-positive axis; the dot is {at_t}, the squares "
-                f"TPR at 1% and 5% FPR ({tprs})."
-            ),
-            _interval_caveats(m, roc_keys),
+        "training_curves": Rich.of(f"Loss and accuracy per epoch, train vs val. {best_text}"),
+        "confusion_matrix": Rich.of(f"Confusion matrix at {at_t}."),
+        "roc": Rich.of(
+            f"ROC on a linear and a log false-positive axis; the dot is {at_t}, the squares "
+            f"TPR at 1% and 5% FPR ({tprs}).",
+            *_interval_caveats(m, roc_keys),
             *few_reals,
         ),
-        "pr": _join(
-            escape(f"Precision-recall, fake = positive; the dot is {at_t}."),
-            _interval_caveats(m, [("average_precision", "Average precision")]),
+        "pr": Rich.of(
+            f"Precision-recall, fake = positive; the dot is {at_t}.",
+            *_interval_caveats(m, [("average_precision", "Average precision")]),
         ),
-        "reliability": _join(
-            escape(
-                "Reliability diagram: mean predicted P(fake) against the observed fraction of "
-                "fakes per bin (numbers: images per bin; whiskers: exact 95% intervals); "
-                f"ECE {_fmt(m.get('ece'))}."
-            ),
-            _caveat(ece_note) if ece_note else "",
+        "reliability": Rich.of(
+            "Reliability diagram: mean predicted P(fake) against the observed fraction of "
+            "fakes per bin (numbers: images per bin; whiskers: exact 95% intervals); "
+            f"ECE {fmt(m.get('ece'))}.",
+            Caveat(ece_note) if ece_note else None,
         ),
-        "score_histograms": escape(
+        "score_histograms": Rich.of(
             f"P(fake) for real and for fake images; dashed line: {at_t}; {band_text}."
         ),
-        "grid": escape("Example predictions, mistakes first (most confident mistakes first)."),
+        "grid": Rich.of("Example predictions, mistakes first (most confident mistakes first)."),
     }
 
 
-def _skipped_section(meta: Mapping[str, Any]) -> str:
-    """Table of files skipped while loading the data (first 200 shown)."""
+def _skipped(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Files skipped while loading the data (first 200 shown), or None when none was."""
     skipped = meta.get("skipped")
     if not isinstance(skipped, list) or not skipped:
-        return ""
+        return None
     rows = []
     for item in skipped[:MAX_SKIPPED_SHOWN]:
         item = item if isinstance(item, Mapping) else {"path": item}
         rows.append([str(item.get("path", "")), str(item.get("reason", ""))])
     shown = min(len(skipped), MAX_SKIPPED_SHOWN)
-    note = f"{len(skipped)} file(s) skipped; showing the first {shown}."
-    return f"<h2>Skipped files</h2><p>{escape(note)}</p>" + _table(["path", "reason"], rows)
+    return {"note": f"{len(skipped)} file(s) skipped; showing the first {shown}.", "rows": rows}
 
 
 def _fitted_once(history: Sequence[Mapping[str, Any]] | None) -> bool:
@@ -468,11 +370,11 @@ def _fitted_once(history: Sequence[Mapping[str, Any]] | None) -> bool:
     return bool(history) and len(history) == 1
 
 
-def _training_section(history: Sequence[Mapping[str, Any]] | None) -> str:
+def _training_note(history: Sequence[Mapping[str, Any]] | None) -> str | None:
     """For a detector fitted in one step (a probe has no epochs), what a curve would have been:
     a note that there is none, and the one record's losses and accuracies."""
     if not _fitted_once(history):
-        return ""
+        return None
     rec = history[0]
     how = (
         "The detector was fitted in one step (a probe has no epochs)"
@@ -480,46 +382,72 @@ def _training_section(history: Sequence[Mapping[str, Any]] | None) -> str:
         else "The detector was trained for one epoch"
     )
     parts = [
-        f"{name} loss {_fmt(rec.get(f'{split}_loss'))}, accuracy {_fmt(rec.get(f'{split}_acc'))}"
+        f"{name} loss {fmt(rec.get(f'{split}_loss'))}, accuracy {fmt(rec.get(f'{split}_acc'))}"
         for split, name in (("train", "Train"), ("val", "validation"))
         if rec.get(f"{split}_loss") is not None
     ]
     if isinstance(rec.get("C"), (int, float)):
         parts.append(f"regularisation strength C = {rec['C']:g}, chosen on validation")
-    text = f"{how}, so there is no training curve. " + "; ".join(parts) + "."
-    return f"<h2>Training</h2><p>{escape(text)}</p>"
+    return f"{how}, so there is no training curve. " + "; ".join(parts) + "."
 
 
-def _render_html(
-    title: str,
-    metrics: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    images: Mapping[str, Path],
-    captions: Mapping[str, str] | None = None,
-    history: Sequence[Mapping[str, Any]] | None = None,
-) -> str:
-    """Assemble the full HTML document."""
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    footer = f"Generated by fakescope {__version__} on {created}."
-    body = "".join(
+# --------------------------------------------------------------------------------------------
+# Robustness section (from the files `fakescope robustness` saves)
+# --------------------------------------------------------------------------------------------
+
+
+def robustness_rows(table: pd.DataFrame) -> list[list[str]]:
+    """The robustness table's display rows, one per condition."""
+    return [
         [
-            f"<h1>{escape(title)}</h1>",
-            _meta_section(meta),
-            _headline_section(metrics),
-            _warnings_section(metrics),
-            _classification_section(metrics),
-            _breakdown_section(metrics),
-            _training_section(history),
-            _plots_section(images, captions),
-            _skipped_section(meta),
-            f"<p class='muted'>{escape(footer)}</p>",
+            f"{r['perturbation']}: {r['description']}",
+            str(r["n"]),
+            with_ci(r, "auc"),
+            with_ci(r, "delta_auc", signed=True),
+            with_ci(r, "accuracy"),
+            with_ci(r, "delta_accuracy", signed=True),
+            num(r["real_acc"]),
+            num(r["fake_acc"]),
+            num(r["mean_score"]),
         ]
-    )
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{escape(title)}</title><style>{CSS}</style></head>"
-        f"<body>{body}</body></html>\n"
-    )
+        for r in table.to_dict("records")
+    ]
+
+
+def robustness_section(out: Path) -> dict[str, Any] | None:
+    """What the "Robustness" section shows, read from ``robustness.csv`` (the table),
+    ``robustness.json`` (the header facts and the notes) and ``robustness.png`` in ``out``;
+    None when there is no ``robustness.csv``."""
+    if not (out / ROBUSTNESS_CSV).is_file():
+        return None
+    saved = _read_json(out / ROBUSTNESS_JSON) or {}
+    plot = out / ROBUSTNESS_PNG
+    return {
+        "header": dict(saved.get("header") or {}),
+        "notes": [str(n) for n in saved.get("notes") or []],
+        "rows": robustness_rows(pd.read_csv(out / ROBUSTNESS_CSV)),
+        "plot": plot if plot.is_file() else None,
+    }
+
+
+def render_robustness_page(out_dir: str | Path) -> Path:
+    """Write the standalone ``robustness.html`` of ``out_dir`` from its saved robustness files.
+
+    Raises:
+        FileNotFoundError: If ``robustness.csv`` is missing.
+    """
+    out = Path(out_dir)
+    section = robustness_section(out)
+    if section is None:
+        raise FileNotFoundError(f"{out / ROBUSTNESS_CSV} not found")
+    path = out / ROBUSTNESS_HTML
+    atomic_write_text(path, render("robustness.html", robustness=section))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
 
 
 def _make_plots(
@@ -557,63 +485,86 @@ def _make_plots(
     return images
 
 
-def _render(
-    out: Path,
-    metrics: Mapping[str, Any],
-    predictions: pd.DataFrame,
-    history: Sequence[Mapping[str, Any]] | None,
-    meta: Mapping[str, Any] | None,
-    title: str,
-    image_loader: Callable[[str], Any] | None,
-) -> Path:
-    """Write the plots and ``report.html`` (not the data files) into ``out``."""
-    meta = meta or {}
-    band = _band(metrics, meta)
-    images = _make_plots(out, metrics, predictions, history, image_loader, band)
-    captions = _captions(metrics, meta, history)
-    report = out / REPORT_FILE
-    html = _render_html(title, metrics, meta, images, captions, history)
-    section = saved_section(out)
-    if section is not None:  # a robustness run's section survives a rebuild
-        html = splice_section(html, section)
-    atomic_write_text(report, html)
-    logger.info("wrote report %s", report)
-    return report
-
-
-def saved_section(out: Path) -> str | None:
-    """The robustness section ``fakescope robustness`` saved in ``out`` (None when none)."""
-    path = out / ROBUSTNESS_HTML
-    if not path.is_file():
-        return None
-    match = _SECTION.search(path.read_text(encoding="utf-8"))
-    return match.group(0) if match else None
-
-
-def splice_section(html: str, section: str) -> str:
-    """``html`` with its robustness section replaced by ``section``, or ``section`` added before
-    the footer (or the end) when it has none."""
-    if _SECTION.search(html):
-        return _SECTION.sub(lambda _: section, html, count=1)
-    anchor = html.find("<p class='muted'>Generated by")
-    if anchor < 0:
-        anchor = html.rfind("</body>")
-    return html + section if anchor < 0 else html[:anchor] + section + html[anchor:]
-
-
-def insert_section(report: str | Path, section: str) -> bool:
-    """Insert or replace the robustness section of an existing ``report.html`` (atomically);
-    True when the file existed and was updated."""
-    path = Path(report)
-    if not path.is_file():
-        return False
-    atomic_write_text(path, splice_section(path.read_text(encoding="utf-8"), section))
-    return True
+def _saved_plots(out: Path, history: Sequence[Mapping[str, Any]] | None) -> dict[str, Path]:
+    """The report's PNGs present in ``out``, in display order (no training curves unless the
+    history has more than one record)."""
+    images = {name: out / file for name, file in PLOT_FILES.items() if (out / file).is_file()}
+    if not history or _fitted_once(history):
+        images.pop("training_curves", None)
+    return images
 
 
 def _write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented UTF-8 JSON (non-JSON values via ``str``)."""
     path.write_text(json.dumps(obj, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    """Read a JSON file, or return None when it does not exist."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _require(out: Path, names: Sequence[str] = (METRICS_FILE, PREDICTIONS_FILE)) -> None:
+    """Raise FileNotFoundError unless ``out`` holds the files ``names`` (by default a run's
+    metrics and predictions)."""
+    for name in names:
+        if not (out / name).exists():
+            raise FileNotFoundError(f"{out / name} not found; cannot rebuild the report")
+
+
+def _saved_title(out: Path) -> str:
+    """The title saved with the report, or the default one."""
+    settings = _read_json(out / SETTINGS_FILE)
+    title = settings.get("title") if isinstance(settings, Mapping) else None
+    return str(title) if title else DEFAULT_TITLE
+
+
+def render_report(out_dir: str | Path, title: str | None = None) -> Path:
+    """Render ``report.html`` from the files saved in ``out_dir``, without redrawing a plot.
+
+    Reads ``metrics.json`` (required), ``meta.json`` and ``history.json`` (optional), the PNGs
+    present, and the robustness files when ``fakescope robustness`` wrote them there. Written
+    atomically.
+
+    Args:
+        out_dir: A report folder (:func:`write_report`).
+        title: Report title; default: the one saved with the report, else "fakescope report".
+
+    Returns:
+        Path of ``report.html``.
+
+    Raises:
+        FileNotFoundError: If ``metrics.json`` is missing.
+    """
+    out = Path(out_dir)
+    _require(out, [METRICS_FILE])
+    m = _read_json(out / METRICS_FILE)
+    meta = _read_json(out / META_FILE) or {}
+    history = _read_json(out / HISTORY_FILE)
+    captions = _captions(m, meta, history)
+    html = render(
+        "report.html",
+        title=title or _saved_title(out),
+        meta_rows=_meta_rows(meta),
+        headline=_headline(m),
+        metrics_warnings=[str(w) for w in m.get("warnings") or []],
+        classification=_classification_rows(m),
+        confusion=_confusion_rows(m),
+        breakdown=_breakdown(m),
+        min_group_n=MIN_GROUP_N,
+        small_groups_key=SMALL_GROUPS_KEY,
+        training=_training_note(history),
+        figures=[
+            {"name": name, "path": path, "caption": captions.get(name, Rich())}
+            for name, path in _saved_plots(out, history).items()
+        ],
+        skipped=_skipped(meta),
+        robustness=robustness_section(out),
+    )
+    report = out / REPORT_FILE
+    atomic_write_text(report, html)
+    logger.info("wrote report %s", report)
+    return report
 
 
 def write_report(
@@ -622,14 +573,14 @@ def write_report(
     predictions: pd.DataFrame,
     history: Sequence[Mapping[str, Any]] | None = None,
     meta: Mapping[str, Any] | None = None,
-    title: str = "fakescope report",
+    title: str = DEFAULT_TITLE,
     image_loader: Callable[[str], Any] | None = None,
 ) -> Path:
     """Write metrics, predictions, plots and a self-contained ``report.html``.
 
     Besides ``metrics.json``, ``predictions.csv``, the PNGs and ``report.html``,
-    ``history.json`` and ``meta.json`` are written when given, so that
-    :func:`rebuild_report` can reproduce the report later.
+    ``history.json`` and ``meta.json`` are written when given, and ``report.json`` holds the
+    title, so that :func:`rebuild_report` can reproduce the report later.
 
     Args:
         out_dir: Output folder (created if needed).
@@ -647,27 +598,26 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / METRICS_FILE, metrics)
     predictions.to_csv(out / PREDICTIONS_FILE, index=False)
-    if history:
-        _write_json(out / HISTORY_FILE, list(history))
-    if meta:
-        _write_json(out / META_FILE, dict(meta))
-    return _render(out, metrics, predictions, history, meta, title, image_loader)
+    for name, obj in ((HISTORY_FILE, list(history or [])), (META_FILE, dict(meta or {}))):
+        if obj:
+            _write_json(out / name, obj)
+        else:  # a report written again into the same folder must not show stale facts
+            (out / name).unlink(missing_ok=True)
+    _write_json(out / SETTINGS_FILE, {"title": title})
+    _make_plots(out, metrics, predictions, history, image_loader, _band(metrics, meta or {}))
+    return render_report(out, title)
 
 
-def _read_json(path: Path) -> Any:
-    """Read a JSON file, or return None when it does not exist."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def rebuild_report(out_dir: str | Path, title: str = "fakescope report") -> Path:
+def rebuild_report(out_dir: str | Path, title: str | None = None) -> Path:
     """Rebuild plots and ``report.html`` from the files already saved in ``out_dir``.
 
-    Reads ``metrics.json`` and ``predictions.csv`` (required) and ``history.json``
-    and ``meta.json`` (optional). The data files are not rewritten. No model needed.
+    Reads ``metrics.json`` and ``predictions.csv`` (required), ``history.json``,
+    ``meta.json`` and ``report.json`` (optional), and the robustness files when present. The
+    data files are not rewritten. No model needed.
 
     Args:
         out_dir: Folder written earlier by :func:`write_report`.
-        title: Report title.
+        title: Report title; default: the one saved with the report, else "fakescope report".
 
     Returns:
         Path of ``report.html``.
@@ -676,11 +626,10 @@ def rebuild_report(out_dir: str | Path, title: str = "fakescope report") -> Path
         FileNotFoundError: If ``metrics.json`` or ``predictions.csv`` is missing.
     """
     out = Path(out_dir)
-    for name in (METRICS_FILE, PREDICTIONS_FILE):
-        if not (out / name).exists():
-            raise FileNotFoundError(f"{out / name} not found; cannot rebuild the report")
+    _require(out)
     metrics = _read_json(out / METRICS_FILE)
     predictions = pd.read_csv(out / PREDICTIONS_FILE)
     history = _read_json(out / HISTORY_FILE)
     meta = _read_json(out / META_FILE) or {}
-    return _render(out, metrics, predictions, history, meta, title, None)
+    _make_plots(out, metrics, predictions, history, None, _band(metrics, meta))
+    return render_report(out, title)

@@ -25,14 +25,12 @@ png         screenshot-like PNG re-encode: lossless, so the pixels are unchanged
 
 from __future__ import annotations
 
-import base64
 import functools
 import io
+import json
 import logging
-import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +39,18 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFilter
 
-from fakescope.eval.metrics import compute_metrics, fast_auc
+from fakescope.eval.html import num, with_ci
+from fakescope.eval.measures import fast_auc
+from fakescope.eval.metrics import compute_metrics
 from fakescope.eval.report import (
+    METRICS_FILE,
     REPORT_FILE,
+    ROBUSTNESS_CSV,
     ROBUSTNESS_HTML,
-    SECTION_END,
-    SECTION_START,
-    insert_section,
+    ROBUSTNESS_JSON,
+    ROBUSTNESS_PNG,
+    render_report,
+    render_robustness_page,
 )
 from fakescope.eval.scoring import Perturbation, raw_logits
 from fakescope.models.detector import Detector
@@ -61,9 +64,11 @@ NOISE_SIGMA = 5.0
 SOCIAL_LONG_SIDE = 1080
 SOCIAL_QUALITY = 75
 MIN_SIDE = 1
-CSV_FILE = "robustness.csv"
+CSV_FILE = ROBUSTNESS_CSV
 SCORES_FILE = "robustness_scores.csv"
-PLOT_FILE = "robustness.png"
+PLOT_FILE = ROBUSTNESS_PNG
+#: The report header's facts (model, threshold, checkpoint, data, split) and the notes.
+JSON_FILE = ROBUSTNESS_JSON
 HTML_FILE = ROBUSTNESS_HTML
 _SEED = 0
 
@@ -336,22 +341,6 @@ def plot_robustness(table: pd.DataFrame, path: str | Path) -> Path:
     return out
 
 
-def _num(value: Any, digits: int = 3, signed: bool = False) -> str:
-    """A number, or ``n/a``."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _with_ci(row: Mapping[str, Any], key: str, signed: bool = False) -> str:
-    """``0.912 [0.880, 0.940]``."""
-    value, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
-    text = _num(value, signed=signed)
-    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
-        return text
-    return f"{text} [{_num(lo, signed=signed)}, {_num(hi, signed=signed)}]"
-
-
 def findings(table: pd.DataFrame) -> list[str]:
     """Plain-words lines for the conditions whose AUC or accuracy change is clear of noise."""
     out = []
@@ -365,68 +354,9 @@ def findings(table: pd.DataFrame) -> list[str]:
             verb = "lowers" if row[key] < 0 else "raises"
             out.append(
                 f"{row['description']} {verb} {what} by {abs(row[key]):.3f} "
-                f"(paired 95% CI {_num(lo, signed=True)} to {_num(hi, signed=True)})."
+                f"(paired 95% CI {num(lo, signed=True)} to {num(hi, signed=True)})."
             )
     return out
-
-
-def _table_html(table: pd.DataFrame) -> str:
-    """The robustness table as HTML."""
-    head = (
-        "<tr><th>perturbation</th><th>n</th><th>ROC-AUC [95% CI]</th><th>ΔAUC [paired CI]</th>"
-        "<th>accuracy [95% CI]</th><th>Δaccuracy [paired CI]</th><th>real acc</th>"
-        "<th>fake acc</th><th>mean P(fake)</th></tr>"
-    )
-    rows = []
-    for r in table.to_dict("records"):
-        cells = [
-            f"{r['perturbation']}: {r['description']}",
-            str(r["n"]),
-            _with_ci(r, "auc"),
-            _with_ci(r, "delta_auc", signed=True),
-            _with_ci(r, "accuracy"),
-            _with_ci(r, "delta_accuracy", signed=True),
-            _num(r["real_acc"]),
-            _num(r["fake_acc"]),
-            _num(r["mean_score"]),
-        ]
-        rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
-
-
-def section_html(
-    table: pd.DataFrame, plot: Path, notes: Sequence[str], meta: Mapping[str, Any]
-) -> str:
-    """The "Robustness" section (between its marker comments), with the plot inlined."""
-    img = base64.b64encode(Path(plot).read_bytes()).decode("ascii")
-    what = ", ".join(f"{k}: {escape(str(v))}" for k, v in meta.items())
-    parts = [
-        SECTION_START,
-        "<h2>Robustness</h2>",
-        f"<p class='muted'>{what}. Each perturbation is applied after decoding and before the "
-        "detector's preprocessing; Δ is against clean data on the same images, with a paired "
-        "bootstrap 95% interval. Accuracy uses the stored threshold.</p>",
-    ]
-    if notes:
-        items = "".join(f"<li>{escape(n)}</li>" for n in notes)
-        parts.append(f"<div class='warnings'><strong>Read with care</strong><ul>{items}</ul></div>")
-    parts += [
-        _table_html(table),
-        f"<div class='plots'><img src='data:image/png;base64,{img}' alt='robustness'></div>",
-        SECTION_END,
-    ]
-    return "\n".join(parts)
-
-
-def _standalone(section: str) -> str:
-    """A full HTML page around the section, styled like the evaluation report."""
-    from fakescope.eval.report import CSS
-
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>fakescope robustness</title><style>{CSS}</style></head><body>"
-        f"<h1>fakescope robustness report</h1>{section}</body></html>\n"
-    )
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -438,9 +368,9 @@ def format_table(table: pd.DataFrame) -> str:
     lines = [head, "-" * len(head)]
     for r in table.to_dict("records"):
         lines.append(
-            f"{r['perturbation']:<12} {r['n']:>5}  {_with_ci(r, 'auc'):<24} "
-            f"{_with_ci(r, 'delta_auc', signed=True):<27} {_with_ci(r, 'accuracy'):<24} "
-            f"{_num(r['delta_accuracy'], signed=True):>7}"
+            f"{r['perturbation']:<12} {r['n']:>5}  {with_ci(r, 'auc'):<24} "
+            f"{with_ci(r, 'delta_auc', signed=True):<27} {with_ci(r, 'accuracy'):<24} "
+            f"{num(r['delta_accuracy'], signed=True):>7}"
         )
     return "\n".join(lines)
 
@@ -484,8 +414,9 @@ def run_robustness(
     """Score a labelled set clean and under each perturbation; write the table, plot and HTML.
 
     Writes ``robustness.csv``, ``robustness_scores.csv`` (one score per image and condition),
-    ``robustness.png`` and ``robustness.html`` into ``out_dir``, and inserts (or replaces) a
-    "Robustness" section in ``out_dir/report.html`` when that file exists.
+    ``robustness.png``, ``robustness.json`` (the header facts and notes) and ``robustness.html``
+    into ``out_dir``; when ``out_dir`` holds a run's report (``report.html`` and
+    ``metrics.json``), renders it again with its "Robustness" section.
 
     Args:
         detector: Any fakescope detector; accuracy uses ``detector.spec.threshold``.
@@ -551,7 +482,8 @@ def _write_outputs(
     detector: Detector,
     meta: Mapping[str, Any],
 ) -> None:
-    """Write the CSVs, the plot, the standalone HTML and the report section."""
+    """Write the CSVs, the plot, the notes, the standalone HTML, and render the run's report
+    again (with its robustness section) when ``out`` holds one."""
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / CSV_FILE, index=False)
     long = pd.concat(
@@ -569,9 +501,19 @@ def _write_outputs(
         ignore_index=True,
     )
     long.to_csv(out / SCORES_FILE, index=False)
-    plot = plot_robustness(table, out / PLOT_FILE)
+    plot_robustness(table, out / PLOT_FILE)
     header = {"model": detector.spec.arch, "threshold": f"{detector.spec.threshold:.3f}", **meta}
-    section = section_html(table, plot, notes, header)
-    atomic_write_text(out / HTML_FILE, _standalone(section))
-    if insert_section(out / REPORT_FILE, section):
+    doc = {"header": {str(k): str(v) for k, v in header.items()}, "notes": list(notes)}
+    atomic_write_text(out / JSON_FILE, json.dumps(doc, indent=2, ensure_ascii=False))
+    render_robustness_page(out)
+    if not (out / REPORT_FILE).is_file():
+        return
+    if (out / METRICS_FILE).is_file():  # a run's report: render it again, with the section
+        render_report(out)
         logger.info("added the robustness section to %s", out / REPORT_FILE)
+    else:
+        logger.warning(
+            "%s has no %s: cannot render its report again with the robustness section",
+            out,
+            METRICS_FILE,
+        )

@@ -35,7 +35,8 @@ import pandas as pd
 
 from fakescope.data.corpus import MODERN_GENERATORS, excluded, resampling_units
 from fakescope.data.protocol_sets import is_photo_prompt
-from fakescope.eval.metrics import expected_calibration_error, fast_auc, grouped_bootstrap_ci
+from fakescope.eval.intervals import grouped_bootstrap_ci
+from fakescope.eval.measures import expected_calibration_error, fast_auc
 from fakescope.train.families import CorpusFeatures, Family, Fitted, fit_family
 
 logger = logging.getLogger(__name__)

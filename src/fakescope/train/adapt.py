@@ -599,7 +599,7 @@ def _select(
 ) -> tuple[float, list[float]]:
     """The strength with the best pooled out-of-fold AUC over ``rows`` (ties: the stronger
     pull), and every strength's AUC; the parent (infinite) when they are too few groups."""
-    from fakescope.eval.metrics import fast_auc
+    from fakescope.eval.measures import fast_auc
 
     sub = _subproblem(p, rows)
     y = sub.y.astype(int)
@@ -627,7 +627,8 @@ def _choose(p: _Problem, groups: np.ndarray, seed: int) -> tuple[float, dict[str
     interval, resampled by group, above 0.5: a "new source" no different from the photos, or a
     mix that the correction cannot separate, gives no gain, however the strengths happen to
     rank."""
-    from fakescope.eval.metrics import fast_auc, grouped_bootstrap_ci
+    from fakescope.eval.intervals import grouped_bootstrap_ci
+    from fakescope.eval.measures import fast_auc
 
     y = p.y.astype(int)
     everything = np.ones(len(y), bool)
@@ -679,7 +680,7 @@ def _gains(cv: dict[str, Any]) -> bool:
 def known_auc(store: ReferenceRows, dw: np.ndarray, db: float) -> dict[str, Any]:
     """AUC on the reference check rows before and after: pooled, and per fake source against
     every check real."""
-    from fakescope.eval.metrics import fast_auc
+    from fakescope.eval.measures import fast_auc
 
     rows = store.check
     before = store.logit[rows].astype(np.float64)
