@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-all lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,16 @@ demo: $(VENV)/.installed
 	$(BIN)/fakescope demo --out demo-run
 	@echo "open demo-run/run/report/report.html"
 
+# One pytest worker per CPU (pytest-xdist; each keeps to its CPU, see tests/helpers.pin_worker).
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
+
+# Everything: the tests, the long fuzz (-m slow) and three minutes of server soak.
+test-all: $(VENV)/.dev-installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "slow or not slow"
+	$(BIN)/python bench/soak.py --duration 180
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench

@@ -9,7 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 
-from .helpers import SHARED, make_seed_layout  # noqa: F401 (SHARED: for the fixtures)
+
+from .helpers import SHARED, make_seed_layout, pin_worker  # noqa: F401 (SHARED: for the fixtures)
+
+pin_worker()
 
 
 @pytest.fixture

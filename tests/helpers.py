@@ -4,7 +4,9 @@ Tests import from here, never from one another."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -306,3 +308,37 @@ def a_row(**fields: Any) -> Any:
         time_ms=1.0,
     )
     return Prediction(**{**base, **fields})
+
+
+# `make test` runs the suite in parallel (pytest-xdist, one worker per CPU). Each worker keeps to a
+# CPU of its own, and torch and onnxruntime size their thread pools to it (utils.cpu_count), so
+# the workers do not fight over the cores; work that runs several processes lifts it (all_cpus).
+_AFFINITY: set[int] | None = None
+
+
+def pin_worker() -> None:
+    """Keep an xdist worker (``gw0``, ``gw1``...) to one CPU; nothing outside xdist."""
+    global _AFFINITY
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        _AFFINITY = set(cpus)
+        os.sched_setaffinity(0, {cpus[int(worker[2:]) % len(cpus)]})
+        os.environ["OMP_NUM_THREADS"] = "1"
+
+
+@contextlib.contextmanager
+def all_cpus() -> Iterator[None]:
+    """Every CPU the worker had before :func:`pin_worker`, for processes started inside (a Ray
+    cluster, torchrun's ranks)."""
+    if _AFFINITY is None:
+        yield
+        return
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, _AFFINITY)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned)

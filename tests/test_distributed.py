@@ -25,7 +25,7 @@ import torch
 from fakescope.cli import main
 from fakescope.models.checkpoint import read_tensors
 
-from .helpers import make_seed_layout
+from .helpers import all_cpus, make_seed_layout
 
 EPOCHS = 3
 FAST = [
@@ -86,7 +86,8 @@ def _torchrun(data: Path, out: Path, *extra: str, nproc: int = 2) -> subprocess.
     shutil.rmtree(before, ignore_errors=True)
     if out.exists():
         shutil.copytree(out, before)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    with all_cpus():
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     if proc.returncode != 0 and _GLOO_ABORT in proc.stderr:
         # A rank aborted in C++ (std::terminate): seen about once in ten runs on a loaded 2-core
         # machine, in training or at teardown, cause not found (gloo's worker threads are a known
@@ -95,7 +96,8 @@ def _torchrun(data: Path, out: Path, *extra: str, nproc: int = 2) -> subprocess.
         shutil.rmtree(out, ignore_errors=True)
         if before.exists():
             shutil.copytree(before, out)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        with all_cpus():
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     shutil.rmtree(before, ignore_errors=True)
     assert proc.returncode == 0, f"torchrun exited {proc.returncode}:\n{proc.stderr[-3000:]}"
     return proc

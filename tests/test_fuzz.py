@@ -117,3 +117,31 @@ def test_fuzz_finding_failed_rewind_is_a_video_error(workdir: Path) -> None:
         assert e.reason
     else:
         assert all(f.image.mode == "RGB" for f in frames)
+
+
+# ------------------------------------------------- the long run (make test-all: -m slow included)
+LONG = settings(FUZZ, max_examples=2000)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@LONG
+@given(case=fz.mutated(IMAGE_SEEDS))
+def test_long_fuzz_of_images(workdir: Path, case: tuple[str, bytes]) -> None:
+    name, data = case
+    path = workdir / f"long{Path(name).suffix}"
+    path.write_bytes(data)
+    with fz.time_limit(fz.CASE_TIMEOUT_S):
+        fz.check_image_case(path)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@LONG
+@given(case=fz.mutated(VIDEO_SEEDS), mode=st.sampled_from(("uniform", "interval", "keyframes")))
+def test_long_fuzz_of_videos(workdir: Path, case: tuple[str, bytes], mode: str) -> None:
+    name, data = case
+    path = workdir / f"longclip{Path(name).suffix}"
+    path.write_bytes(data)
+    with fz.time_limit(fz.CASE_TIMEOUT_S):
+        fz.check_video_case(path, mode)

@@ -29,14 +29,15 @@ from fakescope.scan.ray_scan import (
     scan,
 )
 
-from .helpers import TINY_MODEL, synthetic_image
+from .helpers import TINY_MODEL, all_cpus, synthetic_image
 
 
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'fakescope[ray]')")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        with all_cpus():  # Ray's processes are started here and keep what they were given
+            ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     except Exception as e:  # no shared memory, no sockets, ...
         pytest.skip(f"a local Ray cluster cannot start here: {type(e).__name__}: {e}")
     yield ray

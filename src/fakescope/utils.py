@@ -140,6 +140,15 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity, as in a container or under ``taskset``),
+    not every CPU of the machine; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def cache_root() -> Path:
     """The user cache folder: ``$FAKESCOPE_CACHE`` when set, else ``~/.cache/fakescope``."""
     env = os.environ.get("FAKESCOPE_CACHE")

@@ -24,7 +24,7 @@ from fakescope.embed.base import (
 )
 from fakescope.embed.deltas import Delta, deltas_digest
 from fakescope.embed.quant import Ranges, RangesError, find_ranges, fix_scales, ranges_digest
-from fakescope.utils import file_digest
+from fakescope.utils import cpu_count, file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def _open_session(path: Path, threads: int | None, model: bytes | None = None) -
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    opts.intra_op_num_threads = int(threads or cpu_count())
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from fakescope.utils import cpu_count
+
 #: tensor name -> (low, high) of the activations entering an int8 matmul
 Ranges = dict[str, tuple[float, float]]
 RANGES_FORMAT = "fakescope.activation-ranges/1"
@@ -177,11 +179,10 @@ def find_ranges(encoder: Path, sha256: str) -> Ranges | None:
 def _session(model: bytes, threads: int | None) -> Any:
     """An onnxruntime CPU session on serialised model bytes (this module sits below
     :mod:`fakescope.embed.backbones`, whose sessions add the file name to errors)."""
-    import os
 
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    opts.intra_op_num_threads = int(threads or cpu_count())
     opts.log_severity_level = 3
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from fakescope.infer.backends import DetectorRef, as_ref, open_detector, resolve
 from fakescope.infer.predictor import VideoOptions
 from fakescope.infer.row import NESTED_FIELDS, Prediction
-from fakescope.utils import atomic_write, atomic_write_text
+from fakescope.utils import atomic_write, atomic_write_text, cpu_count
 from fakescope.zoo import is_builtin
 
 logger = logging.getLogger(__name__)
@@ -510,7 +510,7 @@ def scan(
     written, verdicts, t1 = 0, {}, time.perf_counter()
     timing: dict[str, float] = {}
     if todo:
-        cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(actors * cpus_per_actor))
+        cpus = num_cpus or max(cpu_count(), math.ceil(actors * cpus_per_actor))
         started = connect(address, cpus)
         t1 = time.perf_counter()
         kwargs = {
