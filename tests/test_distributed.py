@@ -131,7 +131,6 @@ def single(data: Path) -> Path:
     return out
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(data: Path, single: Path) -> None:
     out = data.parent / "two"
     proc = _torchrun(data, out, "--epochs", str(EPOCHS))
@@ -154,7 +153,6 @@ def test_two_processes_match_one(data: Path, single: Path) -> None:
     assert len(pd.read_csv(out / "splits.csv")) == len(pd.read_csv(single / "splits.csv"))
 
 
-@pytest.mark.slow
 def test_resume_on_another_world_size(
     data: Path, single: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

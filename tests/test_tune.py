@@ -105,7 +105,6 @@ def test_a_file_that_is_not_a_tower_is_refused_by_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared
-@pytest.mark.slow
 def test_shipped_int8_file_rebuilds_with_the_right_mapping() -> None:
     """Blocks 1-6 of the rebuilt ViT-B/16 agree with the int8 file (a wrong mapping breaks block
     1); later blocks drift with the int8 file's activation error, so they are not checked."""

@@ -206,7 +206,6 @@ def test_a_closed_stdout_ends_quietly(args: tuple[str, ...]) -> None:
 
 
 @pytest.mark.shared
-@pytest.mark.slow
 def test_default_builtin_exports_to_one_onnx_file_with_the_same_scores(
     clip_weights, tmp_path
 ) -> None:
