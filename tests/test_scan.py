@@ -150,7 +150,7 @@ def test_scan_of_a_manifest_on_the_dev_set(ray_session, ckpt: Path, shared_data:
     )
     paths = list_inputs(manifest)
     assert [Path(p).resolve() for p in paths] == [(shared_data / p).resolve() for p in pick["path"]]
-    result = scan(manifest, tmp_path / "out", ckpt, actors=2, batch_size=8, part_size=10)
+    result = scan(manifest, tmp_path / "out", ckpt, actors=1, batch_size=8, part_size=10)
     assert (result.n_parts, result.errors) == (3, 0)
     predicted = fakescope.predict(paths, detector=ckpt, batch_size=8)
     _assert_same_rows(read_scan_rows(tmp_path / "out"), predicted)
