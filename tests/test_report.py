@@ -394,6 +394,9 @@ def test_rebuild_keeps_the_robustness_section_and_the_title(
     assert section.count(DATA_URI) == 1 and "<li>note &lt;script&gt;" in section
     assert "<script" not in html
     assert "<title>other</title>" in rebuild_report(out, title="other").read_text()
+    # a new evaluation into the folder drops the earlier one's robustness results
+    html = write_report(out, _metrics(predictions), predictions).read_text(encoding="utf-8")
+    assert "<h2>Robustness</h2>" not in html and not list(out.glob("robustness*"))
 
 
 def test_hostile_names_are_escaped(tmp_path: Path, predictions: pd.DataFrame) -> None:

@@ -39,6 +39,8 @@ ROBUSTNESS_CSV = "robustness.csv"
 ROBUSTNESS_JSON = "robustness.json"
 ROBUSTNESS_PNG = "robustness.png"
 ROBUSTNESS_HTML = "robustness.html"
+#: What ``fakescope robustness`` adds to a report folder.
+ROBUSTNESS_FILES = (ROBUSTNESS_CSV, ROBUSTNESS_JSON, ROBUSTNESS_PNG, ROBUSTNESS_HTML)
 MAX_SKIPPED_SHOWN = 200
 
 PLOT_FILES = {
@@ -580,7 +582,8 @@ def write_report(
 
     Besides ``metrics.json``, ``predictions.csv``, the PNGs and ``report.html``,
     ``history.json`` and ``meta.json`` are written when given, and ``report.json`` holds the
-    title, so that :func:`rebuild_report` can reproduce the report later.
+    title, so that :func:`rebuild_report` can reproduce the report later. Robustness results of an
+    earlier evaluation in the same folder are removed: they describe what this one replaces.
 
     Args:
         out_dir: Output folder (created if needed).
@@ -603,6 +606,11 @@ def write_report(
             _write_json(out / name, obj)
         else:  # a report written again into the same folder must not show stale facts
             (out / name).unlink(missing_ok=True)
+    stale = [n for n in ROBUSTNESS_FILES if (out / n).is_file()]
+    for name in stale:  # robustness results describe the evaluation this one replaces
+        (out / name).unlink()
+    if stale:
+        logger.info("%s: removed the earlier robustness results (%s)", out, ", ".join(stale))
     _write_json(out / SETTINGS_FILE, {"title": title})
     _make_plots(out, metrics, predictions, history, image_loader, _band(metrics, meta or {}))
     return render_report(out, title)

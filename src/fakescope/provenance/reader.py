@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from fakescope.data.images import file_problem
-from fakescope.data.video import VIDEO_EXTENSIONS
+from fakescope.data.video.media import VIDEO_EXTENSIONS
 from fakescope.provenance.c2pa import read_c2pa
 from fakescope.provenance.evidence import Evidence, Provenance, describe
 from fakescope.provenance.metadata import exif_evidence, png_evidence, xmp_evidence

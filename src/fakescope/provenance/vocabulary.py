@@ -10,7 +10,6 @@ import re
 
 from fakescope.provenance.evidence import Evidence, shorten
 
-_IPTC_VOCABULARY = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 # IPTC digital source types (https://cv.iptc.org/newscodes/digitalsourcetype/): (ai, means).
 _SOURCE_TYPES: dict[str, tuple[bool, str]] = {
     "trainedalgorithmicmedia": (True, "declares AI generation (trained algorithmic media)"),
