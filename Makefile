@@ -2,6 +2,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
+# pytest workers: the CPUs this process may use, at most 4 (each worker holds its own torch)
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))" 2>/dev/null || echo 2)
 
 .PHONY: demo test test-all lint bench clean
 
@@ -21,15 +23,15 @@ demo: $(VENV)/.installed
 	$(BIN)/fakescope demo --out demo-run
 	@echo "open demo-run/run/report/report.html"
 
-# One pytest worker per CPU (pytest-xdist; each keeps to its CPU, see tests/helpers.pin_worker).
+# One pytest worker per CPU, up to 4 (pytest-xdist; each keeps to its CPU, see tests/helpers.pin_worker).
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Everything: the tests, the long fuzz (-m slow) and three minutes of server soak.
 test-all: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "slow or not slow"
 	$(BIN)/python bench/soak.py --duration 180
 
 lint: $(VENV)/.dev-installed
