@@ -317,10 +317,11 @@ _AFFINITY: set[int] | None = None
 
 
 def pin_worker() -> None:
-    """Keep an xdist worker (``gw0``, ``gw1``...) to one CPU; nothing outside xdist."""
+    """Keep each of several xdist workers (``gw0``, ``gw1``...) to one CPU; nothing otherwise."""
     global _AFFINITY
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or workers < 2 or not hasattr(os, "sched_setaffinity"):
         return
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) > 1:
