@@ -26,6 +26,8 @@ from PIL import Image
 from fakescope.data.images import ImageLoadError, check_image, decode_item, load_image
 from fakescope.data.video import VideoError, probe_video, sample_frames
 
+from .helpers import encoder
+
 FUZZ_MAX_PIXELS = 4_000_000  # keeps a mutated header from making every case a 100 MP decode
 CASE_TIMEOUT_S = 10.0
 BOUNDARY_VALUES = (
@@ -112,19 +114,6 @@ def _write_clip(path: Path, codec: str, fmt: str) -> None:
             frame.pts, frame.time_base = i * 100, Fraction(1, 1000)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
-
-
-def encoder(*names: str) -> str | None:
-    """The first of ``names`` this PyAV can encode with (None: none of them)."""
-    import av
-
-    for name in names:
-        try:
-            av.codec.Codec(name, "w")
-        except Exception:
-            continue
-        return name
-    return None
 
 
 def video_seeds() -> dict[str, bytes]:

@@ -85,18 +85,27 @@ def build_tiny_encoder(path: Path, with_hidden: bool = True) -> Path:
 CLIP_W, CLIP_H = 64, 48
 
 
-def has_encoder(name: str) -> bool:
+def encoder(*names: str) -> str | None:
+    """The first of ``names`` this PyAV can encode with (None: none of them, or no PyAV)."""
     try:
         import av
+    except ImportError:
+        return None
+    for name in names:
+        try:
+            av.codec.Codec(name, "w")
+        except Exception:
+            continue
+        return name
+    return None
 
-        av.codec.Codec(name, "w")
-    except Exception:
-        return False
-    return True
+
+def has_encoder(name: str) -> bool:
+    return encoder(name) is not None
 
 
-MP4_CODEC = next((c for c in ("libx264", "mpeg4") if has_encoder(c)), None)
-WEBM_CODEC = next((c for c in ("libvpx-vp9", "libvpx") if has_encoder(c)), None)
+MP4_CODEC = encoder("libx264", "mpeg4")
+WEBM_CODEC = encoder("libvpx-vp9", "libvpx")
 
 
 def frame_level(i: int) -> int:

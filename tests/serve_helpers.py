@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .helpers import synthetic_image
+from .helpers import encoder, synthetic_image
 
 W, H = 64, 48
 
@@ -62,17 +62,7 @@ def bomb_png_bytes(w: int = 30000, h: int = 30000) -> bytes:
 
 def mp4_codec() -> str | None:
     """``libx264`` or ``mpeg4``, whichever this PyAV can encode (None: neither)."""
-    try:
-        import av
-    except ImportError:
-        return None
-    for name in ("libx264", "mpeg4"):
-        try:
-            av.codec.Codec(name, "w")
-        except Exception:
-            continue
-        return name
-    return None
+    return encoder("libx264", "mpeg4")
 
 
 def write_mp4(path: Path, seconds: float = 1.0, fps: int = 10) -> Path:

@@ -200,6 +200,7 @@ def _bench_imports() -> dict[str, list[ast.ImportFrom | ast.Import]]:
 
 def test_bench_imports_resolve_are_acyclic_and_write_no_shipped_file() -> None:
     import importlib
+    import importlib.util
 
     imports = _bench_imports()
     graph: dict[str, set[str]] = {name: set() for name in imports}

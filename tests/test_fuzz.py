@@ -35,6 +35,24 @@ VIDEO_SEEDS = fz.video_seeds()
 IMAGE_SUFFIXES = sorted({Path(name).suffix for name in IMAGE_SEEDS} | {".heic", ".ppm"})
 
 
+def _image_case(workdir: Path, case: tuple[str, bytes]) -> None:
+    """One mutated image through the loaders: loads, or fails with ImageLoadError, in time."""
+    name, data = case
+    path = workdir / f"case{Path(name).suffix}"
+    path.write_bytes(data)
+    with fz.time_limit(CASE_TIMEOUT_S):
+        fz.check_image_case(path)
+
+
+def _video_case(workdir: Path, case: tuple[str, bytes], mode: str) -> None:
+    """One mutated clip through probing and sampling: frames, or a VideoError, in time."""
+    name, data = case
+    path = workdir / f"clip{Path(name).suffix}"
+    path.write_bytes(data)
+    with fz.time_limit(CASE_TIMEOUT_S):
+        fz.check_video_case(path, mode)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
@@ -44,11 +62,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @FUZZ
 @given(case=fz.mutated(IMAGE_SEEDS))
 def test_fuzz_mutated_images(workdir: Path, case: tuple[str, bytes]) -> None:
-    name, data = case
-    path = workdir / f"case{Path(name).suffix}"
-    path.write_bytes(data)
-    with fz.time_limit(CASE_TIMEOUT_S):
-        fz.check_image_case(path)
+    _image_case(workdir, case)
 
 
 @pytest.mark.filterwarnings("ignore")
@@ -65,11 +79,7 @@ def test_fuzz_random_bytes_as_images(workdir: Path, data: bytes, suffix: str) ->
 @FUZZ
 @given(case=fz.mutated(VIDEO_SEEDS), mode=st.sampled_from(("uniform", "interval", "keyframes")))
 def test_fuzz_mutated_videos(workdir: Path, case: tuple[str, bytes], mode: str) -> None:
-    name, data = case
-    path = workdir / f"clip{Path(name).suffix}"
-    path.write_bytes(data)
-    with fz.time_limit(CASE_TIMEOUT_S):
-        fz.check_video_case(path, mode)
+    _video_case(workdir, case, mode)
 
 
 def test_video_seeds_are_valid(workdir: Path) -> None:
@@ -128,11 +138,7 @@ LONG = settings(FUZZ, max_examples=2000)
 @LONG
 @given(case=fz.mutated(IMAGE_SEEDS))
 def test_long_fuzz_of_images(workdir: Path, case: tuple[str, bytes]) -> None:
-    name, data = case
-    path = workdir / f"long{Path(name).suffix}"
-    path.write_bytes(data)
-    with fz.time_limit(fz.CASE_TIMEOUT_S):
-        fz.check_image_case(path)
+    _image_case(workdir, case)
 
 
 @pytest.mark.slow
@@ -140,8 +146,4 @@ def test_long_fuzz_of_images(workdir: Path, case: tuple[str, bytes]) -> None:
 @LONG
 @given(case=fz.mutated(VIDEO_SEEDS), mode=st.sampled_from(("uniform", "interval", "keyframes")))
 def test_long_fuzz_of_videos(workdir: Path, case: tuple[str, bytes], mode: str) -> None:
-    name, data = case
-    path = workdir / f"longclip{Path(name).suffix}"
-    path.write_bytes(data)
-    with fz.time_limit(fz.CASE_TIMEOUT_S):
-        fz.check_video_case(path, mode)
+    _video_case(workdir, case, mode)

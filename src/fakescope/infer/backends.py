@@ -109,11 +109,6 @@ class ResolvedDetector:
     meta: dict[str, Any] | None
     backbone_path: str | None
 
-    @property
-    def amp(self) -> str:
-        """The autocast mode to run it with (see :attr:`DetectorRef.amp`)."""
-        return self.ref.amp
-
 
 def as_ref(
     detector: DetectorRef | str | Path,
