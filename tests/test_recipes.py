@@ -342,3 +342,16 @@ def test_recipe_names_what_it_needs(tmp_path: Path, capsys) -> None:
     other.write_bytes(b"not the tower")
     argv = ["recipe", "clip-tower-reference", "--backbone-path", str(other), "--out", "r.npz"]
     assert main(argv) != 0 and "not the original tower file" in capsys.readouterr().err
+    for content, reason in (
+        (None, "cannot read it"),
+        ("{oops", "not a JSON file"),
+        ("[1]", "object"),
+    ):
+        row = tmp_path / "row.json"
+        row.unlink(missing_ok=True)
+        if content is not None:
+            row.write_text(content)
+        argv = ["recipe", "clip-layers", "--corpus", "c", "--out", "x", "--protocol", str(row)]
+        assert main(argv) != 0
+        err = capsys.readouterr().err
+        assert f"--protocol {row}" in err and reason in err, err

@@ -208,6 +208,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 
     if not args.corpus and args.name != "clip-tower-reference":
         raise ValueError(f"recipe {args.name} needs --corpus (made by `fakescope corpus`)")
+    protocol = _protocol_row(args.protocol) if args.protocol else None  # before any work
     tower = args.backbone_path or str(ensure_file(next(iter(WEIGHT_RECIPES)), None))
     if args.name == "clip-tower-reference":
         print(f"wrote {tower_reference(tower, args.out)}")
@@ -216,11 +217,24 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     if args.name == "clip-tower-ranges":
         print(f"wrote {calibrate_tower(corpus, tower, args.out)}")
         return EXIT_OK
-    extra = {"protocol": json.loads(Path(args.protocol).read_text())} if args.protocol else None
+    extra = {"protocol": protocol} if protocol is not None else None
     feats = CorpusFeatures(corpus, tower, args.cache_dir or default_cache_dir(), args.workers)
     path = build(RECIPES[args.name], feats, args.out, extra)
     print(f"wrote {path}")
     return EXIT_OK
+
+
+def _protocol_row(path: str) -> dict:
+    """The bench row ``--protocol`` names: a JSON object, or a clear error naming the file."""
+    try:
+        row = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"--protocol {path}: cannot read it ({e.strerror or e})") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--protocol {path}: not a JSON file ({e})") from e
+    if not isinstance(row, dict):
+        raise ValueError(f"--protocol {path}: expected a JSON object (a bench/heldout.py row)")
+    return row
 
 
 def _add_adapt(sub: argparse._SubParsersAction) -> None:
