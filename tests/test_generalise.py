@@ -10,6 +10,7 @@ import pytest
 from fakescope.cli import main
 from fakescope.data.manifest import build_manifest
 from fakescope.eval.generalise import format_table, summary_row
+from fakescope.eval.result import Metrics
 
 from .helpers import build_tiny_encoder
 
@@ -82,20 +83,23 @@ def test_evaluate_many_prints_one_row_per_dataset(
 
 
 def test_summary_row_intervals() -> None:
-    m = {
-        "n": 40,
-        "n_real": 20,
-        "n_fake": 20,
-        "roc_auc": 0.9,
-        "roc_auc_ci": [0.8, 0.97],
-        "average_precision": 0.88,
-        "average_precision_ci": [0.7, 0.95],
-        "accuracy": 0.85,
-        "accuracy_ci": [0.72, 0.95],
-        "real_acc": 0.9,
-        "fake_acc": 0.8,
-    }
+    m = Metrics(
+        **{
+            "n": 40,
+            "n_real": 20,
+            "n_fake": 20,
+            "roc_auc": 0.9,
+            "roc_auc_ci": [0.8, 0.97],
+            "average_precision": 0.88,
+            "average_precision_ci": [0.7, 0.95],
+            "accuracy": 0.85,
+            "accuracy_ci": [0.72, 0.95],
+            "real_acc": 0.9,
+            "fake_acc": 0.8,
+        }
+    )
     row = summary_row("x", m)
+    assert row["auc_ci"] == [0.8, 0.97]  # a list, as summary.csv has always shown it
     assert row["real_acc_ci"][0] < 0.9 < row["real_acc_ci"][1]
     assert "0.900 [0.800, 0.970]" in format_table([row])
 

@@ -32,9 +32,9 @@ from fakescope.eval.measures import (
 from fakescope.eval.metrics import (
     SMALL_GROUPS_KEY,
     compute_metrics,
-    format_summary,
     small_groups_key,
 )
+from fakescope.eval.summary_text import format_summary
 
 N_BOOT = 200
 
@@ -53,27 +53,27 @@ def test_matches_sklearn(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Non
     y, s, _ = data
     m = compute_metrics(y, s, n_boot=N_BOOT)
     pred = (s >= 0.5).astype(int)
-    assert m["n"] == 300 and m["n_real"] + m["n_fake"] == 300
-    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
-    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
-    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s))
-    assert m["average_precision"] == pytest.approx(average_precision_score(y, s))
+    assert m.n == 300 and m.n_real + m.n_fake == 300
+    assert m.accuracy == pytest.approx(accuracy_score(y, pred))
+    assert m.balanced_accuracy == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m.roc_auc == pytest.approx(roc_auc_score(y, s))
+    assert m.average_precision == pytest.approx(average_precision_score(y, s))
     cm = confusion_matrix(y, pred, labels=[0, 1])
-    assert m["confusion_matrix"] == cm.tolist()
-    assert m["real_acc"] == pytest.approx(cm[0, 0] / cm[0].sum())
-    assert m["fake_acc"] == pytest.approx(cm[1, 1] / cm[1].sum())
+    assert m.confusion_matrix == cm.tolist()
+    assert m.real_acc == pytest.approx(cm[0, 0] / cm[0].sum())
+    assert m.fake_acc == pytest.approx(cm[1, 1] / cm[1].sum())
     expected = classification_report(
         y, pred, labels=[0, 1], target_names=["real", "fake"], output_dict=True, zero_division=0
     )
-    got = m["classification_report"]
+    got = m.classification_report
     assert set(got) == set(expected)
     for key, value in expected.items():
         if isinstance(value, dict):
             assert got[key] == pytest.approx(value), key
         else:
             assert got[key] == pytest.approx(value), key
-    assert "precision" in m["classification_report_text"]
-    assert m["log_loss"] > 0 and 0 < m["brier"] < 1
+    assert "precision" in m.classification_report_text
+    assert m.log_loss > 0 and 0 < m.brier < 1
 
 
 def test_threshold_respected(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
@@ -81,20 +81,25 @@ def test_threshold_respected(data: tuple[np.ndarray, np.ndarray, np.ndarray]) ->
     for threshold in (0.3, 0.7):
         m = compute_metrics(y, s, threshold=threshold, n_boot=N_BOOT)
         pred = (s >= threshold).astype(int)
-        assert m["threshold"] == threshold
-        assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
-        assert m["confusion_matrix"] == confusion_matrix(y, pred, labels=[0, 1]).tolist()
-    assert compute_metrics([1], [0.5], threshold=0.5, n_boot=10)["accuracy"] == 1.0
+        assert m.threshold == threshold
+        assert m.accuracy == pytest.approx(accuracy_score(y, pred))
+        assert m.confusion_matrix == confusion_matrix(y, pred, labels=[0, 1]).tolist()
+    assert compute_metrics([1], [0.5], threshold=0.5, n_boot=10).accuracy == 1.0
 
 
 def test_intervals_contain_estimate(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     y, s, _ = data
     m = compute_metrics(y, s, n_boot=N_BOOT)
-    for key in ("accuracy", "roc_auc", "average_precision"):
-        lo, hi = m[f"{key}_ci"]
-        assert lo <= m[key] <= hi and lo < hi
-    lo, hi = m["accuracy_exact_ci"]
-    assert 0 <= lo <= m["accuracy"] <= hi <= 1
+    for value, ci in (
+        (m.accuracy, m.accuracy_ci),
+        (m.roc_auc, m.roc_auc_ci),
+        (m.average_precision, m.average_precision_ci),
+    ):
+        assert ci is not None and value is not None
+        lo, hi = ci
+        assert lo <= value <= hi and lo < hi
+    lo, hi = m.accuracy_exact_ci
+    assert 0 <= lo <= m.accuracy <= hi <= 1
 
 
 def test_bootstrap_reproducible(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
@@ -132,11 +137,11 @@ def test_exact_ci() -> None:
 
 def test_one_class_does_not_crash() -> None:
     m = compute_metrics([0] * 40, np.linspace(0, 0.6, 40), n_boot=N_BOOT)
-    assert m["roc_auc"] is None and m["roc_auc_ci"] is None
-    assert m["average_precision"] is None
-    assert m["fake_acc"] is None and m["real_acc"] is not None
-    assert "AUC is undefined: the set has only real images." in m["warnings"]
-    json.dumps(m, allow_nan=False)
+    assert m.roc_auc is None and m.roc_auc_ci is None
+    assert m.average_precision is None
+    assert m.fake_acc is None and m.real_acc is not None
+    assert "AUC is undefined: the set has only real images." in m.warnings
+    json.dumps(m.to_json_dict(), allow_nan=False)
     assert "ROC-AUC n/a" in format_summary(m)
 
 
@@ -144,32 +149,32 @@ def test_breakdown_matches_subsets(data: tuple[np.ndarray, np.ndarray, np.ndarra
     y, s, groups = data
     sources = np.where(y == 1, "gen", "camera")
     m = compute_metrics(y, s, groups={"group": list(groups), "source": sources}, n_boot=N_BOOT)
-    assert set(m["breakdown"]["group"]) == {"a", "b", "c"}
-    for value, cell in m["breakdown"]["group"].items():
+    assert set(m.breakdown["group"]) == {"a", "b", "c"}
+    for value, cell in m.breakdown["group"].items():
         mask = groups == value
         sub = compute_metrics(y[mask], s[mask], n_boot=10)
         for key in ("n", "n_real", "n_fake", "accuracy", "roc_auc", "real_acc", "fake_acc"):
-            assert cell[key] == pytest.approx(sub[key]), key
-    camera = m["breakdown"]["source"]["camera"]
-    assert camera["n_fake"] == 0 and camera["roc_auc"] is None and camera["fake_acc"] is None
+            assert getattr(cell, key) == pytest.approx(getattr(sub, key)), key
+    camera = m.breakdown["source"]["camera"]
+    assert camera.n_fake == 0 and camera.roc_auc is None and camera.fake_acc is None
 
 
 def test_small_n_warning() -> None:
     y = np.array([0] * 15 + [1] * 16)
     m = compute_metrics(y, np.where(y == 1, 0.9, 0.1), n_boot=N_BOOT)
-    assert m["accuracy"] == 1.0
-    text = " ".join(m["warnings"])
+    assert m.accuracy == 1.0
+    text = " ".join(m.warnings)
     assert "Only 31 test images: accuracy 100.0% has a 95% interval of 88.8–100.0%" in text
     assert "bootstrap cannot show uncertainty" in text
     assert "fewer than 30" in text
-    assert m["accuracy_exact_ci"][0] == pytest.approx(0.888, abs=1e-3)
+    assert m.accuracy_exact_ci[0] == pytest.approx(0.888, abs=1e-3)
 
 
 def test_json_serialisable(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     y, s, groups = data
     m = compute_metrics(y, s, groups={"group": groups}, n_boot=N_BOOT)
-    loaded = json.loads(json.dumps(m, allow_nan=False))
-    assert loaded == m
+    loaded = json.loads(json.dumps(m.to_json_dict(), allow_nan=False))
+    assert loaded == m.to_json_dict()
     summary = format_summary(m)
     assert summary.startswith("accuracy ") and "(n=300)" in summary
 
@@ -275,33 +280,40 @@ def test_tpr_at_fpr_matches_sklearn_roc_curve(seed: int) -> None:
 def test_tpr_at_fpr_in_metrics(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     y, s, _ = data
     m = compute_metrics(y, s, n_boot=N_BOOT)
-    for key, target in (("tpr_at_fpr_1", 0.01), ("tpr_at_fpr_5", 0.05)):
-        assert m[key] == pytest.approx(tpr_at_fpr(y, s, target))
-        lo, hi = m[f"{key}_ci"]
+    assert [t.fpr for t in m.tprs()] == [0.01, 0.05]
+    for target, value, ci in m.tprs():
+        assert value == pytest.approx(tpr_at_fpr(y, s, target))
+        assert ci is not None and value is not None
+        lo, hi = ci
         assert 0 <= lo < hi <= 1
-        assert lo <= m[key] <= hi
-    assert m["tpr_at_fpr_1"] <= m["tpr_at_fpr_5"]
+        assert lo <= value <= hi
+    assert m.tpr_at_fpr_1 <= m.tpr_at_fpr_5
     summary = format_summary(m)
-    assert f"TPR@1%FPR {m['tpr_at_fpr_1']:.3f} [" in summary and "TPR@5%FPR" in summary
+    assert f"TPR@1%FPR {m.tpr_at_fpr_1:.3f} [" in summary and "TPR@5%FPR" in summary
 
 
 def test_tpr_at_fpr_few_reals_and_one_class() -> None:
     y, s = _hand()  # 20 reals: 1% FPR is below one real image, 5% is exactly one
     m = compute_metrics(y, s, n_boot=N_BOOT)
-    text = " ".join(m["warnings"])
+    text = " ".join(m.warnings)
     assert "TPR at 1% FPR: with 20 real images the smallest non-zero FPR is 1/20 = 5.0%" in text
     assert "TPR at 5% FPR: with" not in text
     one = compute_metrics([1] * 12, np.linspace(0.1, 0.9, 12), n_boot=N_BOOT)
-    assert one["tpr_at_fpr_1"] is None and one["tpr_at_fpr_1_ci"] is None
+    assert one.tpr_at_fpr_1 is None and one.tpr_at_fpr_1_ci is None
     assert "TPR@1%FPR n/a" in format_summary(one)
 
 
 def test_zero_width_intervals_flagged() -> None:
     y = np.array([0] * 40 + [1] * 40)
     m = compute_metrics(y, np.where(y == 1, 0.8, 0.2), n_boot=N_BOOT)
-    for key in ("roc_auc", "average_precision", "tpr_at_fpr_1", "tpr_at_fpr_5"):
-        assert m[key] == 1.0 and m[f"{key}_ci"] == [1.0, 1.0], key
-    text = " ".join(m["warnings"])
+    for value, ci in (
+        (m.roc_auc, m.roc_auc_ci),
+        (m.average_precision, m.average_precision_ci),
+        (m.tpr_at_fpr_1, m.tpr_at_fpr_1_ci),
+        (m.tpr_at_fpr_5, m.tpr_at_fpr_5_ci),
+    ):
+        assert value == 1.0 and ci == (1.0, 1.0)
+    text = " ".join(m.warnings)
     assert "TPR at 1% FPR is 1.000 with a bootstrap interval of zero width" in text
     assert "TPR at 5% FPR is 1.000 with a bootstrap interval of zero width" in text
     assert "Average precision is 1.000 with a bootstrap interval of zero width" in text
@@ -318,7 +330,7 @@ def test_ece_hand_computed() -> None:
     # bins 0, 5 and 9 hold two images each: gaps |0.05-0.5|, |0.55-0.5|, |0.95-1|
     assert expected_calibration_error(y, s) == pytest.approx((2 * 0.45 + 2 * 0.05 + 2 * 0.05) / 6)
     m = compute_metrics(y, s, n_boot=N_BOOT)
-    assert m["ece"] == pytest.approx(1.1 / 6) and m["ece_bins"] == 10
+    assert m.ece == pytest.approx(1.1 / 6) and m.ece_bins == 10
     perfect = np.array([0.25] * 4)
     assert expected_calibration_error([0, 0, 0, 1], perfect) == pytest.approx(0.0)
 
@@ -330,7 +342,7 @@ def test_reliability_bins_edges() -> None:
     with pytest.raises(ValueError):
         reliability_bins([0, 1], [0.2, 1.2])
     m = compute_metrics([0, 1, 0, 1], [-0.5, 1.5, 0.2, 0.8], n_boot=10)
-    assert m["ece"] is None and "ECE is not computed" in " ".join(m["warnings"])
+    assert m.ece is None and "ECE is not computed" in " ".join(m.warnings)
 
 
 def test_ece_matches_sklearn_calibration_curve(
@@ -359,26 +371,26 @@ def test_small_groups_are_folded() -> None:
     y[:2] = [0, 1]
     s = np.clip(0.4 * y + rng.normal(0.3, 0.2, len(groups)), 0, 1)
     m = compute_metrics(y, s, groups={"group": groups}, n_boot=N_BOOT)
-    cells = m["breakdown"]["group"]
+    cells = m.breakdown["group"]
     assert list(cells) == ["big", "mid", SMALL_GROUPS_KEY]  # n=10 stays, n<10 is pooled, last
     assert SMALL_GROUPS_KEY == "(small groups, n<10 each)"
     folded = cells[SMALL_GROUPS_KEY]
-    assert folded["n"] == 10 and folded["n_groups"] == 3
-    assert folded["groups"] == ["few", "solo", "tiny"]
+    assert folded.n == 10 and folded.n_groups == 3
+    assert folded.groups == ["few", "solo", "tiny"]
     mask = np.isin(groups, ["few", "solo", "tiny"])
     pooled = compute_metrics(y[mask], s[mask], n_boot=10)
     for key in ("n_real", "n_fake", "accuracy", "roc_auc", "accuracy_exact_ci"):
-        assert folded[key] == pytest.approx(pooled[key]), key
+        assert getattr(folded, key) == pytest.approx(getattr(pooled, key)), key
     big = cells["big"]
-    k = round(big["accuracy"] * big["n"])
-    assert big["accuracy_exact_ci"] == pytest.approx(list(exact_binomial_ci(k, big["n"])))
+    k = round(big.accuracy * big.n)
+    assert big.accuracy_exact_ci == pytest.approx(exact_binomial_ci(k, big.n))
     unfolded = compute_metrics(y, s, groups={"group": groups}, n_boot=10, min_group_n=0)
-    assert set(unfolded["breakdown"]["group"]) == set(sizes)
+    assert set(unfolded.breakdown["group"]) == set(sizes)
 
 
 def test_fold_threshold_names_its_row() -> None:
     y = np.array([0, 1] * 10)
     groups = np.repeat(["a", "b", "c"], [12, 5, 3])
     m = compute_metrics(y, y * 0.8, groups={"g": groups}, n_boot=10, min_group_n=6)
-    assert list(m["breakdown"]["g"]) == ["a", small_groups_key(6)]
+    assert list(m.breakdown["g"]) == ["a", small_groups_key(6)]
     assert small_groups_key(6) == "(small groups, n<6 each)"

@@ -14,6 +14,7 @@ from PIL import Image
 from fakescope.eval import plots
 from fakescope.eval.metrics import SMALL_GROUPS_KEY, compute_metrics
 from fakescope.eval.report import rebuild_report, write_report
+from fakescope.eval.result import Metrics
 
 N_BOOT = 200
 DATA_URI = "data:image/png;base64,"
@@ -62,7 +63,7 @@ def predictions(tmp_path: Path) -> pd.DataFrame:
     return df
 
 
-def _metrics(df: pd.DataFrame) -> dict:
+def _metrics(df: pd.DataFrame) -> Metrics:
     """Metrics for a predictions frame, broken down by source."""
     groups = {"source": df["source"].tolist()}
     return compute_metrics(df["label"], df["score"], groups=groups, n_boot=N_BOOT)
@@ -193,7 +194,7 @@ def _row(html: str, first_cell: str) -> str:
 def test_zero_width_intervals_carry_a_caveat(tmp_path: Path) -> None:
     df = _perfect(tmp_path)
     m = compute_metrics(df["label"], df["score"], n_boot=N_BOOT)
-    assert m["roc_auc_ci"] == [1.0, 1.0] and m["tpr_at_fpr_1_ci"] == [1.0, 1.0]
+    assert m.roc_auc_ci == (1.0, 1.0) and m.tpr_at_fpr_1_ci == (1.0, 1.0)
     html = write_report(tmp_path / "r", m, df).read_text(encoding="utf-8")
     for metric in ("ROC-AUC", "average precision", "TPR at 1% FPR", "TPR at 5% FPR", "accuracy"):
         row = _row(html, metric)
@@ -245,11 +246,11 @@ def test_uncertain_band_in_histogram_caption(tmp_path: Path, predictions: pd.Dat
     m = compute_metrics(
         predictions["label"], predictions["score"], n_boot=N_BOOT, uncertain_band=0.1
     )
-    assert m["uncertain_band"] == 0.1
+    assert m.uncertain_band == 0.1
     out = tmp_path / "r"
     html = write_report(out, m, predictions).read_text()
     assert "shaded: the uncertain band ±0.10" in html
-    (out / "metrics.json").write_text(json.dumps({**m, "uncertain_band": None}))
+    (out / "metrics.json").write_text(json.dumps({**m.to_json_dict(), "uncertain_band": None}))
     (out / "meta.json").write_text(json.dumps({"uncertain_band": 0.2}))
     assert "shaded: the uncertain band ±0.20" in rebuild_report(out).read_text()
 
@@ -258,7 +259,7 @@ def test_rebuild_from_older_metrics(tmp_path: Path, predictions: pd.DataFrame) -
     out = tmp_path / "r"
     m = _metrics(predictions)
     write_report(out, m, predictions)
-    old = {k: v for k, v in m.items() if not k.startswith(("tpr_at", "ece"))}
+    old = {k: v for k, v in m.to_json_dict().items() if not k.startswith(("tpr_at", "ece"))}
     for cells in old["breakdown"].values():
         for stats in cells.values():
             stats.pop("accuracy_exact_ci")

@@ -15,6 +15,7 @@ from fakescope.config import TrainConfig
 from fakescope.data.manifest import build_manifest
 from fakescope.eval.metrics import compute_metrics
 from fakescope.eval.report import write_report
+from fakescope.eval.result import Metrics
 from fakescope.eval.robustness import (
     CLEAN,
     PERTURBATIONS,
@@ -262,17 +263,21 @@ def test_crossval_scores_every_row_exactly_once(tmp_path: Path) -> None:
         amp="off",
     )
     out = tmp_path / "cv"
-    metrics = cross_validate(cfg, 3, out, n_boot=50)
+    metrics, report = cross_validate(cfg, 3, out, n_boot=50)
     oof = pd.read_csv(out / "oof_predictions.csv")
     manifest = build_manifest(data)
     assert len(oof) == len(manifest) == 24
     assert sorted(oof["path"]) == sorted(manifest["path"]) and oof["path"].is_unique
     assert sorted(oof["fold"].unique().tolist()) == [0, 1, 2]
-    assert metrics["n"] == 24 and metrics["roc_auc_ci"] is not None
+    assert metrics.n == 24 and metrics.roc_auc_ci is not None
     assert len(json.loads((out / "folds.json").read_text())) == 3
-    assert "3-fold cross-validation" in metrics["warnings"][0]
-    assert any("Only 24 test images" in w for w in metrics["warnings"])
-    assert (out / "report" / "report.html").is_file()
+    assert "3-fold cross-validation" in metrics.warnings[0]
+    assert any("Only 24 test images" in w for w in metrics.warnings)
+    assert report == out / "report" / "report.html" and report.is_file()
+    saved = Metrics.load(out / "report" / "metrics.json")
+    assert saved == metrics and saved.n_rows == 24 and saved.n_skipped == 0
+    assert saved.folds is not None and [f.fold for f in saved.folds] == [0, 1, 2]
+    assert saved.fold_auc is not None and saved.fold_accuracy is not None
     for k in range(3):
         splits = pd.read_csv(out / f"fold-{k}" / "run" / "splits.csv")
         held = set(oof.loc[oof["fold"] == k, "path"])
@@ -286,10 +291,10 @@ def test_crossval_works_for_probes(tmp_path: Path) -> None:
     cfg = TrainConfig(
         data=str(data), family="probe", backbone=str(onnx_path), workers=0, device="cpu"
     )
-    metrics = cross_validate(cfg, 3, tmp_path / "cv", n_boot=20)
+    metrics, _ = cross_validate(cfg, 3, tmp_path / "cv", n_boot=20)
     oof = pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")
-    assert len(oof) == 24 and oof["path"].is_unique and metrics["n"] == 24
-    assert [f["fold"] for f in metrics["folds"]] == [0, 1, 2]
+    assert len(oof) == 24 and oof["path"].is_unique and metrics.n == 24
+    assert metrics.folds is not None and [f.fold for f in metrics.folds] == [0, 1, 2]
 
 
 def test_report_rebuilt_after_robustness_keeps_its_section(

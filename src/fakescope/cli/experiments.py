@@ -78,6 +78,6 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     out = Path(cfg.out) if cfg.out else Path("runs") / f"crossval-{family}"
     if args.normalise:
         cfg = cfg.replace(data=normalised_data(args, cfg.data, cfg.workers))
-    metrics = cross_validate(cfg, args.folds, out, n_boot=args.n_boot)
-    print(f"report: {metrics['report']}", flush=True)
+    result = cross_validate(cfg, args.folds, out, n_boot=args.n_boot)
+    print(f"report: {result.report}", flush=True)
     return EXIT_OK

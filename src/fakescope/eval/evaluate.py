@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from fakescope.data.images import load_image, verify_files
+from fakescope.eval.result import Metrics
 from fakescope.eval.scoring import score_frame
 from fakescope.models.detector import Detector
 
@@ -31,13 +32,15 @@ def evaluate_frame(
     n_boot: int = 1000,
     seed: int = 0,
     cache_dir: str | Path | None = None,
-) -> dict[str, Any]:
+) -> Metrics:
     """Score ``df`` (with labels), compute metrics with intervals and write the report into ``out_dir``.
 
     ``cache_dir`` is the embedding cache for probe detectors (default ``$FAKESCOPE_CACHE/embeddings``).
+    The metrics' ``n_skipped`` counts the rows left out (unreadable or failed to score).
     """
-    from fakescope.eval.metrics import compute_metrics, format_summary
+    from fakescope.eval.metrics import compute_metrics
     from fakescope.eval.report import write_report
+    from fakescope.eval.summary_text import format_summary
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +58,7 @@ def evaluate_frame(
         seed=seed,
         uncertain_band=detector.spec.uncertain_band,
     )
-    metrics["n_skipped"] = len(skipped_rows)
+    metrics.n_skipped = len(skipped_rows)
     meta = {**(meta or {}), "skipped": skipped_rows}
     cols = [
         c
@@ -84,7 +87,7 @@ def _skipped_rows(
 
 def verify_and_evaluate(
     detector: Detector, df: pd.DataFrame, out_dir: str | Path, workers: int = 0, **kwargs: Any
-) -> dict[str, Any]:
+) -> Metrics:
     """Like :func:`evaluate_frame`, but first leaves out (and reports) files that do not load."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from fakescope.data.manifest import build_manifest
 from fakescope.eval.intervals import exact_binomial_ci
+from fakescope.eval.result import Metrics
 from fakescope.models.detector import Detector
 
 logger = logging.getLogger(__name__)
@@ -27,25 +28,30 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def summary_row(name: str, m: dict[str, Any]) -> dict[str, Any]:
-    """One table row from a metrics dict: AUC, AP, accuracies with 95% intervals."""
-    real_ci = exact_binomial_ci(round((m.get("real_acc") or 0) * m["n_real"]), m["n_real"])
-    fake_ci = exact_binomial_ci(round((m.get("fake_acc") or 0) * m["n_fake"]), m["n_fake"])
+def _listed(ci: Sequence[float] | None) -> list[float] | None:
+    """An interval as a list (as ``summary.csv`` has always shown it), or None."""
+    return None if ci is None else list(ci)
+
+
+def summary_row(name: str, m: Metrics) -> dict[str, Any]:
+    """One table row from a metric report: AUC, AP, accuracies with 95% intervals."""
+    real_ci = exact_binomial_ci(round((m.real_acc or 0) * m.n_real), m.n_real)
+    fake_ci = exact_binomial_ci(round((m.fake_acc or 0) * m.n_fake), m.n_fake)
     return {
         "dataset": name,
-        "n": m["n"],
-        "n_real": m["n_real"],
-        "n_fake": m["n_fake"],
-        "auc": m.get("roc_auc"),
-        "auc_ci": m.get("roc_auc_ci"),
-        "ap": m.get("average_precision"),
-        "ap_ci": m.get("average_precision_ci"),
-        "acc": m["accuracy"],
-        "acc_ci": m.get("accuracy_ci"),
-        "real_acc": m.get("real_acc") if m["n_real"] else None,
-        "real_acc_ci": real_ci if m["n_real"] else None,
-        "fake_acc": m.get("fake_acc") if m["n_fake"] else None,
-        "fake_acc_ci": fake_ci if m["n_fake"] else None,
+        "n": m.n,
+        "n_real": m.n_real,
+        "n_fake": m.n_fake,
+        "auc": m.roc_auc,
+        "auc_ci": _listed(m.roc_auc_ci),
+        "ap": m.average_precision,
+        "ap_ci": _listed(m.average_precision_ci),
+        "acc": m.accuracy,
+        "acc_ci": _listed(m.accuracy_ci),
+        "real_acc": m.real_acc if m.n_real else None,
+        "real_acc_ci": real_ci if m.n_real else None,
+        "fake_acc": m.fake_acc if m.n_fake else None,
+        "fake_acc_ci": fake_ci if m.n_fake else None,
     }
 
 

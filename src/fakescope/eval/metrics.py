@@ -1,7 +1,8 @@
-"""The metric report of a binary real/fake evaluation (:func:`compute_metrics`, the content of
-``metrics.json``): the primitives of :mod:`fakescope.eval.measures` with the intervals of
-:mod:`fakescope.eval.intervals`, per-group breakdowns, plain-language warnings about small
-samples, and :func:`format_summary` for the terminal.
+"""The metric report of a binary real/fake evaluation (:func:`compute_metrics`, a
+:class:`~fakescope.eval.result.Metrics`, saved as ``metrics.json``): the primitives of
+:mod:`fakescope.eval.measures` with the intervals of :mod:`fakescope.eval.intervals`, per-group
+breakdowns and plain-language warnings about small samples. The terminal summary is
+:func:`fakescope.eval.summary_text.format_summary`.
 
 The primitives and intervals are re-exported here, so ``from fakescope.eval.metrics import
 fast_auc`` keeps working.
@@ -47,12 +48,14 @@ from fakescope.eval.measures import (
     tpr_at_fpr,
     tpr_at_fprs,
 )
+from fakescope.eval.result import Interval, Metrics
 
 __all__ = [
     "ECE_BINS",
     "FPR_TARGETS",
     "LABELS",
     "MIN_GROUP_N",
+    "Metrics",
     "SMALL_CLASS_N",
     "SMALL_GROUPS_KEY",
     "SMALL_N",
@@ -64,7 +67,6 @@ __all__ = [
     "expected_calibration_error",
     "fast_auc",
     "fast_average_precision",
-    "format_summary",
     "grouped_bootstrap_ci",
     "is_zero_width",
     "reliability_bins",
@@ -209,37 +211,37 @@ def _interval(ci: Sequence[float]) -> str:
     return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
 
 
-def _class_warnings(m: Mapping[str, Any]) -> list[str]:
+def _class_warnings(m: Metrics) -> list[str]:
     """Warnings about absent or tiny classes."""
     out: list[str] = []
-    if m["n_fake"] == 0:
+    if m.n_fake == 0:
         out.append("AUC is undefined: the set has only real images.")
-    elif m["n_real"] == 0:
+    elif m.n_real == 0:
         out.append("AUC is undefined: the set has only fake images.")
-    for label, count, acc_key, name in (
-        (0, m["n_real"], "real_acc", "real accuracy (TNR)"),
-        (1, m["n_fake"], "fake_acc", "fake accuracy (TPR)"),
+    for label, count, acc, name in (
+        (0, m.n_real, m.real_acc, "real accuracy (TNR)"),
+        (1, m.n_fake, m.fake_acc, "fake accuracy (TPR)"),
     ):
-        if 0 < count < SMALL_CLASS_N:
-            ci = exact_binomial_ci(round(m[acc_key] * count), count)
+        if 0 < count < SMALL_CLASS_N and acc is not None:
+            ci = exact_binomial_ci(round(acc * count), count)
             out.append(
                 f"Only {count} {TARGET_NAMES[label]} images (fewer than {SMALL_CLASS_N}): "
-                f"the {name} of {_pct(m[acc_key])} has a 95% interval of {_interval(ci)} "
+                f"the {name} of {_pct(acc)} has a 95% interval of {_interval(ci)} "
                 "(Clopper–Pearson)."
             )
     return out
 
 
-def _interval_warnings(m: Mapping[str, Any]) -> list[str]:
+def _interval_warnings(m: Metrics) -> list[str]:
     """Warnings about small n, collapsed bootstrap intervals and missing intervals."""
     out: list[str] = []
-    n, acc, exact = m["n"], m["accuracy"], m["accuracy_exact_ci"]
+    n, acc, exact = m.n, m.accuracy, m.accuracy_exact_ci or (0.0, 1.0)
     if n < SMALL_N:
         out.append(
             f"Only {n} test images: accuracy {_pct(acc)} has a 95% interval of "
             f"{_interval(exact)} (Clopper–Pearson); treat it as a rough estimate."
         )
-    boot = m["accuracy_ci"]
+    boot = m.accuracy_ci
     if boot is not None and boot[0] == boot[1] and acc in (0.0, 1.0):
         what = "errors" if acc == 1.0 else "correct predictions"
         out.append(
@@ -247,7 +249,7 @@ def _interval_warnings(m: Mapping[str, Any]) -> list[str]:
             f"no {what}: a bootstrap cannot show uncertainty without {what}. "
             f"The exact 95% interval is {_interval(exact)} (Clopper–Pearson)."
         )
-    auc, auc_ci = m["roc_auc"], m["roc_auc_ci"]
+    auc, auc_ci = m.roc_auc, m.roc_auc_ci
     if auc is not None and auc_ci is not None and auc_ci[0] == auc_ci[1]:
         out.append(
             f"ROC-AUC is {auc:.3f} with a bootstrap interval that collapses to a point: the "
@@ -259,9 +261,12 @@ def _interval_warnings(m: Mapping[str, Any]) -> list[str]:
             "No bootstrap interval for ROC-AUC: fewer than half of the resamples contained "
             "both classes."
         )
-    for key, name in (("average_precision", "Average precision"),) + _TPR_NAMES:
-        value, ci = m.get(key), m.get(f"{key}_ci")
-        if value is not None and is_zero_width(ci):
+    ranked: list[tuple[str, float | None, Interval | None]] = [
+        ("Average precision", m.average_precision, m.average_precision_ci)
+    ]
+    ranked += [(name, t.value, t.ci) for (_, name), t in zip(_TPR_NAMES, m.tprs(), strict=True)]
+    for name, value, ci in ranked:
+        if value is not None and ci is not None and is_zero_width(ci):
             out.append(
                 f"{name} is {value:.3f} with a bootstrap interval of zero width "
                 f"[{ci[0]:.3f}, {ci[1]:.3f}]: every resample gave the same value, which shows "
@@ -270,18 +275,18 @@ def _interval_warnings(m: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _tpr_warnings(m: Mapping[str, Any]) -> list[str]:
+def _tpr_warnings(m: Metrics) -> list[str]:
     """Warnings when a target FPR is finer than one real image can resolve."""
-    n_real = m["n_real"]
+    n_real = m.n_real
     out: list[str] = []
-    for (key, fpr), (_, name) in zip(FPR_TARGETS, _TPR_NAMES, strict=True):
-        if m.get(key) is None or n_real * fpr >= 1 - FPR_EPS:
+    for t, (_, name) in zip(m.tprs(), _TPR_NAMES, strict=True):
+        if t.value is None or n_real * t.fpr >= 1 - FPR_EPS:
             continue
         out.append(
             f"{name}: with {n_real} real images the smallest non-zero FPR is "
-            f"1/{n_real} = {_pct(1 / n_real)}, above {100 * fpr:.0f}%, so the value "
-            f"({m[key]:.3f}) is the TPR with no real image flagged (FPR 0); at least "
-            f"{math.ceil(1 / fpr)} reals are needed to measure this operating point."
+            f"1/{n_real} = {_pct(1 / n_real)}, above {100 * t.fpr:.0f}%, so the value "
+            f"({t.value:.3f}) is the TPR with no real image flagged (FPR 0); at least "
+            f"{math.ceil(1 / t.fpr)} reals are needed to measure this operating point."
         )
     return out
 
@@ -371,8 +376,8 @@ def compute_metrics(
     seed: int = 0,
     uncertain_band: float | None = None,
     min_group_n: int = MIN_GROUP_N,
-) -> dict[str, Any]:
-    """Compute a JSON-serialisable metric report for binary real/fake predictions.
+) -> Metrics:
+    """Compute the metric report of binary real/fake predictions.
 
     Args:
         y_true: Labels, 0 = real, 1 = fake.
@@ -388,10 +393,11 @@ def compute_metrics(
         min_group_n: Smallest group shown on its own in ``breakdown``.
 
     Returns:
-        A dict of plain Python values (NaN replaced by None); see the module docs
-        for the keys. ``warnings`` lists plain-language caveats. Besides accuracy, AUC and
-        AP it holds ``tpr_at_fpr_1`` / ``tpr_at_fpr_5`` (see :func:`tpr_at_fpr`) with
-        bootstrap intervals ``*_ci``, and ``ece`` over ``ece_bins`` equal-width bins.
+        The report (values that could not be computed, or NaN, are None); its
+        :meth:`~fakescope.eval.result.Metrics.to_json_dict` is ``metrics.json``. ``warnings``
+        lists plain-language caveats. Besides accuracy, AUC and AP it holds ``tpr_at_fpr_1`` /
+        ``tpr_at_fpr_5`` (see :func:`tpr_at_fpr`) with bootstrap intervals ``*_ci``, and
+        ``ece`` over ``ece_bins`` equal-width bins.
 
     Raises:
         ValueError: On empty or misaligned input, labels other than 0/1, or NaN scores.
@@ -423,61 +429,13 @@ def compute_metrics(
         m["uncertain_band"] = float(uncertain_band)
     m.update(classification)
     m["breakdown"] = _breakdown(y, s, pred, groups, min_group_n) if groups else {}
-    m["warnings"] = (
-        _interval_warnings(m) + _class_warnings(m) + _tpr_warnings(m) + _score_warnings(s)
+    metrics = Metrics.model_validate(_jsonable(m))
+    metrics.warnings = (
+        _interval_warnings(metrics)
+        + _class_warnings(metrics)
+        + _tpr_warnings(metrics)
+        + _score_warnings(s)
     )
-    for text in m["warnings"]:
+    for text in metrics.warnings:
         logger.debug("metrics warning: %s", text)
-    return _jsonable(m)
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    """Format a number or return ``n/a`` for None."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _fmt_ci(ci: Sequence[float] | None) -> str:
-    """Format an interval as `` [lo, hi]`` (flagged when of zero width) or an empty string."""
-    if ci is None:
-        return ""
-    flag = " (zero width: see warnings)" if is_zero_width(ci) else ""
-    return f" [{ci[0]:.3f}, {ci[1]:.3f}]{flag}"
-
-
-def format_summary(metrics: Mapping[str, Any]) -> str:
-    """Render a metrics dict from :func:`compute_metrics` as a few readable lines.
-
-    Args:
-        metrics: Output of :func:`compute_metrics` (or the same loaded from JSON).
-
-    Returns:
-        Headline line, secondary line, the classification report and the warnings.
-    """
-    m = metrics
-    head = (
-        f"accuracy {_fmt(m.get('accuracy'))}{_fmt_ci(m.get('accuracy_ci'))}  "
-        f"ROC-AUC {_fmt(m.get('roc_auc'))}{_fmt_ci(m.get('roc_auc_ci'))}  "
-        f"AP {_fmt(m.get('average_precision'))}  "
-        f"real acc {_fmt(m.get('real_acc'), 2)}  fake acc {_fmt(m.get('fake_acc'), 2)}  "
-        f"(n={m.get('n')})"
-    )
-    exact = m.get("accuracy_exact_ci")
-    second = (
-        f"exact 95% CI for accuracy{_fmt_ci(exact)}  "
-        f"balanced acc {_fmt(m.get('balanced_accuracy'))}  "
-        f"log loss {_fmt(m.get('log_loss'))}  brier {_fmt(m.get('brier'))}  "
-        f"threshold {_fmt(m.get('threshold'), 2)}  "
-        f"(real {m.get('n_real')}, fake {m.get('n_fake')})"
-    )
-    third = (
-        f"TPR@1%FPR {_fmt(m.get('tpr_at_fpr_1'))}{_fmt_ci(m.get('tpr_at_fpr_1_ci'))}  "
-        f"TPR@5%FPR {_fmt(m.get('tpr_at_fpr_5'))}{_fmt_ci(m.get('tpr_at_fpr_5_ci'))}  "
-        f"ECE {_fmt(m.get('ece'))}"
-    )
-    lines = [head, second, third]
-    report = m.get("classification_report_text")
-    if report:
-        lines += ["", report.rstrip()]
-    if m.get("warnings"):
-        lines += ["", "Warnings:"] + [f"  - {w}" for w in m["warnings"]]
-    return "\n".join(lines)
+    return metrics

@@ -20,8 +20,8 @@ import pandas as pd
 from fakescope.eval import plots
 from fakescope.eval.html import Caveat, Lines, Rich, ci, fmt, num, render, with_ci
 from fakescope.eval.intervals import exact_binomial_ci, is_zero_width
-from fakescope.eval.measures import FPR_TARGETS
 from fakescope.eval.metrics import MIN_GROUP_N, SMALL_GROUPS_KEY, SMALL_N
+from fakescope.eval.result import Interval, Metrics, SubsetSummary
 from fakescope.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -119,10 +119,10 @@ def _tpr_name(fpr: float) -> str:
     return f"TPR at {100 * fpr:.0f}% FPR"
 
 
-def _few_reals_note(m: Mapping[str, Any], fpr: float) -> str | None:
+def _few_reals_note(m: Metrics, fpr: float) -> str | None:
     """Why a TPR at ``fpr`` is measured at FPR 0: too few reals to flag a fraction ``fpr``."""
-    n_real = m.get("n_real")
-    if not isinstance(n_real, int) or n_real <= 0 or n_real * fpr >= 1 - 1e-9:
+    n_real = m.n_real
+    if n_real <= 0 or n_real * fpr >= 1 - 1e-9:
         return None
     return (
         f"with {n_real} reals the smallest non-zero FPR is 1/{n_real}, above {100 * fpr:.0f}%: "
@@ -130,75 +130,74 @@ def _few_reals_note(m: Mapping[str, Any], fpr: float) -> str | None:
     )
 
 
-def _notes(m: Mapping[str, Any], key: str, extra: Sequence[str | None] = ()) -> Rich:
-    """Caveats for one metric row: a zero-width interval, plus any ``extra`` notes."""
-    texts = [ZERO_WIDTH_NOTE] if is_zero_width(m.get(f"{key}_ci")) else []
+def _notes(interval: Interval | None, extra: Sequence[str | None] = ()) -> Rich:
+    """Caveats for one metric row: a zero-width ``interval``, plus any ``extra`` notes."""
+    texts = [ZERO_WIDTH_NOTE] if is_zero_width(interval) else []
     texts += [e for e in extra if e]
     return Rich(tuple(Caveat(x) for x in texts))
 
 
-def _exact_note(m: Mapping[str, Any]) -> str | None:
+def _exact_note(m: Metrics) -> str | None:
     """Point to the exact accuracy interval when the bootstrap one has zero width."""
-    if is_zero_width(m.get("accuracy_ci")) and m.get("accuracy_exact_ci"):
-        return f"read the exact interval {ci(m.get('accuracy_exact_ci'))} instead"
+    if is_zero_width(m.accuracy_ci) and m.accuracy_exact_ci:
+        return f"read the exact interval {ci(m.accuracy_exact_ci)} instead"
     return None
 
 
-def _ece_note(m: Mapping[str, Any]) -> str | None:
+def _ece_note(m: Metrics) -> str | None:
     """Caveat for an ECE from few images."""
-    n = m.get("n")
-    if m.get("ece") is None or not isinstance(n, int) or n >= SMALL_N:
+    if m.ece is None or m.n >= SMALL_N:
         return None
-    return f"only {n} images over {m.get('ece_bins', 10)} bins: sampling noise alone inflates ECE"
+    return f"only {m.n} images over {m.ece_bins} bins: sampling noise alone inflates ECE"
 
 
-def _headline(m: Mapping[str, Any]) -> dict[str, Any]:
+def _headline(m: Metrics) -> dict[str, Any]:
     """Headline metrics with their intervals and, next to them, caveats about those intervals."""
     rows = [
         [
             "accuracy",
-            m.get("accuracy"),
-            ci(m.get("accuracy_ci")),
-            ci(m.get("accuracy_exact_ci")),
-            _notes(m, "accuracy", [_exact_note(m)]),
+            m.accuracy,
+            ci(m.accuracy_ci),
+            ci(m.accuracy_exact_ci),
+            _notes(m.accuracy_ci, [_exact_note(m)]),
         ],
-        ["ROC-AUC", m.get("roc_auc"), ci(m.get("roc_auc_ci")), "", _notes(m, "roc_auc")],
+        ["ROC-AUC", m.roc_auc, ci(m.roc_auc_ci), "", _notes(m.roc_auc_ci)],
         [
             "average precision",
-            m.get("average_precision"),
-            ci(m.get("average_precision_ci")),
+            m.average_precision,
+            ci(m.average_precision_ci),
             "",
-            _notes(m, "average_precision"),
+            _notes(m.average_precision_ci),
         ],
     ]
-    for key, fpr in FPR_TARGETS:
+    for tpr in m.tprs():
         rows.append(
             [
-                _tpr_name(fpr),
-                m.get(key),
-                ci(m.get(f"{key}_ci")),
+                _tpr_name(tpr.fpr),
+                tpr.value,
+                ci(tpr.ci),
                 "",
-                _notes(m, key, [_few_reals_note(m, fpr) if m.get(key) is not None else None]),
+                _notes(tpr.ci, [_few_reals_note(m, tpr.fpr) if tpr.value is not None else None]),
             ]
         )
     rows += [
-        ["balanced accuracy", m.get("balanced_accuracy"), "", "", Rich()],
-        ["real accuracy (TNR)", m.get("real_acc"), "", "", Rich()],
-        ["fake accuracy (TPR)", m.get("fake_acc"), "", "", Rich()],
-        ["log loss", m.get("log_loss"), "", "", Rich()],
-        ["Brier score", m.get("brier"), "", "", Rich()],
+        ["balanced accuracy", m.balanced_accuracy, "", "", Rich()],
+        ["real accuracy (TNR)", m.real_acc, "", "", Rich()],
+        ["fake accuracy (TPR)", m.fake_acc, "", "", Rich()],
+        ["log loss", m.log_loss, "", "", Rich()],
+        ["Brier score", m.brier, "", "", Rich()],
         [
-            f"expected calibration error ({m.get('ece_bins', 10)} bins)",
-            m.get("ece"),
+            f"expected calibration error ({m.ece_bins} bins)",
+            m.ece,
             "",
             "",
-            _notes(m, "ece", [_ece_note(m)]),
+            _notes(None, [_ece_note(m)]),
         ],
     ]
     return {
         "counts": (
-            f"n = {m.get('n')} ({m.get('n_real')} real, {m.get('n_fake')} fake); "
-            f"threshold {fmt(m.get('threshold'), 2)} on P(fake)"
+            f"n = {m.n} ({m.n_real} real, {m.n_fake} fake); "
+            f"threshold {fmt(m.threshold, 2)} on P(fake)"
         ),
         "header": [
             "metric",
@@ -216,10 +215,10 @@ def _headline(m: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _classification_rows(m: Mapping[str, Any]) -> list[list[Any]]:
+def _classification_rows(m: Metrics) -> list[list[Any]]:
     """Classification report rows (per-class precision/recall/F1, support)."""
     rows = []
-    for name, values in (m.get("classification_report") or {}).items():
+    for name, values in m.classification_report.items():
         if isinstance(values, Mapping):
             rows.append(
                 [name]
@@ -227,83 +226,95 @@ def _classification_rows(m: Mapping[str, Any]) -> list[list[Any]]:
                 + [int(values.get("support") or 0)]
             )
         else:
-            rows.append([name, "", "", values, m.get("n")])
+            rows.append([name, "", "", values, m.n])
     return rows
 
 
-def _confusion_rows(m: Mapping[str, Any]) -> list[list[Any]]:
+def _confusion_rows(m: Metrics) -> list[list[Any]]:
     """Confusion matrix rows (empty when the metrics have none)."""
-    cm = m.get("confusion_matrix")
+    cm = m.confusion_matrix
     return [[f"true {name}", *cm[i]] for i, name in enumerate(("real", "fake"))] if cm else []
 
 
-def _group_label(value: str, stats: Mapping[str, Any]) -> str:
+def _group_label(value: str, stats: SubsetSummary) -> str:
     """Row label of a breakdown cell; the pooled small-groups cell names what it holds."""
-    if "n_groups" not in stats:
+    if stats.n_groups is None:
         return value
-    names = [str(x) for x in stats.get("groups") or []]
+    names = stats.groups or []
     shown = ", ".join(names[:MAX_FOLDED_NAMES]) + (", …" if len(names) > MAX_FOLDED_NAMES else "")
-    k = stats.get("n_groups", len(names))
+    k = stats.n_groups
     return f"{value}: {k} group{'' if k == 1 else 's'} pooled ({shown})"
 
 
-def _group_exact_ci(stats: Mapping[str, Any]) -> str:
+def _group_exact_ci(stats: SubsetSummary) -> str:
     """The cell's exact accuracy interval (computed from n and accuracy for older files)."""
-    interval = stats.get("accuracy_exact_ci")
-    n, acc = stats.get("n"), stats.get("accuracy")
-    if interval is None and isinstance(n, int) and n > 0 and acc is not None:
-        interval = exact_binomial_ci(round(acc * n), n)
+    interval = stats.accuracy_exact_ci
+    if interval is None and stats.n > 0:
+        interval = exact_binomial_ci(round(stats.accuracy * stats.n), stats.n)
     return ci(interval)
 
 
-def _breakdown(m: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _breakdown(m: Metrics) -> list[dict[str, Any]]:
     """One table per breakdown key (e.g. group, source), small groups pooled into one row."""
-    before = ("n", "n_real", "n_fake", "accuracy")
-    after = ("roc_auc", "real_acc", "fake_acc")
     return [
         {
             "name": str(name),
-            "header": [name, *before, "accuracy exact 95% CI", *after],
+            "header": [
+                name,
+                "n",
+                "n_real",
+                "n_fake",
+                "accuracy",
+                "accuracy exact 95% CI",
+                "roc_auc",
+                "real_acc",
+                "fake_acc",
+            ],
             "rows": [
                 [
                     _group_label(value, stats),
-                    *(stats.get(k) for k in before),
+                    stats.n,
+                    stats.n_real,
+                    stats.n_fake,
+                    stats.accuracy,
                     _group_exact_ci(stats),
-                    *(stats.get(k) for k in after),
+                    stats.roc_auc,
+                    stats.real_acc,
+                    stats.fake_acc,
                 ]
                 for value, stats in cells.items()
             ],
         }
-        for name, cells in (m.get("breakdown") or {}).items()
+        for name, cells in m.breakdown.items()
     ]
 
 
-def _band(metrics: Mapping[str, Any], meta: Mapping[str, Any]) -> float | None:
+def _band(metrics: Metrics, meta: Mapping[str, Any]) -> float | None:
     """The uncertain band's half-width from the metrics or the run metadata, if recorded."""
-    for source in (metrics, meta):
-        value = source.get("uncertain_band")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+    if metrics.uncertain_band is not None:
+        return metrics.uncertain_band
+    value = meta.get("uncertain_band")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     return None
 
 
-def _interval_caveats(m: Mapping[str, Any], keys: Sequence[tuple[str, str]]) -> list[Caveat]:
-    """Caveats for the zero-width intervals among ``keys`` (metric key, display name)."""
-    out = []
-    for key, name in keys:
-        interval = m.get(f"{key}_ci")
-        if m.get(key) is not None and is_zero_width(interval):
-            out.append(Caveat(f"{name} interval {ci(interval)}: {ZERO_WIDTH_NOTE}."))
-    return out
+def _interval_caveats(rows: Sequence[tuple[str, float | None, Interval | None]]) -> list[Caveat]:
+    """Caveats for the zero-width intervals among ``rows`` (display name, value, interval)."""
+    return [
+        Caveat(f"{name} interval {ci(interval)}: {ZERO_WIDTH_NOTE}.")
+        for name, value, interval in rows
+        if value is not None and is_zero_width(interval)
+    ]
 
 
 def _captions(
-    m: Mapping[str, Any],
+    m: Metrics,
     meta: Mapping[str, Any],
     history: Sequence[Mapping[str, Any]] | None,
 ) -> dict[str, Rich]:
     """Captions per plot, with the caveats that belong next to each figure."""
-    t = m.get("threshold")
+    t = m.threshold
     at_t = f"the operating threshold {fmt(t, 2)}" if t is not None else "the threshold (unknown)"
     best = plots.best_epoch(history or [])
     best_text = (
@@ -312,14 +323,15 @@ def _captions(
         else "No val loss recorded: no best epoch marked."
     )
     tprs = "; ".join(
-        f"{_tpr_name(fpr)} {fmt(m.get(key))} {ci(m.get(f'{key}_ci'))}".rstrip()
-        for key, fpr in FPR_TARGETS
+        f"{_tpr_name(tpr.fpr)} {fmt(tpr.value)} {ci(tpr.ci)}".rstrip() for tpr in m.tprs()
     )
-    roc_keys = [("roc_auc", "ROC-AUC")] + [(k, _tpr_name(f)) for k, f in FPR_TARGETS]
+    roc_rows = [("ROC-AUC", m.roc_auc, m.roc_auc_ci)] + [
+        (_tpr_name(tpr.fpr), tpr.value, tpr.ci) for tpr in m.tprs()
+    ]
     few_reals = [
-        Caveat(f"{_tpr_name(fpr)}: {note}.")
-        for key, fpr in FPR_TARGETS
-        if m.get(key) is not None and (note := _few_reals_note(m, fpr))
+        Caveat(f"{_tpr_name(tpr.fpr)}: {note}.")
+        for tpr in m.tprs()
+        if tpr.value is not None and (note := _few_reals_note(m, tpr.fpr))
     ]
     ece_note = _ece_note(m)
     band = _band(m, meta)
@@ -334,17 +346,19 @@ def _captions(
         "roc": Rich.of(
             f"ROC on a linear and a log false-positive axis; the dot is {at_t}, the squares "
             f"TPR at 1% and 5% FPR ({tprs}).",
-            *_interval_caveats(m, roc_keys),
+            *_interval_caveats(roc_rows),
             *few_reals,
         ),
         "pr": Rich.of(
             f"Precision-recall, fake = positive; the dot is {at_t}.",
-            *_interval_caveats(m, [("average_precision", "Average precision")]),
+            *_interval_caveats(
+                [("Average precision", m.average_precision, m.average_precision_ci)]
+            ),
         ),
         "reliability": Rich.of(
             "Reliability diagram: mean predicted P(fake) against the observed fraction of "
             "fakes per bin (numbers: images per bin; whiskers: exact 95% intervals); "
-            f"ECE {fmt(m.get('ece'))}.",
+            f"ECE {fmt(m.ece)}.",
             Caveat(ece_note) if ece_note else None,
         ),
         "score_histograms": Rich.of(
@@ -454,7 +468,7 @@ def render_robustness_page(out_dir: str | Path) -> Path:
 
 def _make_plots(
     out: Path,
-    metrics: Mapping[str, Any],
+    metrics: Metrics,
     predictions: pd.DataFrame,
     history: Sequence[Mapping[str, Any]] | None,
     image_loader: Callable[[str], Any] | None,
@@ -466,17 +480,16 @@ def _make_plots(
         images["training_curves"] = plots.plot_training_curves(
             history, out / PLOT_FILES["training_curves"]
         )
-    cm = metrics.get("confusion_matrix") or [[0, 0], [0, 0]]
+    cm = metrics.confusion_matrix or [[0, 0], [0, 0]]
     images["confusion_matrix"] = plots.plot_confusion_matrix(
         cm, out / PLOT_FILES["confusion_matrix"]
     )
     y, s = predictions["label"].to_numpy(), predictions["score"].to_numpy(dtype=float)
-    t = metrics.get("threshold")
-    threshold = float(t) if t is not None else None
+    threshold = metrics.threshold
     images["roc"] = plots.plot_roc(y, s, out / PLOT_FILES["roc"], threshold=threshold)
     images["pr"] = plots.plot_pr(y, s, out / PLOT_FILES["pr"], threshold=threshold)
     images["reliability"] = plots.plot_reliability(
-        y, s, out / PLOT_FILES["reliability"], n_bins=int(metrics.get("ece_bins") or 10)
+        y, s, out / PLOT_FILES["reliability"], n_bins=metrics.ece_bins or 10
     )
     images["score_histograms"] = plots.plot_score_histograms(
         y, s, out / PLOT_FILES["score_histograms"], threshold=threshold, band=band
@@ -537,10 +550,11 @@ def render_report(out_dir: str | Path, title: str | None = None) -> Path:
 
     Raises:
         FileNotFoundError: If ``metrics.json`` is missing.
+        MetricsFileError: If ``metrics.json`` is not JSON or holds values of the wrong type.
     """
     out = Path(out_dir)
     _require(out, [METRICS_FILE])
-    m = _read_json(out / METRICS_FILE)
+    m = Metrics.load(out / METRICS_FILE)
     meta = _read_json(out / META_FILE) or {}
     history = _read_json(out / HISTORY_FILE)
     captions = _captions(m, meta, history)
@@ -549,7 +563,7 @@ def render_report(out_dir: str | Path, title: str | None = None) -> Path:
         title=title or _saved_title(out),
         meta_rows=_meta_rows(meta),
         headline=_headline(m),
-        metrics_warnings=[str(w) for w in m.get("warnings") or []],
+        metrics_warnings=list(m.warnings),
         classification=_classification_rows(m),
         confusion=_confusion_rows(m),
         breakdown=_breakdown(m),
@@ -571,7 +585,7 @@ def render_report(out_dir: str | Path, title: str | None = None) -> Path:
 
 def write_report(
     out_dir: str | Path,
-    metrics: Mapping[str, Any],
+    metrics: Metrics,
     predictions: pd.DataFrame,
     history: Sequence[Mapping[str, Any]] | None = None,
     meta: Mapping[str, Any] | None = None,
@@ -587,7 +601,8 @@ def write_report(
 
     Args:
         out_dir: Output folder (created if needed).
-        metrics: Output of :func:`fakescope.eval.metrics.compute_metrics`.
+        metrics: Output of :func:`fakescope.eval.metrics.compute_metrics`; saved as
+            ``metrics.json`` (:meth:`~fakescope.eval.result.Metrics.to_json_dict`).
         predictions: Columns ``path, label, score, pred`` (extra columns kept).
         history: Optional per-epoch training rows for the training curves.
         meta: Optional run metadata; ``meta["skipped"]`` may list ``{path, reason}``.
@@ -599,7 +614,7 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / METRICS_FILE, metrics)
+    _write_json(out / METRICS_FILE, metrics.to_json_dict())
     predictions.to_csv(out / PREDICTIONS_FILE, index=False)
     for name, obj in ((HISTORY_FILE, list(history or [])), (META_FILE, dict(meta or {}))):
         if obj:
@@ -632,10 +647,11 @@ def rebuild_report(out_dir: str | Path, title: str | None = None) -> Path:
 
     Raises:
         FileNotFoundError: If ``metrics.json`` or ``predictions.csv`` is missing.
+        MetricsFileError: If ``metrics.json`` is not JSON or holds values of the wrong type.
     """
     out = Path(out_dir)
     _require(out)
-    metrics = _read_json(out / METRICS_FILE)
+    metrics = Metrics.load(out / METRICS_FILE)
     predictions = pd.read_csv(out / PREDICTIONS_FILE)
     history = _read_json(out / HISTORY_FILE)
     meta = _read_json(out / META_FILE) or {}

@@ -250,23 +250,23 @@ def _condition_row(
 ) -> tuple[dict[str, Any], list[str]]:
     """Metrics and deltas of one condition on the common rows."""
     m = compute_metrics(y, s, threshold=threshold, n_boot=n_boot, seed=_SEED)
-    auc_ci, acc_ci = m.get("roc_auc_ci") or [None, None], m.get("accuracy_ci") or [None, None]
+    auc_ci, acc_ci = m.roc_auc_ci or (None, None), m.accuracy_ci or (None, None)
     row: dict[str, Any] = {
         "perturbation": name,
         "description": DESCRIPTIONS.get(name, name),
-        "n": m["n"],
-        "auc": m["roc_auc"],
+        "n": m.n,
+        "auc": m.roc_auc,
         "auc_lo": auc_ci[0],
         "auc_hi": auc_ci[1],
-        "accuracy": m["accuracy"],
+        "accuracy": m.accuracy,
         "accuracy_lo": acc_ci[0],
         "accuracy_hi": acc_ci[1],
-        "real_acc": m["real_acc"],
-        "fake_acc": m["fake_acc"],
+        "real_acc": m.real_acc,
+        "fake_acc": m.fake_acc,
         "mean_score": float(np.mean(s)),
     }
-    row.update(_delta_fields(y, s, clean_s, threshold, n_boot, m["roc_auc"]))
-    return row, list(m.get("warnings") or [])
+    row.update(_delta_fields(y, s, clean_s, threshold, n_boot, m.roc_auc))
+    return row, list(m.warnings)
 
 
 def _delta_fields(

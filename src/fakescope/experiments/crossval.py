@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,9 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from fakescope.config import TrainConfig
 from fakescope.data.manifest import DataError, build_manifest
 from fakescope.data.splits import save_splits
-from fakescope.eval.metrics import compute_metrics, format_summary
+from fakescope.eval.metrics import compute_metrics
+from fakescope.eval.result import FoldSummary, Metrics, Spread
+from fakescope.eval.summary_text import format_summary
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,13 @@ VAL_FRACTION = 0.2
 OOF_FILE = "oof_predictions.csv"
 FOLDS_FILE = "folds.json"
 _RARE = "\x00rare"
+
+
+class CrossValidation(NamedTuple):
+    """What :func:`cross_validate` gives back: the pooled metrics and the report it wrote."""
+
+    metrics: Metrics
+    report: Path
 
 
 def load_frame(cfg: TrainConfig) -> pd.DataFrame:
@@ -137,50 +146,50 @@ def _score_fold(run_dir: Path, test: pd.DataFrame, cfg: TrainConfig) -> tuple[pd
     return scored, float(det.spec.threshold)
 
 
-def _fold_summary(k: int, scored: pd.DataFrame, threshold: float, n_boot: int) -> dict[str, Any]:
+def _fold_summary(k: int, scored: pd.DataFrame, threshold: float, n_boot: int) -> FoldSummary:
     """Per-fold AUC and accuracy with their bootstrap intervals."""
     m = compute_metrics(
         scored["label"].to_numpy(), scored["score"].to_numpy(), threshold=threshold, n_boot=n_boot
     )
-    return {
-        "fold": k,
-        "n": m["n"],
-        "roc_auc": m["roc_auc"],
-        "roc_auc_ci": m["roc_auc_ci"],
-        "accuracy": m["accuracy"],
-        "accuracy_ci": m["accuracy_ci"],
-        "threshold": threshold,
-    }
+    return FoldSummary(
+        fold=k,
+        n=m.n,
+        roc_auc=m.roc_auc,
+        roc_auc_ci=m.roc_auc_ci,
+        accuracy=m.accuracy,
+        accuracy_ci=m.accuracy_ci,
+        threshold=threshold,
+    )
 
 
-def _fold_text(rows: list[dict[str, Any]]) -> str:
+def _fold_text(rows: list[FoldSummary]) -> str:
     """``"0: AUC 0.91 [0.80, 0.98], acc 0.85 (n=40); 1: ..."`` for the report header."""
 
-    def num(value: float | None, ci: list[float] | None) -> str:
+    def num(value: float | None, ci: tuple[float, float] | None) -> str:
         if value is None:
             return "n/a"
         return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
     return "; ".join(
-        f"fold {r['fold']}: AUC {num(r['roc_auc'], r['roc_auc_ci'])}, "
-        f"accuracy {num(r['accuracy'], r['accuracy_ci'])} (n={r['n']})"
+        f"fold {r.fold}: AUC {num(r.roc_auc, r.roc_auc_ci)}, "
+        f"accuracy {num(r.accuracy, r.accuracy_ci)} (n={r.n})"
         for r in rows
     )
 
 
-def _spread(values: list[float | None]) -> dict[str, float | None]:
+def _spread(values: list[float | None]) -> Spread:
     """Mean and standard deviation of the defined values."""
     clean = np.array([v for v in values if v is not None], dtype=float)
     if clean.size == 0:
-        return {"mean": None, "std": None}
-    return {"mean": float(clean.mean()), "std": float(clean.std(ddof=1)) if clean.size > 1 else 0.0}
+        return Spread(mean=None, std=None)
+    return Spread(mean=float(clean.mean()), std=float(clean.std(ddof=1)) if clean.size > 1 else 0.0)
 
 
-def _mean_sd(spread: dict[str, float | None]) -> str:
+def _mean_sd(spread: Spread) -> str:
     """``"0.912 ± 0.031"`` or ``n/a``."""
-    if spread["mean"] is None:
+    if spread.mean is None or spread.std is None:
         return "n/a"
-    return f"{spread['mean']:.3f} ± {spread['std']:.3f}"
+    return f"{spread.mean:.3f} ± {spread.std:.3f}"
 
 
 def _pooled_threshold(thresholds: list[float]) -> tuple[float, str | None]:
@@ -199,7 +208,7 @@ def cross_validate(
     folds: int,
     out_dir: str | Path,
     n_boot: int = 1000,
-) -> dict[str, Any]:
+) -> CrossValidation:
     """Train K detectors per ``cfg`` and score every image once, out of fold.
 
     Works for any detector family ``fit`` supports (finetune, probe). ``cfg.out`` and
@@ -213,8 +222,9 @@ def cross_validate(
         n_boot: Bootstrap resamples for the pooled intervals.
 
     Returns:
-        The pooled metrics (as :func:`compute_metrics`) plus ``folds`` (per-fold rows),
-        ``fold_auc`` and ``fold_accuracy`` (mean and std), ``n_rows`` and ``report``.
+        The pooled metrics (as :func:`compute_metrics`) with ``folds`` (per-fold rows),
+        ``fold_auc`` and ``fold_accuracy`` (mean and std), ``n_rows`` and ``n_skipped`` set,
+        and the path of the report's ``report.html``.
 
     Raises:
         DataError: When the data cannot support K folds.
@@ -225,7 +235,8 @@ def cross_validate(
     out.mkdir(parents=True, exist_ok=True)
     df = load_frame(cfg)
     fold = assign_folds(df, folds, cfg.seed)
-    parts, per_fold, thresholds = [], [], []
+    parts, thresholds = [], []
+    per_fold: list[FoldSummary] = []
     for k in range(folds):
         print(f"\n== fold {k + 1}/{folds}: {int((fold == k).sum())} held-out images ==", flush=True)
         splits = fold_splits(df, fold, k, cfg.seed)
@@ -239,19 +250,20 @@ def cross_validate(
     oof.to_csv(out / OOF_FILE, index=False)
     threshold, note = _pooled_threshold(thresholds)
     metrics = _pooled_metrics(oof, threshold, n_boot, folds, note)
-    metrics["n_rows"] = len(df)
-    metrics["n_skipped"] = len(df) - len(oof)
-    metrics["folds"] = per_fold
-    metrics["fold_auc"] = _spread([f["roc_auc"] for f in per_fold])
-    metrics["fold_accuracy"] = _spread([f["accuracy"] for f in per_fold])
-    (out / FOLDS_FILE).write_text(json.dumps(per_fold, indent=2), encoding="utf-8")
+    metrics.n_rows = len(df)
+    metrics.n_skipped = len(df) - len(oof)
+    metrics.folds = per_fold
+    metrics.fold_auc = fold_auc = _spread([f.roc_auc for f in per_fold])
+    metrics.fold_accuracy = _spread([f.accuracy for f in per_fold])
+    folds_json = [f.model_dump(mode="json") for f in per_fold]
+    (out / FOLDS_FILE).write_text(json.dumps(folds_json, indent=2), encoding="utf-8")
     meta = {
         "data": cfg.data,
         "family": cfg.family,
         "model": cfg.model if cfg.family == "finetune" else cfg.backbone,
         "folds": folds,
         "per fold": _fold_text(per_fold),
-        "fold AUC mean ± sd": _mean_sd(metrics["fold_auc"]),
+        "fold AUC mean ± sd": _mean_sd(fold_auc),
     }
     cols = [
         c
@@ -260,16 +272,16 @@ def cross_validate(
     ]
     preds = oof[cols].copy()
     preds["pred"] = (preds["score"] >= threshold).astype(int)
-    metrics["report"] = str(
-        write_report(out / "report", metrics, preds, meta=meta, title="fakescope cross-validation")
+    report = write_report(
+        out / "report", metrics, preds, meta=meta, title="fakescope cross-validation"
     )
     print(format_summary(metrics), flush=True)
-    return metrics
+    return CrossValidation(metrics, report)
 
 
 def _pooled_metrics(
     oof: pd.DataFrame, threshold: float, n_boot: int, folds: int, note: str | None
-) -> dict[str, Any]:
+) -> Metrics:
     """Metrics with intervals on the pooled out-of-fold scores, with cross-validation notes."""
     groups = {k: oof[k].astype(str).to_numpy() for k in ("source", "group") if k in oof.columns}
     metrics = compute_metrics(
@@ -282,5 +294,5 @@ def _pooled_metrics(
     ]
     if note:
         notes.append(note)
-    metrics["warnings"] = notes + list(metrics.get("warnings") or [])
+    metrics.warnings = notes + metrics.warnings
     return metrics

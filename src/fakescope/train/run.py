@@ -30,6 +30,7 @@ from fakescope.data.manifest import DataError, summarize
 from fakescope.data.skipped import add_failures, write_skipped
 from fakescope.data.splits import load_dataset, load_splits, save_splits, validate_splits
 from fakescope.data.transforms import AugmentConfig, eval_transform, train_transform
+from fakescope.eval.result import Metrics
 from fakescope.eval.scoring import score_loader
 from fakescope.models.checkpoint import read_tensors, save_checkpoint, save_tensors
 from fakescope.models.detector import Detector
@@ -487,7 +488,7 @@ def report_run(
     device: str = "auto",
     batch_size: int = 32,
     cache_dir: str | None = None,
-) -> dict[str, Any]:
+) -> Metrics:
     """Evaluate a run's best checkpoint on its test split (val if there is no test split)."""
     from fakescope.eval.evaluate import evaluate_frame
     from fakescope.models.checkpoint import load_detector
