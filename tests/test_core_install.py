@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import fakescope
 from fakescope.embed.backbones import OnnxBackbone
 from fakescope.models.checkpoint import save_checkpoint
 from fakescope.models.detector import Preprocessing
@@ -106,6 +107,33 @@ def test_scan_names_the_ray_extra(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "fakescope scan needs the 'ray' extra" in out.stderr
     assert "pip install 'fakescope[ray]'" in out.stderr
+
+
+def test_a_scan_actor_scores_an_onnx_detector_with_the_ray_extra_alone(tmp_path: Path) -> None:
+    """``pip install 'fakescope[ray]'`` brings pandas and pyarrow but no torch: the scan's actor
+    opens a probe on an ONNX encoder (as the default built-in is) without importing torch."""
+    ckpt = tiny_probe(tmp_path)
+    imgs = [tmp_path / f"{i}.png" for i in range(3)]
+    rng = np.random.default_rng(1)
+    for img in imgs:
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(img)
+    body = (
+        "import json, pandas as pd\n"
+        "from fakescope.infer.backends import as_ref\n"
+        "from fakescope.scan.ray_scan import ScorerActor\n"
+        f"paths = {[str(p) for p in imgs]!r}\n"
+        f"actor = ScorerActor(as_ref({str(ckpt)!r}), batch_size=2, threads=1)\n"
+        "batch = pd.DataFrame({'path': paths, '_open': paths, '_part': [0] * 3, '_i': [0, 1, 2]})\n"
+        "print(json.dumps(actor(batch).column('score').to_pylist()))\n"
+    )
+    ray_extra = tuple(m for m in TRAINING_STACK if m not in ("pandas", "pyarrow", "ray"))
+    code = RUNNER.format(blocked=ray_extra, body=body)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    want = [r.score for r in fakescope.predict([str(p) for p in imgs], detector=ckpt)]
+    assert json.loads(out.stdout.splitlines()[-1]) == want
 
 
 def test_a_video_and_its_timeline_need_no_training_stack(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import typing
 from collections.abc import Iterable, Sequence
@@ -257,7 +258,7 @@ class ScorerActor:
         batch_size: images per model call.
         device: ``auto``, ``cpu``, ``cuda``...
         video: :class:`VideoOptions` fields.
-        threads: torch intra-op threads (None: leave torch's default).
+        threads: torch intra-op threads for a torch detector (None: leave torch's default).
     """
 
     def __init__(
@@ -268,12 +269,8 @@ class ScorerActor:
         video: dict[str, Any] | None = None,
         threads: int | None = None,
     ) -> None:
-        import torch
-
         from fakescope.infer.predictor import Predictor
 
-        if threads:
-            torch.set_num_threads(threads)
         self.predictor = Predictor.open(
             detector,
             batch_size=batch_size,
@@ -281,6 +278,11 @@ class ScorerActor:
             device=device,
             video=VideoOptions(**(video or {})),
         )
+        # torch only where the detector brought it in: an ONNX detector (the default built-in)
+        # runs without the training stack, as it does in predict
+        torch = sys.modules.get("torch")
+        if threads and torch is not None:
+            torch.set_num_threads(threads)
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         """Rows for ``batch["path"]`` in order, with the batch's part keys carried through.
