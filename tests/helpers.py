@@ -81,6 +81,21 @@ def build_tiny_encoder(path: Path, with_hidden: bool = True) -> Path:
     return path
 
 
+def tiny_probe_checkpoint(folder: Path) -> Path:
+    """``folder/probe.safetensors``: a 4-wide probe on :func:`build_tiny_encoder` (ONNX, so it
+    scores without torch, as the default built-in does), with a fixed head."""
+    from fakescope.data.transforms import Preprocessing
+    from fakescope.embed.backbones import OnnxBackbone
+    from fakescope.models.checkpoint import save_checkpoint
+    from fakescope.models.probe import create_probe_detector
+
+    encoder = build_tiny_encoder(folder / "enc" / "tiny.onnx")
+    pre = Preprocessing(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
+    det = create_probe_detector(OnnxBackbone(encoder, preprocessing=pre), dim=4)
+    det.net.set_head(np.zeros(4), np.ones(4), np.array([1.0, -0.5, 0.25, 2.0]), 0.1)
+    return save_checkpoint(folder / "probe.safetensors", det)
+
+
 # ------------------------------------------------------------------------------- video clips
 CLIP_W, CLIP_H = 64, 48
 

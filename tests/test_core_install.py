@@ -12,13 +12,9 @@ import numpy as np
 from PIL import Image
 
 import fakescope
-from fakescope.embed.backbones import OnnxBackbone
-from fakescope.models.checkpoint import save_checkpoint
-from fakescope.models.detector import Preprocessing
-from fakescope.models.probe import create_probe_detector
 from fakescope.utils import EXTRA_OF_MODULE
 
-from .helpers import build_tiny_encoder, write_clip
+from .helpers import tiny_probe_checkpoint, write_clip
 
 #: What `pip install fakescope` does not bring: every module of the train and ray extras.
 TRAINING_STACK = tuple(EXTRA_OF_MODULE)
@@ -45,16 +41,8 @@ def cli(*args: str) -> str:
     return f"from fakescope.cli import main\nsys.exit(main({list(args)!r}))"
 
 
-def tiny_probe(tmp_path: Path) -> Path:
-    encoder = build_tiny_encoder(tmp_path / "enc" / "tiny.onnx")
-    pre = Preprocessing(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
-    det = create_probe_detector(OnnxBackbone(encoder, preprocessing=pre), dim=4)
-    det.net.set_head(np.zeros(4), np.ones(4), np.array([1.0, -0.5, 0.25, 2.0]), 0.1)
-    return save_checkpoint(tmp_path / "probe.safetensors", det)
-
-
 def test_predict_explain_and_the_api_run_without_the_training_stack(tmp_path: Path) -> None:
-    ckpt = tiny_probe(tmp_path)
+    ckpt = tiny_probe_checkpoint(tmp_path)
     rng = np.random.default_rng(0)
     img = tmp_path / "photo.png"
     Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(img)
@@ -112,7 +100,7 @@ def test_scan_names_the_ray_extra(tmp_path: Path) -> None:
 def test_a_scan_actor_scores_an_onnx_detector_with_the_ray_extra_alone(tmp_path: Path) -> None:
     """``pip install 'fakescope[ray]'`` brings pandas and pyarrow but no torch: the scan's actor
     opens a probe on an ONNX encoder (as the default built-in is) without importing torch."""
-    ckpt = tiny_probe(tmp_path)
+    ckpt = tiny_probe_checkpoint(tmp_path)
     imgs = [tmp_path / f"{i}.png" for i in range(3)]
     rng = np.random.default_rng(1)
     for img in imgs:
@@ -137,7 +125,7 @@ def test_a_scan_actor_scores_an_onnx_detector_with_the_ray_extra_alone(tmp_path:
 
 
 def test_a_video_and_its_timeline_need_no_training_stack(tmp_path: Path) -> None:
-    ckpt = tiny_probe(tmp_path)
+    ckpt = tiny_probe_checkpoint(tmp_path)
     clip = write_clip(tmp_path / "clip.mp4", [0.0, 0.5, 1.0, 1.5], noise=True)
     out = run_without_training_stack(
         cli("predict", str(clip), "--detector", str(ckpt), "--timeline", str(tmp_path / "tl")),

@@ -1,7 +1,8 @@
 """fakescope scan: Ray Data scoring into Parquet parts, row for row the same as predict, resumable.
 
 One local 2-CPU Ray session is shared by the module (starting Ray takes seconds); every scan runs
-a pool of 2 actors on it.
+a pool of actors on it. Most scans use a probe on an ONNX encoder (actors that start without
+torch, as with the default built-in); the dev-set manifest is scored by a torch network.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fakescope.scan.ray_scan import (
     scan,
 )
 
-from .helpers import TINY_MODEL, all_cpus, synthetic_image
+from .helpers import TINY_MODEL, all_cpus, synthetic_image, tiny_probe_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,13 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A probe on a tiny ONNX encoder, like the default built-in: its actors need no torch."""
+    return tiny_probe_checkpoint(tmp_path_factory.mktemp("probe"))
+
+
+@pytest.fixture(scope="module")
+def torch_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny timm network: its actors run torch, with the threads the scan gives them."""
     det = create_detector(TINY_MODEL, img_size=32).eval()
     det.spec.threshold, det.spec.uncertain_band = 0.5, 0.0
     det.spec.preprocessing.resize_mode = "crop"
@@ -113,7 +121,7 @@ def test_scan_matches_predict_row_by_row(
     _assert_same_rows(rows, predicted)
     errors = {Path(r["path"]).name: r["error"] for r in rows if r["verdict"] == "error"}
     assert set(errors) == {"zero.jpg", "notes.jpg"} and "empty" in errors["zero.jpg"]
-    assert {r["verdict"] for r in rows} - {"error"} <= {"fake", "real"}
+    assert {r["verdict"] for r in rows} - {"error"} <= {"fake", "real", "uncertain"}
     df = pd.read_parquet(scanned)  # the folder reads as one Parquet dataset
     assert len(df) == 14 and list(df.columns) == list(predicted[0].to_dict())
 
@@ -140,8 +148,12 @@ def test_resume_recomputes_only_the_missing_part(
 
 
 @pytest.mark.shared
-def test_scan_of_a_manifest_on_the_dev_set(ray_session, ckpt: Path, shared_data: Path, tmp_path):
-    """Real JPEGs and PNGs from the shared dev set, given as a manifest with relative paths."""
+def test_scan_of_a_manifest_on_the_dev_set(
+    ray_session, torch_ckpt: Path, shared_data: Path, tmp_path
+):
+    """Real JPEGs and PNGs from the shared dev set, given as a manifest with relative paths, scored
+    by a torch network."""
+    ckpt = torch_ckpt
     full = pd.read_csv(shared_data / "manifest.csv")
     pick = pd.concat([full.head(12), full.tail(12)])
     manifest = tmp_path / "some.csv"
