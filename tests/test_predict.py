@@ -380,12 +380,14 @@ def test_only_missing_files_fail_before_the_detector_opens(
     assert opened and [r["error"] for r in rows] == ["file not found", None]
 
 
-def test_rows_into_a_closed_pipe_end_quietly(ckpt: Path, folder: Path) -> None:
-    """``fakescope predict ... | head``: no BrokenPipeError traceback."""
-    from .helpers import run_into_a_closed_pipe
+def test_rows_into_a_closed_pipe_end_quietly(folder: Path, tmp_path: Path) -> None:
+    """``fakescope predict ... | head``: no BrokenPipeError traceback (an ONNX probe, as the
+    default built-in is, so the command starts without torch)."""
+    from .helpers import run_into_a_closed_pipe, tiny_probe_checkpoint
 
+    probe = tiny_probe_checkpoint(tmp_path / "probe")
     code, err = run_into_a_closed_pipe(
-        "predict", str(folder), "--detector", str(ckpt), "--format", "jsonl", "--workers", "0"
+        "predict", str(folder), "--detector", str(probe), "--format", "jsonl", "--workers", "0"
     )
     assert code == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err

@@ -644,13 +644,17 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_sigterm_stops_the_server_and_its_worker_processes(ckpt: Path, tmp_path: Path) -> None:
+def test_sigterm_stops_the_server_and_its_worker_processes(tmp_path: Path) -> None:
     """``kill PID`` shuts down as cleanly as Ctrl+C: the decoder workers and multiprocessing's
-    resource tracker go with the server, at once."""
+    resource tracker go with the server, at once (serving an ONNX probe, as the default
+    built-in is)."""
     import signal
     import subprocess
     import sys
 
+    from .helpers import tiny_probe_checkpoint
+
+    ckpt = tiny_probe_checkpoint(tmp_path / "probe")
     port = _free_port()
     cmd = [sys.executable, "-m", "fakescope", "serve", "--detector", str(ckpt), "--port", str(port)]
     log = tmp_path / "serve.log"
