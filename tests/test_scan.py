@@ -214,3 +214,19 @@ def test_ray_address_or_first_input() -> None:
     assert split_items("imgs/*.jpg", ["more", "out"]) == (None, ["imgs/*.jpg", "more"], "out")
     with pytest.raises(ValueError, match="OUTPUT"):
         split_items(None, ["only"])
+
+
+def test_bars_turned_off_off_a_terminal_bring_no_advice_to_turn_them_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    pytest.importorskip("ray.data", reason="ray is not installed")
+    import fakescope.utils
+    from fakescope.scan.ray_scan import _quiet_ray_data
+
+    progress = logging.getLogger("ray.data._internal.progress")
+    monkeypatch.setattr(progress, "level", logging.NOTSET)
+    monkeypatch.setattr(fakescope.utils, "is_interactive", lambda: False)
+    _quiet_ray_data()
+    assert not progress.isEnabledFor(logging.WARNING)

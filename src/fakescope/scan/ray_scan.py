@@ -379,9 +379,12 @@ def _quiet_ray_data() -> None:
 
     from fakescope.utils import is_interactive
 
-    ray.data.DataContext.get_current().enable_progress_bars = is_interactive()
+    bars = is_interactive()
+    ray.data.DataContext.get_current().enable_progress_bars = bars
     if logger.isEnabledFor(logging.DEBUG):
         return
+    if not bars:  # turned off here, so Ray's "Progress bars disabled. To enable, ..." is noise
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     for handler in logging.getLogger("ray.data").handlers:
         if not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
