@@ -695,6 +695,14 @@ def test_the_spec_schema_and_the_spec_have_the_same_fields() -> None:
     spec_fields = {f.name for f in dataclasses.fields(DetectorSpec)}
     for schema in (TimmSpec, ProbeSpec, FusionSpec):
         assert set(schema.model_fields) == spec_fields, schema.__name__
+    # a stored spec without a value gets the value a new DetectorSpec has
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(DetectorSpec)
+        if f.default is not dataclasses.MISSING
+    }
+    stored = TimmSpec.model_validate({"kind": "timm", "arch": "resnet18"})
+    assert {name: getattr(stored, name) for name in defaults} == defaults
     assert {f.name for f in dataclasses.fields(Preprocessing)} == set(
         PreprocessingSchema.model_fields
     )

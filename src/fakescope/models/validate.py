@@ -30,6 +30,7 @@ cheap; the timm count is passed in by the caller.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -49,6 +50,7 @@ from pydantic import (
 )
 
 from fakescope.config import INPUT_FILTERS, RESIZE_MODES  # declared with the training options
+from fakescope.models.detector import DetectorSpec
 from fakescope.models.errors import CheckpointError
 
 #: Most parameters plus buffers a checkpoint may make fakescope build (8 GB in float32): twice
@@ -169,6 +171,14 @@ PositiveTriple = Annotated[list[Number(1e-6, 1e6)], Field(min_length=3, max_leng
 
 
 # --------------------------------------------------------------------------------- the spec
+#: A stored spec's missing values are DetectorSpec's own defaults (declared there, once).
+_SPEC_DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(DetectorSpec)
+    if f.default is not dataclasses.MISSING
+}
+
+
 class _Open(BaseModel):
     """A stored object whose other keys are ignored (as the loader ignores them)."""
 
@@ -323,8 +333,8 @@ class _SpecBase(_Open):
     """A stored :class:`~fakescope.models.detector.DetectorSpec` (other keys are ignored)."""
 
     arch: Text(4000)
-    threshold: Number(0.0, 1.0) = 0.5
-    uncertain_band: Number(0.0, 1.0) = 0.1
+    threshold: Number(0.0, 1.0) = _SPEC_DEFAULTS["threshold"]
+    uncertain_band: Number(0.0, 1.0) = _SPEC_DEFAULTS["uncertain_band"]
     calibration: Calibration | None = None
     input_filter: Literal[INPUT_FILTERS] | None = None  # type: ignore[valid-type]
     preprocessing: PreprocessingSchema = Field(default_factory=dict, validate_default=True)
