@@ -30,7 +30,6 @@ cheap; the timm count is passed in by the caller.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -171,14 +170,6 @@ PositiveTriple = Annotated[list[Number(1e-6, 1e6)], Field(min_length=3, max_leng
 
 
 # --------------------------------------------------------------------------------- the spec
-#: A stored spec's missing values are DetectorSpec's own defaults (declared there, once).
-_SPEC_DEFAULTS = {
-    f.name: f.default
-    for f in dataclasses.fields(DetectorSpec)
-    if f.default is not dataclasses.MISSING
-}
-
-
 class _Open(BaseModel):
     """A stored object whose other keys are ignored (as the loader ignores them)."""
 
@@ -333,8 +324,9 @@ class _SpecBase(_Open):
     """A stored :class:`~fakescope.models.detector.DetectorSpec` (other keys are ignored)."""
 
     arch: Text(4000)
-    threshold: Number(0.0, 1.0) = _SPEC_DEFAULTS["threshold"]
-    uncertain_band: Number(0.0, 1.0) = _SPEC_DEFAULTS["uncertain_band"]
+    # a stored spec's missing values are DetectorSpec's own defaults (declared there, once)
+    threshold: Number(0.0, 1.0) = DetectorSpec.threshold
+    uncertain_band: Number(0.0, 1.0) = DetectorSpec.uncertain_band
     calibration: Calibration | None = None
     input_filter: Literal[INPUT_FILTERS] | None = None  # type: ignore[valid-type]
     preprocessing: PreprocessingSchema = Field(default_factory=dict, validate_default=True)
