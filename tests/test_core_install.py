@@ -79,6 +79,21 @@ def test_a_command_that_needs_torch_names_the_extra(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+def test_a_timm_checkpoint_names_the_train_extra(tmp_path: Path) -> None:
+    from fakescope.models import create_detector, save_checkpoint
+
+    from .helpers import TINY_MODEL
+
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", create_detector(TINY_MODEL, img_size=32))
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    out = run_without_training_stack(
+        cli("predict", str(tmp_path / "a.png"), "--detector", str(ckpt)), tmp_path
+    )
+    assert out.returncode == 1
+    assert f"{ckpt} (a fine-tuned timm network) needs the 'train' extra" in out.stderr
+    assert "pip install 'fakescope[train]'" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_models_lists_the_built_ins_and_says_what_training_needs(tmp_path: Path) -> None:
     out = run_without_training_stack(cli("models"), tmp_path)
     assert out.returncode == 0, out.stderr

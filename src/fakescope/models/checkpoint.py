@@ -26,7 +26,7 @@ from fakescope.models.header import (
     read_meta,
 )
 from fakescope.models.validate import check_size
-from fakescope.utils import atomic_write, atomic_write_text
+from fakescope.utils import atomic_write, atomic_write_text, missing_extra_message
 from fakescope.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -195,6 +195,11 @@ def _count_timm(path: str | Path) -> Any:
     def count(name: str, kwargs: Any, num_classes: int) -> int:
         try:
             return count_timm_elements(name, kwargs, num_classes)
+        except ModuleNotFoundError as e:  # a core install: no torch or timm
+            extra = missing_extra_message(e, f"{path} (a fine-tuned timm network)")
+            if extra is None:
+                raise
+            raise CheckpointError(extra) from e
         except Exception as e:  # timm raises TypeError, ValueError, AssertionError, ...
             raise CheckpointError(
                 f"{path}: cannot build timm model {name!r} with {dict(kwargs)} "
